@@ -1,0 +1,1 @@
+"""Dedupe stages: exact (normalized-text hash), MinHash-LSH near-dup, and SemDedup."""

@@ -1,0 +1,92 @@
+"""Typed records that flow between pipeline stages.
+
+NamedTuples with a registered RowCoder so portable runners (Dataflow, Spark, Flink) get a real schema
+coder instead of pickling, and so every stage agrees on field names.
+"""
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Optional
+
+import apache_beam as beam
+
+# uid layout (fits a signed int64): 6 bits source index | 20 bits file index | 37 bits line/row.
+# The smallest uid of a duplicate cluster is the keeper, so the source index doubles as the source
+# priority for cross-source dedupe (registry order) and, within a source, the earliest file/line wins.
+SOURCE_BITS, FILE_BITS, LINE_BITS = 6, 20, 37
+MAX_FILES = 1 << FILE_BITS
+MAX_LINES = 1 << LINE_BITS
+
+
+def make_uid(source_index: int, file_index: int, line: int) -> int:
+    if not (0 <= source_index < (1 << SOURCE_BITS)):
+        raise ValueError(f"source index {source_index} out of range")
+    if not (0 <= file_index < MAX_FILES):
+        raise ValueError(f"too many input files for one source (max {MAX_FILES}); merge inputs")
+    if not (0 <= line < MAX_LINES):
+        raise ValueError(f"line/row {line} out of range (max {MAX_LINES})")
+    return (source_index << (FILE_BITS + LINE_BITS)) | (file_index << LINE_BITS) | line
+
+
+def split_uid(uid: int) -> tuple[int, int, int]:
+    return (uid >> (FILE_BITS + LINE_BITS), (uid >> LINE_BITS) & (MAX_FILES - 1), uid & (MAX_LINES - 1))
+
+
+class Document(NamedTuple):
+    """One input document.
+
+    uid: unique int64 (see make_uid), the join key for every dedupe stage and the sort key of the
+         output shards (so output order is deterministic and independent of bundling).
+    id:  the user-facing id: the id_field value when configured, else "<file>:<line>" (1-based line).
+    loc: "<file>:<line>" always, for error messages and audit records.
+    meta: small string metadata (url, lang, path, title ...) that filters may use.
+    """
+
+    uid: int
+    id: str
+    source: str
+    text: str
+    loc: str
+    meta: Mapping[str, str]
+
+
+class Reject(NamedTuple):
+    """A document that is not kept, with why. Every non-kept document yields exactly one Reject.
+
+    stage: "read" (malformed input), "filter", "exact_dedupe", "near_dedupe", "semantic_dedupe".
+    reason: rule / error name (e.g. "bad_json", "min_words", "exact_duplicate").
+    value: measured value that triggered the rule (NaN when not applicable).
+    duplicate_of: id of the kept document of the cluster (dedupe stages only, else "").
+    """
+
+    uid: int
+    id: str
+    source: str
+    stage: str
+    reason: str
+    loc: str
+    value: float
+    duplicate_of: str
+    detail: str
+
+
+beam.coders.registry.register_coder(Document, beam.coders.RowCoder)
+beam.coders.registry.register_coder(Reject, beam.coders.RowCoder)
+
+STAGES = ("read", "filter", "exact_dedupe", "near_dedupe", "semantic_dedupe")
+# stats.json field that each reject stage is counted under
+STAGE_FIELD = {
+    "read": "malformed",
+    "filter": "rejected",
+    "exact_dedupe": "exact_duplicates",
+    "near_dedupe": "near_duplicates",
+    "semantic_dedupe": "semantic_duplicates",
+}
+
+
+def reject(doc: Document, stage: str, reason: str, value: float = float("nan"),
+           duplicate_of: str = "", detail: str = "") -> Reject:
+    return Reject(doc.uid, doc.id, doc.source, stage, reason, doc.loc, float(value), duplicate_of, detail)
+
+
+def optional_str(x: Optional[object]) -> str:
+    return "" if x is None else str(x)
