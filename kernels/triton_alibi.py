@@ -1,0 +1,401 @@
+"""Causal flash attention with MPT's ALiBi bias, written in Triton (forward and backward).
+
+Why our own kernel: FlashAttention-2 (the only flash kernel with ALiBi) has no wheel for the
+torch/CUDA pair we train on, FA3/FA4 have no ALiBi, and FlexAttention's generic score_mod runs at
+about half of SDPA-flash. ALiBi is cheap to fuse: for query i and key j MPT adds
+``slope_h * (j - (S-1))`` to the scaled score; softmax cancels the per-row constant, so we add
+``slope_h * (j - i)`` instead, which stays small near the diagonal (where the weight is) and keeps
+fp32 rounding of the bias far below bf16 noise even at 8k tokens.
+
+Work is done in log2 units (scores pre-multiplied by log2(e)) so every exponential is an exp2.
+The bias costs one vector add per tile: with block-local offsets ``j - i = (n0 - m0) + (n - m)``
+the column part ``slope*(n0 - m0 + n)`` is a BLOCK_N vector added to the scores and the row part
+``slope*m`` is folded into the running max, so no (BLOCK_M, BLOCK_N) bias tile is ever built.
+
+The backward is two kernels (dK/dV over key blocks, dQ over query blocks), as in FlashAttention-2,
+so neither needs atomics; causal blocks above the diagonal are skipped in all three kernels and only
+the blocks that straddle the diagonal pay for a mask.
+
+Optional ``seq_id`` (B, S) keeps packed documents apart: query i sees key j only if
+``seq_id[b, i] == seq_id[b, j]`` (on top of causality).
+
+Layout: q, k, v are (B, H, S, D) with any strides (views of a fused QKV projection work without a
+copy); the output is returned as a (B, H, S, D) view of (B, S, H, D) memory so that the usual
+``transpose(1, 2).reshape(B, S, H * D)`` that follows is free.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+_SUPPORTED_HEAD_DIMS = (64, 128)
+
+
+def _fwd_configs():
+    cfgs = []
+    for bm, bn, warps, stages in [
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (128, 128, 8, 2),
+        (128, 128, 8, 3),
+        (64, 64, 4, 4),
+    ]:
+        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
+    return cfgs
+
+
+def _bwd_kv_configs():
+    # BLOCK_N: keys owned by a program; BLOCK_M: query rows streamed per step.
+    cfgs = []
+    for bm, bn, warps, stages in [
+        (64, 128, 8, 2),
+        (64, 128, 8, 3),
+        (32, 128, 4, 3),
+        (64, 64, 4, 3),
+    ]:
+        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
+    return cfgs
+
+
+def _bwd_q_configs():
+    cfgs = []
+    for bm, bn, warps, stages in [
+        (128, 64, 8, 2),
+        (128, 64, 8, 3),
+        (128, 32, 4, 3),
+        (64, 64, 4, 3),
+    ]:
+        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
+    return cfgs
+
+
+def _keep_small_for_short(configs, named_args, **kwargs):
+    """Drop tiles larger than the sequence so tiny test shapes still compile quickly."""
+    s = named_args["S"]
+    kept = [c for c in configs if max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) <= max(s, 64)]
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        # the CPU interpreter cannot benchmark; one config keeps it usable for correctness checks
+        return configs[-1:]
+    return kept or configs[-1:]
+
+
+@triton.jit
+def _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
+              slope2, qk_scale, offs_m, offs_d,
+              MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK):
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    kt = tl.load(k_base + offs_n[None, :] * sks + offs_d[:, None], mask=offs_n[None, :] < S, other=0.0)
+    qk = tl.dot(q, kt)
+    # log2-score minus the row term slope*m: u = qk*scale + slope*(n0 - m0 + n)
+    c = slope2 * (start_n - start_m + tl.arange(0, BLOCK_N)).to(tl.float32)
+    u = qk * qk_scale + c[None, :]
+    if MASK:
+        u = tl.where(offs_m[:, None] >= offs_n[None, :], u, float("-inf"))
+    if HAS_SEQ:
+        sk = tl.load(SeqK + offs_n, mask=offs_n < S, other=-2)
+        u = tl.where(sq[:, None] == sk[None, :], u, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(u, 1) - r)
+    if HAS_SEQ:
+        # a row may see no key of its document in this block: keep exp2 away from -inf - -inf
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    p = tl.math.exp2(u - (m_use + r)[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    v = tl.load(v_base + offs_n[:, None] * svs + offs_d[None, :], mask=offs_n[:, None] < S, other=0.0)
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_new
+
+
+@triton.autotune(configs=_fwd_configs(), key=["S", "D", "HAS_SEQ"],
+                 prune_configs_by={"early_config_prune": _keep_small_for_short})
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, Slopes, SeqId,
+                sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sob, soh, sos, ssb,
+                H, S, qk_scale,
+                D: tl.constexpr, HAS_SEQ: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # heaviest (last) query blocks first: better tail balance under causal masking
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    slope2 = tl.load(Slopes + h) * 1.4426950408889634
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D)
+    q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+    k_base = K + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+    v_base = V + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+    q = tl.load(q_base + offs_m[:, None] * sqs + offs_d[None, :], mask=offs_m[:, None] < S, other=0.0)
+    r = slope2 * tl.arange(0, BLOCK_M).to(tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    SeqK = SeqId + b.to(tl.int64) * ssb
+    if HAS_SEQ:
+        sq = tl.load(SeqK + offs_m, mask=offs_m < S, other=-1)
+    else:
+        sq = offs_m  # unused
+    for start_n in range(0, start_m, BLOCK_N):
+        acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
+                                  slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK)
+    for start_n in range(start_m, start_m + BLOCK_M, BLOCK_N):
+        acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
+                                  slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK)
+    acc = acc / l_i[:, None]
+    o_base = O + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+    tl.store(o_base + offs_m[:, None] * sos + offs_d[None, :], acc.to(O.dtype.element_ty), mask=offs_m[:, None] < S)
+    tl.store(LSE + bh.to(tl.int64) * S + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < S)
+
+
+@triton.jit
+def _bwd_delta_kernel(O, DO, Delta, sob, soh, sos, sdb, sdh, sds, H, S,
+                      D: tl.constexpr, BLOCK: tl.constexpr):
+    """Delta_i = rowsum(O_i * dO_i), the softmax-backward correction term."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, D)
+    o = tl.load(O + b.to(tl.int64) * sob + h.to(tl.int64) * soh + offs[:, None] * sos + offs_d[None, :],
+                mask=offs[:, None] < S, other=0.0).to(tl.float32)
+    do = tl.load(DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + offs[:, None] * sds + offs_d[None, :],
+                 mask=offs[:, None] < S, other=0.0).to(tl.float32)
+    tl.store(Delta + bh.to(tl.int64) * S + offs, tl.sum(o * do, 1), mask=offs < S)
+
+
+@triton.jit
+def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
+                 start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
+                 MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_M: tl.constexpr, SeqQ):
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    qt = tl.load(q_base + offs_m[None, :] * sqs + offs_d[:, None], mask=offs_m[None, :] < S, other=0.0)
+    lse = tl.load(lse_base + offs_m, mask=offs_m < S, other=float("inf"))
+    qkt = tl.dot(k, qt)  # (BLOCK_N, BLOCK_M)
+    # t - lse = qk*scale + slope*(j - i) - lse; j - i = (n0 - i) + n, with bj = slope*n
+    a = lse + slope2 * (offs_m - start_n).to(tl.float32)
+    pt = tl.math.exp2(qkt * qk_scale + bj[:, None] - a[None, :])
+    if MASK:
+        pt = tl.where(offs_m[None, :] >= offs_n[:, None], pt, 0.0)
+    if HAS_SEQ:
+        sq = tl.load(SeqQ + offs_m, mask=offs_m < S, other=-1)
+        pt = tl.where(sk[:, None] == sq[None, :], pt, 0.0)
+    do = tl.load(do_base + offs_m[:, None] * sds + offs_d[None, :], mask=offs_m[:, None] < S, other=0.0)
+    dv = tl.dot(pt.to(do.dtype), do, dv)
+    dpt = tl.dot(v, tl.trans(do))
+    di = tl.load(delta_base + offs_m, mask=offs_m < S, other=0.0)
+    dst = pt * (dpt - di[None, :])
+    dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk)
+    return dk, dv
+
+
+@triton.autotune(configs=_bwd_kv_configs(), key=["S", "D", "HAS_SEQ"],
+                 prune_configs_by={"early_config_prune": _keep_small_for_short})
+@triton.jit
+def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
+                   sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sdb, sdh, sds,
+                   sdkb, sdkh, sdks, sdvb, sdvh, sdvs, ssb,
+                   H, S, qk_scale, sm_scale,
+                   D: tl.constexpr, HAS_SEQ: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # first key blocks see the most queries: run them first
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    slope2 = tl.load(Slopes + h) * 1.4426950408889634
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D)
+    k = tl.load(K + b.to(tl.int64) * skb + h.to(tl.int64) * skh + offs_n[:, None] * sks + offs_d[None, :],
+                mask=offs_n[:, None] < S, other=0.0)
+    v = tl.load(V + b.to(tl.int64) * svb + h.to(tl.int64) * svh + offs_n[:, None] * svs + offs_d[None, :],
+                mask=offs_n[:, None] < S, other=0.0)
+    q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+    do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh
+    lse_base = LSE + bh.to(tl.int64) * S
+    delta_base = Delta + bh.to(tl.int64) * S
+    SeqQ = SeqId + b.to(tl.int64) * ssb
+    if HAS_SEQ:
+        sk = tl.load(SeqQ + offs_n, mask=offs_n < S, other=-2)
+    else:
+        sk = offs_n  # unused
+    bj = slope2 * tl.arange(0, BLOCK_N).to(tl.float32)
+    dk = tl.zeros([BLOCK_N, D], tl.float32)
+    dv = tl.zeros([BLOCK_N, D], tl.float32)
+    for start_m in range(start_n, start_n + BLOCK_N, BLOCK_M):
+        dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
+                              start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
+                              True, HAS_SEQ, BLOCK_M, SeqQ)
+    for start_m in range(start_n + BLOCK_N, S, BLOCK_M):
+        dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
+                              start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
+                              False, HAS_SEQ, BLOCK_M, SeqQ)
+    dk = dk * sm_scale
+    tl.store(DK + b.to(tl.int64) * sdkb + h.to(tl.int64) * sdkh + offs_n[:, None] * sdks + offs_d[None, :],
+             dk.to(DK.dtype.element_ty), mask=offs_n[:, None] < S)
+    tl.store(DV + b.to(tl.int64) * sdvb + h.to(tl.int64) * sdvh + offs_n[:, None] * sdvs + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=offs_n[:, None] < S)
+
+
+@triton.jit
+def _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
+                slope2, qk_scale, offs_m, offs_d,
+                MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK):
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    kt = tl.load(k_base + offs_n[None, :] * sks + offs_d[:, None], mask=offs_n[None, :] < S, other=0.0)
+    vt = tl.load(v_base + offs_n[None, :] * svs + offs_d[:, None], mask=offs_n[None, :] < S, other=0.0)
+    qk = tl.dot(q, kt)
+    c = slope2 * (start_n - start_m + tl.arange(0, BLOCK_N)).to(tl.float32)
+    p = tl.math.exp2(qk * qk_scale + c[None, :] - a[:, None])
+    if MASK:
+        p = tl.where(offs_m[:, None] >= offs_n[None, :], p, 0.0)
+    if HAS_SEQ:
+        sk = tl.load(SeqK + offs_n, mask=offs_n < S, other=-2)
+        p = tl.where(sq[:, None] == sk[None, :], p, 0.0)
+    dp = tl.dot(do, vt)
+    ds = p * (dp - di[:, None])
+    dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq)
+    return dq
+
+
+@triton.autotune(configs=_bwd_q_configs(), key=["S", "D", "HAS_SEQ"],
+                 prune_configs_by={"early_config_prune": _keep_small_for_short})
+@triton.jit
+def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
+                  sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sdb, sdh, sds, sdqb, sdqh, sdqs, ssb,
+                  H, S, qk_scale, sm_scale,
+                  D: tl.constexpr, HAS_SEQ: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    slope2 = tl.load(Slopes + h) * 1.4426950408889634
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D)
+    q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + offs_m[:, None] * sqs + offs_d[None, :],
+                mask=offs_m[:, None] < S, other=0.0)
+    do = tl.load(DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + offs_m[:, None] * sds + offs_d[None, :],
+                 mask=offs_m[:, None] < S, other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * S + offs_m, mask=offs_m < S, other=float("inf"))
+    di = tl.load(Delta + bh.to(tl.int64) * S + offs_m, mask=offs_m < S, other=0.0)
+    a = lse + slope2 * tl.arange(0, BLOCK_M).to(tl.float32)
+    k_base = K + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+    v_base = V + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+    SeqK = SeqId + b.to(tl.int64) * ssb
+    if HAS_SEQ:
+        sq = tl.load(SeqK + offs_m, mask=offs_m < S, other=-1)
+    else:
+        sq = offs_m  # unused
+    dq = tl.zeros([BLOCK_M, D], tl.float32)
+    for start_n in range(start_m, start_m + BLOCK_M, BLOCK_N):
+        dq = _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
+                         slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK)
+    for start_n in range(0, start_m, BLOCK_N):
+        dq = _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
+                         slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK)
+    dq = dq * sm_scale
+    tl.store(DQ + b.to(tl.int64) * sdqb + h.to(tl.int64) * sdqh + offs_m[:, None] * sdqs + offs_d[None, :],
+             dq.to(DQ.dtype.element_ty), mask=offs_m[:, None] < S)
+
+
+def _bhsd_like(x: torch.Tensor) -> torch.Tensor:
+    """An empty (B, H, S, D) tensor stored as (B, S, H, D), the layout attention outputs are consumed in."""
+    b, h, s, d = x.shape
+    return torch.empty((b, s, h, d), device=x.device, dtype=x.dtype).transpose(1, 2)
+
+
+def _check(q, k, v, slopes, seq_id):
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        raise ValueError(f"q, k, v must share one (B, H, S, D) shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[-1] not in _SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head dim {q.shape[-1]} not supported (only {_SUPPORTED_HEAD_DIMS})")
+    if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"q, k, v must all be bf16 or fp16, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("triton_alibi_attention needs CUDA tensors; use backend='torch' on CPU")
+    if slopes.shape != (q.shape[1],):
+        raise ValueError(f"slopes must have shape ({q.shape[1]},), got {tuple(slopes.shape)}")
+    if seq_id is not None and tuple(seq_id.shape) != (q.shape[0], q.shape[2]):
+        raise ValueError(f"seq_id must have shape (B, S) = {(q.shape[0], q.shape[2])}, got {tuple(seq_id.shape)}")
+    for t in (q, k, v):
+        if t.stride(-1) != 1:
+            raise ValueError("q, k, v need a unit stride on the head dim")
+
+
+class _TritonAlibiAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, slopes, seq_id, softmax_scale):
+        B, H, S, D = q.shape
+        sm_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(D)
+        slopes = slopes.to(device=q.device, dtype=torch.float32).contiguous()
+        has_seq = seq_id is not None
+        seq = seq_id.to(device=q.device, dtype=torch.int32).contiguous() if has_seq else slopes  # dummy pointer
+        o = _bhsd_like(q)
+        lse = torch.empty((B * H, S), device=q.device, dtype=torch.float32)
+        grid = lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)  # noqa: E731
+        _fwd_kernel[grid](
+            q, k, v, o, lse, slopes, seq,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+            seq.stride(0) if has_seq else 0,
+            H, S, sm_scale * LOG2E, D=D, HAS_SEQ=has_seq,
+        )
+        ctx.save_for_backward(q, k, v, o, lse, slopes, seq)
+        ctx.sm_scale = sm_scale
+        ctx.has_seq = has_seq
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, slopes, seq = ctx.saved_tensors
+        B, H, S, D = q.shape
+        has_seq = ctx.has_seq
+        if do.stride(-1) != 1:
+            do = do.contiguous()
+        delta = torch.empty_like(lse)
+        _bwd_delta_kernel[(triton.cdiv(S, 128), B * H)](
+            o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
+            H, S, D=D, BLOCK=128,
+        )
+        dq, dk, dv = _bhsd_like(q), _bhsd_like(k), _bhsd_like(v)
+        ss = seq.stride(0) if has_seq else 0
+        _bwd_kv_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_N"]), B * H)](
+            q, k, v, do, dk, dv, lse, delta, slopes, seq,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), ss,
+            H, S, ctx.sm_scale * LOG2E, ctx.sm_scale, D=D, HAS_SEQ=has_seq,
+        )
+        _bwd_q_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)](
+            q, k, v, do, dq, lse, delta, slopes, seq,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+            dq.stride(0), dq.stride(1), dq.stride(2), ss,
+            H, S, ctx.sm_scale * LOG2E, ctx.sm_scale, D=D, HAS_SEQ=has_seq,
+        )
+        return dq, dk, dv, None, None, None
+
+
+def triton_alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor, *,
+                           seq_id: torch.Tensor | None = None,
+                           softmax_scale: float | None = None) -> torch.Tensor:
+    """Causal attention with MPT's ALiBi bias; q, k, v (B, H, S, D) bf16/fp16 on CUDA, slopes fp32 (H,).
+
+    Returns (B, H, S, D). ``seq_id`` (B, S) integer labels restrict attention to keys of the same
+    document. ``softmax_scale`` defaults to 1/sqrt(D); the bias is added after scaling, as MPT does.
+    """
+    _check(q, k, v, slopes, seq_id)
+    return _TritonAlibiAttention.apply(q, k, v, slopes, seq_id, softmax_scale)
