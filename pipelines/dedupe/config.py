@@ -11,7 +11,19 @@ class DedupeConfigError(ValueError):
 
 @dataclass(frozen=True)
 class MinHashConfig:
-    """MinHash-LSH near-dup settings (issue #4 owns the semantics; see pipelines/dedupe/minhash.py)."""
+    """MinHash-LSH near-dup settings (semantics in pipelines/dedupe/minhash.py and components.py).
+
+    threshold: the 5-gram Jaccard at and above which two documents are duplicates. Candidate pairs are
+      accepted when the signature estimate is >= threshold - margin_sigmas * (estimator std. error at the
+      threshold), so pairs at the threshold are caught with ~98% probability (margin 2).
+    bands/rows: None -> chosen from the weighted FP/FN trade-off (fp_weight, fn_weight) at the
+      verification threshold; give one and the other is num_perm // it.
+    scheme/seed/num_perm: pinned on every worker (datasketch 2.0 changed the default scheme).
+    cc_rounds: large-star/small-star round pairs unrolled in the Beam graph before the convergence check;
+      edges still unconverged after them (normally none) are finished by a union-find over just those,
+      which fails the run if more than max_residual_edges remain.
+    max_leaders: per candidate group, how many distinct representatives a document is verified against.
+    """
 
     num_perm: int = 128
     ngram: int = 5
@@ -19,13 +31,81 @@ class MinHashConfig:
     bands: Optional[int] = None   # None -> chosen from the FP/FN trade-off for ``threshold``
     rows: Optional[int] = None
     seed: int = 1
+    scheme: str = "affine32"
+    margin_sigmas: float = 2.0
+    fp_weight: float = 0.1
+    fn_weight: float = 0.9
+    cc_rounds: int = 6
+    max_residual_edges: int = 5_000_000
+    max_leaders: int = 8
+
+    def __post_init__(self):
+        _check(isinstance(self.num_perm, int) and 8 <= self.num_perm <= 4096, "num_perm", self.num_perm,
+               "an integer in [8, 4096]")
+        _check(isinstance(self.ngram, int) and 1 <= self.ngram <= 64, "ngram", self.ngram, "an integer in [1, 64]")
+        _check(_num(self.threshold) and 0.0 < self.threshold < 1.0, "threshold", self.threshold,
+               "a number strictly between 0 and 1")
+        for name in ("bands", "rows"):
+            v = getattr(self, name)
+            _check(v is None or (isinstance(v, int) and 1 <= v <= self.num_perm), name, v,
+                   f"null or an integer in [1, num_perm={self.num_perm}]")
+        if self.bands is not None and self.rows is not None:
+            _check(self.bands * self.rows <= self.num_perm, "bands*rows", self.bands * self.rows,
+                   f"at most num_perm={self.num_perm}")
+        _check(isinstance(self.seed, int), "seed", self.seed, "an integer")
+        _check(self.scheme in ("affine32", "affine64", "legacy"), "scheme", self.scheme,
+               "one of affine32, affine64, legacy")
+        _check(_num(self.margin_sigmas) and 0 <= self.margin_sigmas <= 6, "margin_sigmas", self.margin_sigmas,
+               "a number in [0, 6]")
+        for name in ("fp_weight", "fn_weight"):
+            _check(_num(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
+                   "a non-negative number")
+        _check(isinstance(self.cc_rounds, int) and 1 <= self.cc_rounds <= 50, "cc_rounds", self.cc_rounds,
+               "an integer in [1, 50]")
+        _check(isinstance(self.max_residual_edges, int) and self.max_residual_edges >= 0, "max_residual_edges",
+               self.max_residual_edges, "a non-negative integer")
+        _check(isinstance(self.max_leaders, int) and self.max_leaders >= 1, "max_leaders", self.max_leaders,
+               "a positive integer")
 
 
 @dataclass(frozen=True)
 class SemDedupConfig:
+    """SemDedup settings (semantics in pipelines/dedupe/semantic.py).
+
+    keep_fraction: share of documents kept; the removal cut-off is the global quantile of each document's
+      highest cosine similarity to an earlier document of its k-means cluster.
+    n_clusters: None -> ceil(documents / docs_per_cluster), at most sample_size // 4.
+    sample_size: documents sampled (side input) to fit k-means.
+    max_chars: characters of each document given to the embedding model (it truncates at 256 word pieces).
+    """
+
     keep_fraction: float = 0.8
     n_clusters: Optional[int] = None  # None -> chosen from the corpus size
     seed: int = 0
+    sample_size: int = 20_000
+    docs_per_cluster: int = 1_000
+    kmeans_iters: int = 50
+    batch_size: int = 64
+    max_chars: int = 2_000
+
+    def __post_init__(self):
+        _check(_num(self.keep_fraction) and 0.0 < self.keep_fraction <= 1.0, "keep_fraction", self.keep_fraction,
+               "a number in (0, 1]")
+        _check(self.n_clusters is None or (isinstance(self.n_clusters, int) and self.n_clusters >= 1),
+               "n_clusters", self.n_clusters, "null or a positive integer")
+        _check(isinstance(self.seed, int), "seed", self.seed, "an integer")
+        for name in ("sample_size", "docs_per_cluster", "kmeans_iters", "batch_size", "max_chars"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, name, v, "a positive integer")
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def _check(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise DedupeConfigError(f"{name}: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +126,10 @@ def _dataclass_from(cls, value: Any, where: str):
     unknown = set(value) - names
     if unknown:
         raise DedupeConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}")
-    return cls(**dict(value))
+    try:
+        return cls(**dict(value))
+    except DedupeConfigError as e:
+        raise DedupeConfigError(f"{where}.{e}") from None
 
 
 def parse_dedupe(spec: Any, default: Mapping[str, Any], where: str = "dedupe") -> DedupeConfig:
