@@ -1,0 +1,204 @@
+"""python -m pipelines.build --mixture NAME [--sources FILE] [--out DIR] ... [Beam pipeline options]
+
+Reads the ten sources, filters, dedupes, tokenizes with GPT-NeoX-20B into per-source MDS shards under
+OUT/sources, writes OUT/stats, then builds the mixture. Unknown options go to Beam, so the same command
+runs on Dataflow/Spark/Flink (see README).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from pipelines import fsio
+from pipelines.config import ConfigError, SourceConfig, load_sources, source_config
+from pipelines.registry import SOURCE_NAMES
+
+log = logging.getLogger("pipelines.build")
+CODE_VERSION = "1"  # bump when output bytes change for the same inputs (invalidates resume)
+
+EPILOG = """
+examples:
+  python -m pipelines.build --mixture mpt30b_8k                      # demo corpora, local runner, ./out
+  python -m pipelines.build --mixture mpt30b_2k --sources my_sources.yaml --out gs://bucket/mpt \\
+      --runner DataflowRunner --project P --region R --temp_location gs://bucket/tmp --setup_file ./setup.py
+Any option not listed above is passed to Apache Beam unchanged.
+"""
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    ap = argparse.ArgumentParser(prog="python -m pipelines.build", description=__doc__.split("\n\n")[1],
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mixture", required=True, help="mixture to build after the sources: mpt7b_2k, mpt30b_2k, mpt30b_8k")
+    ap.add_argument("--sources", help="sources YAML (DESIGN.md 'Interfaces'); default: the built-in DEMO corpora")
+    ap.add_argument("--out", default="./out", help="output root: local path, gs:// or s3:// (default ./out)")
+    ap.add_argument("--tokenizer", help="path to GPT-NeoX-20B tokenizer.json (else $NEOX_TOKENIZER, local cache, HF hub)")
+    ap.add_argument("--write-rejects", action="store_true", help="write OUT/rejects/<source>/*.jsonl audit records")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local runner worker processes (default: all cores)")
+    ap.add_argument("--cross-source-dedupe", action="store_true",
+                    help="dedupe across sources (one id space; registry order is the keep priority)")
+    ap.add_argument("--allow-missing-sources", action="store_true",
+                    help="build the mixture from the sources given, renormalizing proportions (the report says so)")
+    ap.add_argument("--tokens", type=int, help="mixture token budget (default: the spec's; scaled down for the demo)")
+    ap.add_argument("--seed", type=int, default=17, help="mixture sampling seed (default 17)")
+    ap.add_argument("--force", action="store_true", help="rebuild sources even if finished outputs exist")
+    ap.add_argument("--skip-mixture", action="store_true", help="stop after the per-source shards")
+    return ap.parse_known_args(argv)
+
+
+def beam_options(extra: list[str], workers: int):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if not any(a.startswith("--runner") for a in extra):
+        extra = ["--runner=DirectRunner", f"--direct_num_workers={workers}",
+                 "--direct_running_mode=multi_processing", "--default_sdk_harness_log_level=WARNING", *extra]
+    return PipelineOptions(extra)
+
+
+def config_hash(cfg: SourceConfig, files, tokenizer_fp: str, cross: bool) -> str:
+    rules = [(r.name, sorted(r.params.items())) for r in cfg.chain.rules]
+    payload = {"cfg": repr((cfg.text_field, cfg.id_field, cfg.meta_fields, cfg.format, rules, cfg.dedupe)),
+               "files": [(f.path, f.size) for f in files], "tok": tokenizer_fp, "cross": cross, "code": CODE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished(out: str, source: str, chash: str) -> bool:
+    path = fsio.join(out, "stats", f"{source}.json")
+    if not (fsio.exists(path) and fsio.exists(fsio.join(out, "sources", source, "index.json"))):
+        return False
+    try:
+        return json.loads(fsio.read_bytes(path)).get("config_hash") == chash
+    except (OSError, ValueError):
+        return False
+
+
+def known_mixtures() -> Optional[list[str]]:
+    try:
+        from mixtures.spec import MIXTURE_NAMES
+    except ImportError:
+        return None
+    return list(MIXTURE_NAMES)
+
+
+def summary_table(out: str, names: Sequence[str]) -> str:
+    rows = []
+    tot = dict(read=0, malformed=0, rejected=0, dups=0, kept=0, tokens=0)
+    for n in names:
+        s = json.loads(fsio.read_bytes(fsio.join(out, "stats", f"{n}.json")))
+        rej = sum(s["rejected"].values())
+        dups = s["exact_duplicates"] + s["near_duplicates"] + s["semantic_duplicates"]
+        top = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items(), key=lambda kv: -kv[1])[:3]) or "-"
+        rows.append((n, s["read"], s["malformed"], rej, f'{s["exact_duplicates"]}/{s["near_duplicates"]}/{s["semantic_duplicates"]}',
+                     s["kept"], s["tokens"], s["docs_ge_4096_tokens"], top))
+        for k, v in (("read", s["read"]), ("malformed", s["malformed"]), ("rejected", rej), ("dups", dups),
+                     ("kept", s["kept"]), ("tokens", s["tokens"])):
+            tot[k] += v
+    head = ("source", "read", "malformed", "filtered", "dups e/n/s", "kept", "tokens", ">=4096", "top filter reasons")
+    rows.append(("TOTAL", tot["read"], tot["malformed"], tot["rejected"], str(tot["dups"]), tot["kept"], tot["tokens"], "", ""))
+    widths = [max(len(f"{r[i]:,}" if isinstance(r[i], int) else str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    fmt = lambda r: "  ".join((f"{v:,}" if isinstance(v, int) else str(v)).rjust(w) if i and i < 8 else str(v).ljust(w)  # noqa: E731
+                              for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def explain(e: BaseException) -> str:
+    """One paragraph for the user: our own error messages survive Beam's wrapping of worker exceptions."""
+    text = str(e)
+    for marker in ("InputFileError: ", "TokenizerError: ", "ReconciliationError: ", "ConfigError: "):
+        if marker in text:
+            msg = text.split(marker, 1)[1].split("\n")[0].split(" [while running")[0]
+            return f"{marker.rstrip(': ')}: {msg}"
+    return f"{type(e).__name__}: {text.strip().splitlines()[-1] if text.strip() else ''}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, beam_args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("apache_beam", "streaming", "urllib3", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # worker log records re-emitted by the local job service: our progress lines already reach stderr directly
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    try:
+        return run(args, beam_args)
+    except Exception as e:  # the CLI contract: a one-paragraph reason, non-zero exit
+        from pipelines.readers import InputFileError
+        from pipelines.stats import ReconciliationError
+        from tokenization import TokenizerError
+
+        if not isinstance(e, (ConfigError, InputFileError, TokenizerError, ReconciliationError)) and os.environ.get("MPTDATA_DEBUG"):
+            raise
+        print(f"\nbuild failed: {explain(e)}\n(set MPTDATA_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2
+
+
+def run(args, beam_args) -> int:
+    import apache_beam as beam
+
+    from pipelines.graph import BuildPlan, build_graph, choose_parts
+    from pipelines.readers import expand_inputs
+    from tokenization import NeoXTokenizer, fingerprint
+
+    mixtures = known_mixtures()
+    if mixtures is not None and args.mixture not in mixtures:
+        raise ConfigError(f"--mixture {args.mixture!r} is not a known mixture; choose one of {', '.join(mixtures)}")
+    tok = NeoXTokenizer(args.tokenizer)
+    tok_fp = fingerprint(json.loads(open(tok.path, encoding="utf-8").read()))
+    demo = args.sources is None
+    out = args.out
+    if demo:
+        from pipelines.demo import demo_sources_yaml, write_demo_corpora
+
+        print("*** DEMO: no --sources given; building small DEMO corpora from this machine's Python install "
+              "(not the real MPT data) ***", flush=True)
+        paths = write_demo_corpora(fsio.join(out, "demo_corpora") if not fsio.is_remote(out) else "./demo_corpora")
+        raw = demo_sources_yaml(paths)["sources"]
+        sources = {n: source_config(n, r, "demo sources") for n, r in raw.items()}
+    else:
+        sources = load_sources(args.sources)
+    missing = [n for n in SOURCE_NAMES if n not in sources]
+    if missing and not args.allow_missing_sources:
+        raise ConfigError(f"{args.sources}: the {args.mixture} mixture needs all ten sources; missing: {', '.join(missing)}. "
+                          "Add them to the sources file or pass --allow-missing-sources to renormalize without them.")
+    files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
+    hashes = {n: config_hash(c, files[n], tok_fp, args.cross_source_dedupe) for n, c in sources.items()}
+    todo = {n: c for n, c in sources.items() if args.force or args.cross_source_dedupe or not finished(out, n, hashes[n])}
+    for n in sorted(set(sources) - set(todo)):
+        print(f"[{n}] already built with the same inputs and config: skipping (use --force to rebuild)", flush=True)
+    t0 = time.time()
+    if todo:
+        plan = BuildPlan(out=out, tokenizer_path=tok.path, write_rejects=args.write_rejects,
+                         cross_source=args.cross_source_dedupe, sources=todo,
+                         files={n: files[n] for n in todo}, num_parts={n: choose_parts(files[n]) for n in todo},
+                         extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": tok_fp,
+                                          "inputs": [f.path for f in files[n]]} for n in todo})
+        mb = sum(f.size for n in todo for f in files[n]) / 1e6
+        print(f"building {len(todo)} source(s) from {sum(len(files[n]) for n in todo)} file(s), {mb:,.1f} MB on disk "
+              f"-> {out}/sources  (workers: {args.workers})", flush=True)
+        with beam.Pipeline(options=beam_options(beam_args, args.workers)) as p:
+            build_graph(p, plan)
+        staging = fsio.join(out, ".staging")
+        if not fsio.is_remote(out) and os.path.isdir(staging) and not os.listdir(staging):
+            os.rmdir(staging)
+    print(f"\nper-source shards ({time.time() - t0:,.1f} s){' [DEMO DATA]' if demo else ''}:", flush=True)
+    print(summary_table(out, sorted(sources, key=SOURCE_NAMES.index)), flush=True)
+    if args.skip_mixture:
+        return 0
+    try:
+        from mixtures.build import build_mixture
+    except ImportError:
+        print(f"\nnotice: the mixture builder is not available yet; stopped after the per-source shards in {out}/sources.")
+        return 0
+    manifest = build_mixture(args.mixture, fsio.join(out, "sources"), fsio.join(out, "mixtures"), tokens=args.tokens,
+                             seed=args.seed, allow_missing=args.allow_missing_sources, demo=demo)
+    print(f"\nmixture {args.mixture} written to {fsio.join(out, 'mixtures', args.mixture)}"
+          f"{' [DEMO DATA]' if demo else ''}", flush=True)
+    return 0 if manifest is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Text statistics computed once per document and shared by every rule of a chain.
+
+Why: a chain runs up to a dozen rules on the same text (Gopher quality, Gopher repetition, C4, code).
+Recomputing word splits, line splits and character classes in each rule would multiply the cost, and
+the filter stage must stay several times faster than NeoX tokenization (~2.4 MB/s/core) so it never
+dominates a build. ``analyze(text)`` returns a ``TextStats`` whose fields are computed lazily on first
+use and cached; the most recent analysis is kept in a one-slot cache keyed by the identity of the text
+object, so the rules of one chain call on one document share it without any change to the rule
+signature ``rule(text, meta, **params)``.
+
+Definitions (used consistently by all rules, documented here once):
+- word: a maximal run of non-whitespace characters (``str.split()``; whitespace = ``str.isspace``),
+  the way the Gopher paper and MPT's "200+ words" mC4 rule count words.
+- line: the text split on ``"\\n"`` (a trailing ``"\\r"`` is stripped where line endings matter).
+- letter: a Unicode word character that is not a digit or underscore (regex ``[^\\W\\d_]``);
+  alphanumeric: letter or decimal digit. Code points are classified with a 0x110000-entry table built
+  once per process from Python's own ``re``/``str`` predicates, then looked up with numpy, so
+  per-character work never runs in a Python loop.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import cached_property
+from typing import Optional
+
+import numpy as np
+
+SPACE, LETTER, DIGIT, PUNCT = 1, 2, 4, 8  # PUNCT: neither space nor word character (\w)
+_TABLE: Optional[np.ndarray] = None
+
+
+def char_class_table() -> np.ndarray:
+    """uint8 class bits for every code point (built on first use, ~0.3 s, 1.1 MB)."""
+    global _TABLE
+    if _TABLE is None:
+        allchars = "".join(map(chr, range(0x110000)))
+        cps = np.frombuffer(allchars.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        not_marker = cps != 1
+
+        def mask(pattern: str) -> np.ndarray:
+            marked = re.sub(pattern, "\x01", allchars)
+            return (np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) == 1) & not_marker
+
+        table = np.zeros(0x110000, dtype=np.uint8)
+        table[mask(r"\s")] |= SPACE
+        table[mask(r"[^\W\d_]")] |= LETTER
+        table[mask(r"\d")] |= DIGIT
+        table[mask(r"[^\w\s]")] |= PUNCT
+        table[1] = PUNCT  # \x01 itself: a control character, not a word character
+        _TABLE = table
+    return _TABLE
+
+
+_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+_LINE_SPLIT = re.compile(r"\n+")
+_NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for n-gram hash mixing
+
+
+class TextStats:
+    """Lazily computed statistics of one text. Every field is a cached_property."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.memo: dict = {}  # rule modules cache their own derived results here (key: name + params)
+
+    # ----- characters -------------------------------------------------------------------------
+    @cached_property
+    def n_chars(self) -> int:
+        return len(self.text)
+
+    @cached_property
+    def classes(self) -> np.ndarray:
+        cps = np.frombuffer(self.text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        return char_class_table()[cps]
+
+    @cached_property
+    def n_alnum(self) -> int:
+        return int(np.count_nonzero(self.classes & (LETTER | DIGIT)))
+
+    @cached_property
+    def n_letters(self) -> int:
+        return int(np.count_nonzero(self.classes & LETTER))
+
+    # ----- words ------------------------------------------------------------------------------
+    @cached_property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    @cached_property
+    def n_words(self) -> int:
+        return len(self.words)
+
+    @cached_property
+    def _word_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end-exclusive) character offsets of each word, from the space mask."""
+        nonspace = (self.classes & SPACE) == 0
+        padded = np.concatenate(([False], nonspace, [False]))
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
+        return edges[0::2], edges[1::2]
+
+    def _count_in_words(self, bits: int) -> np.ndarray:
+        starts, ends = self._word_spans
+        cum = np.concatenate(([0], np.cumsum((self.classes & bits) != 0, dtype=np.int64)))
+        return cum[ends] - cum[starts]
+
+    @cached_property
+    def word_lengths(self) -> np.ndarray:
+        starts, ends = self._word_spans
+        return ends - starts
+
+    @cached_property
+    def n_alpha_words(self) -> int:
+        """Words containing at least one letter (Gopher: >= 80% of words must)."""
+        if self.n_words == 0:
+            return 0
+        return int(np.count_nonzero(self._count_in_words(LETTER)))
+
+    @cached_property
+    def symbol_word_mask(self) -> np.ndarray:
+        """Words made only of punctuation/symbols (no letter, digit or underscore)."""
+        if self.n_words == 0:
+            return np.zeros(0, dtype=bool)
+        return self._count_in_words(PUNCT) == self.word_lengths
+
+    @cached_property
+    def n_non_symbol_words(self) -> int:
+        return self.n_words - int(np.count_nonzero(self.symbol_word_mask))
+
+    @cached_property
+    def mean_non_symbol_word_length(self) -> float:
+        n = self.n_non_symbol_words
+        if n == 0:
+            return 0.0
+        return float(self.word_lengths[~self.symbol_word_mask].sum()) / n
+
+    @cached_property
+    def word_hashes(self) -> np.ndarray:
+        # Python's str hash: equality is all that is needed within one document, so the per-process
+        # hash seed does not change any result (64-bit collisions aside).
+        return np.fromiter(map(hash, self.words), dtype=np.int64, count=self.n_words).view(np.uint64)
+
+    def ngram_hashes(self, n: int) -> np.ndarray:
+        h = self.word_hashes
+        m = len(h) - n + 1
+        if m <= 0:
+            return np.zeros(0, dtype=np.uint64)
+        out = h[:m].copy()
+        for k in range(1, n):
+            out = out * _NGRAM_MULT + h[k:k + m]  # wraps mod 2**64 (numpy unsigned overflow is defined)
+        return out
+
+    @cached_property
+    def _word_len_cum(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.word_lengths, dtype=np.int64)))
+
+    @cached_property
+    def word_chars(self) -> int:
+        return int(self._word_len_cum[-1])
+
+    def top_ngram_char_fraction(self, n: int) -> float:
+        """Characters covered by the most frequent repeated word n-gram (all its occurrences, counted
+        once each) over the characters of all words. Gopher Table A1 "top n-gram character fraction";
+        an n-gram that occurs only once is not a repetition and scores 0."""
+        hashes = self.ngram_hashes(n)
+        if len(hashes) < 2 or self.word_chars == 0:
+            return 0.0
+        order = np.argsort(hashes, kind="stable")
+        sh = hashes[order]
+        run_start = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
+        counts = np.diff(np.append(run_start, len(sh)))
+        top = counts.max()
+        if top < 2:
+            return 0.0
+        # Among the most frequent n-grams take the longest (deterministic tie-break).
+        cum = self._word_len_cum
+        firsts = order[run_start[counts == top]]
+        lengths = cum[firsts + n] - cum[firsts]
+        # Occurrences of the same n-gram may overlap (e.g. "a a a a"); cap by the chars they can cover.
+        return min(float(top) * float(lengths.max()), float(self.word_chars)) / self.word_chars
+
+    def duplicate_ngram_char_fraction(self, n: int) -> float:
+        """Characters of words covered by a repeated occurrence of a word n-gram (every occurrence
+        after the first), over the characters of all words; each word counts once even when several
+        repeated n-grams cover it, so the value never exceeds 1 (cf. dolma's denominator bug,
+        PR #281). Gopher Table A1 "duplicate n-gram character fraction"; datatrove counts the same
+        repeated occurrences but greedily skips ahead instead of taking the union.
+
+        Monotone in n: a repeated (n+1)-gram contains repeated n-grams at the same positions, so
+        the fraction for n=5 bounds those for n=6..10 (the rule exploits this to exit early)."""
+        hashes = self.ngram_hashes(n)
+        if len(hashes) < 2 or self.word_chars == 0:
+            return 0.0
+        order = np.argsort(hashes, kind="stable")  # stable: the first occurrence sorts first
+        sh = hashes[order]
+        repeat = sh[1:] == sh[:-1]
+        if not repeat.any():
+            return 0.0
+        rep_start = order[1:][repeat]
+        # Mark words [s, s+n) for every repeated occurrence s via a difference array (s unique).
+        delta = np.zeros(self.n_words + 1, dtype=np.int64)
+        delta[rep_start] += 1
+        delta[rep_start + n] -= 1
+        covered = np.cumsum(delta[:-1]) > 0
+        return float(self.word_lengths[covered].sum()) / self.word_chars
+
+    # ----- lines and paragraphs ---------------------------------------------------------------
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
+    @cached_property
+    def n_lines(self) -> int:
+        return len(self.lines)
+
+    @cached_property
+    def max_line_length(self) -> int:
+        return max(map(len, self.lines))
+
+    @cached_property
+    def mean_line_length(self) -> float:
+        # (chars - newlines) / lines: the mean of len(line) over text.split("\n").
+        return (self.n_chars - (self.n_lines - 1)) / self.n_lines
+
+    def duplicate_stats(self, items: list[str]) -> tuple[int, int, int, int]:
+        """(n_items, n_duplicate_items, total_chars, duplicate_chars): an item is a duplicate when an
+        identical item occurred earlier (Gopher / datatrove ``find_duplicates``)."""
+        counts = Counter(items)
+        total_chars = sum(map(len, items))
+        return len(items), len(items) - len(counts), total_chars, total_chars - sum(map(len, counts))
+
+    @cached_property
+    def paragraph_dups(self) -> tuple[int, int, int, int]:
+        return self.duplicate_stats(_PARAGRAPH_SPLIT.split(self.text.strip()))
+
+    @cached_property
+    def line_dups(self) -> tuple[int, int, int, int]:
+        return self.duplicate_stats([ln for ln in _LINE_SPLIT.split(self.text) if ln])
+
+    @cached_property
+    def lower(self) -> str:
+        return self.text.lower()
+
+
+_CACHE: tuple[Optional[str], Optional[TextStats]] = (None, None)
+
+
+def analyze(text: str) -> TextStats:
+    """TextStats for ``text``, shared by consecutive calls on the same text object.
+
+    The cache holds one (text, stats) pair and is replaced atomically, so concurrent threads at worst
+    recompute; a stale entry can never be returned for a different text because the cache keeps the
+    text alive and compares identity.
+    """
+    global _CACHE
+    cached_text, cached = _CACHE
+    if cached_text is text and cached is not None:
+        return cached
+    stats = TextStats(text)
+    _CACHE = (text, stats)
+    return stats

@@ -1,0 +1,107 @@
+"""Small filesystem helpers over Beam's FileSystems, so every output path may be local, gs:// or s3://.
+
+Local outputs use real atomic renames; object stores have no directory rename, so there the readable
+"commit marker" (index.json, then stats.json) is always written last.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Iterable
+
+from apache_beam.io.filesystems import FileSystems
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as f:
+        return f.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Local: write a temp file beside the target and rename (readers never see a partial file)."""
+    if is_remote(path):
+        with FileSystems.create(path) as f:
+            f.write(data)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def list_files(root: str) -> list[str]:
+    """All files under root, relative to it, sorted."""
+    if is_remote(root):
+        prefix = root.rstrip("/") + "/"
+        res = FileSystems.match([prefix + "**"])[0].metadata_list
+        return sorted(m.path[len(prefix):] for m in res if not m.path.endswith("/"))
+    out = []
+    for d, _, files in os.walk(root):
+        for fn in files:
+            out.append(os.path.relpath(os.path.join(d, fn), root))
+    return sorted(out)
+
+
+def upload_tree(local_dir: str, dest: str, last: Iterable[str] = ()) -> None:
+    """Copy a local directory to dest (any filesystem); files named in ``last`` are copied last."""
+    last = list(last)
+    rels = [r for r in list_files(local_dir) if r not in last] + [r for r in last if os.path.exists(os.path.join(local_dir, r))]
+    if not is_remote(dest):
+        os.makedirs(dest, exist_ok=True)
+    for rel in rels:
+        src = os.path.join(local_dir, rel)
+        if is_remote(dest):
+            with open(src, "rb") as f, FileSystems.create(join(dest, rel)) as g:
+                shutil.copyfileobj(f, g, 1 << 22)
+        else:
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copyfile(src, os.path.join(dest, rel))
+
+
+def delete_tree(path: str) -> None:
+    if is_remote(path):
+        files = [join(path, r) for r in list_files(path)]
+        if files:
+            FileSystems.delete(files)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def replace_tree(src: str, dst: str, last: Iterable[str] = ()) -> None:
+    """Move a finished staging directory into its final place, replacing any older copy."""
+    if is_remote(dst):
+        delete_tree(dst)
+        rels = [r for r in list_files(src) if r not in set(last)] + [r for r in last]
+        for rel in rels:
+            if exists(join(src, rel)):
+                FileSystems.rename([join(src, rel)], [join(dst, rel)])
+        return
+    os.makedirs(os.path.dirname(dst.rstrip("/")) or ".", exist_ok=True)
+    if os.path.exists(dst):
+        trash = f"{dst}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dst, trash)
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def local_tempdir(prefix: str = "mptdata-") -> str:
+    return tempfile.mkdtemp(prefix=prefix)

@@ -1,0 +1,126 @@
+"""GPT-NeoX-20B BPE via the ``tokenizers`` library.
+
+Why a fingerprint: a tokenizer.json that is "almost" NeoX (a different merges order, a retrained BPE,
+a Llama file by mistake) tokenizes without error and silently produces shards no MPT model can use.
+We hash the vocabulary, the merges and the added tokens and refuse anything else.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+EOS_ID = 0          # <|endoftext|>
+PAD_ID = 1          # <|padding|>
+VOCAB_SIZE = 50277  # tokenizer vocabulary incl. added tokens
+MODEL_VOCAB_SIZE = 50432  # padded for the model (multiple of 128), as MPT does
+HF_REPO = "EleutherAI/gpt-neox-20b"
+ENV_VAR = "NEOX_TOKENIZER"
+# sha256 over the canonical vocab + merges + added tokens of EleutherAI/gpt-neox-20b's tokenizer.json
+EXPECTED_FINGERPRINT = "1f071af5a8705ce55897b93ad906c2884de97e27ac2fad4011c955b04a2eaf07"
+
+
+class TokenizerError(RuntimeError):
+    pass
+
+
+def cache_path() -> Path:
+    root = os.environ.get("MPTDATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mptdata")
+    return Path(root) / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
+
+
+def _hf_cache_candidates() -> list[Path]:
+    hub = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+               or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    snap = hub / "models--EleutherAI--gpt-neox-20b" / "snapshots"
+    return sorted(snap.glob("*/tokenizer.json")) if snap.is_dir() else []
+
+
+def resolve_tokenizer_path(path: Optional[str] = None) -> str:
+    """Explicit path -> $NEOX_TOKENIZER -> local caches -> Hugging Face hub; one clear error if none works."""
+    tried = []
+    for label, cand in (("--tokenizer", path), (f"${ENV_VAR}", os.environ.get(ENV_VAR))):
+        if cand:
+            p = Path(cand)
+            if p.is_dir():
+                p = p / "tokenizer.json"
+            if p.is_file():
+                return str(p)
+            raise TokenizerError(f"{label} points to {cand!r}, which is not a tokenizer.json file (or a folder with one)")
+        tried.append(f"{label} (not set)")
+    for p in [cache_path(), *_hf_cache_candidates()]:
+        if p.is_file():
+            return str(p)
+        tried.append(f"local cache {p} (absent)")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(HF_REPO, "tokenizer.json")
+    except Exception as e:  # offline, no hub package, auth ...
+        tried.append(f"Hugging Face hub {HF_REPO} ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+    raise TokenizerError(
+        "GPT-NeoX-20B tokenizer not found. Tried:\n  - " + "\n  - ".join(tried)
+        + f"\nFix: pass --tokenizer /path/to/tokenizer.json, set {ENV_VAR}, or copy the file to {cache_path()}.")
+
+
+def fingerprint(tokenizer_json: dict) -> str:
+    model = tokenizer_json.get("model", {})
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    payload = {
+        "type": model.get("type"),
+        "vocab": sorted(model.get("vocab", {}).items(), key=lambda kv: kv[1]),
+        "merges": merges,
+        "added": sorted((t["id"], t["content"]) for t in tokenizer_json.get("added_tokens", [])),
+    }
+    blob = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+class NeoXTokenizer:
+    """Loaded, verified NeoX tokenizer. Picklable (reloads from its path), so Beam can ship it."""
+
+    def __init__(self, path: Optional[str] = None, verify: bool = True):
+        from tokenizers import Tokenizer
+
+        self.path = resolve_tokenizer_path(path)
+        raw = Path(self.path).read_text(encoding="utf-8")
+        if verify:
+            fp = fingerprint(json.loads(raw))
+            if fp != EXPECTED_FINGERPRINT:
+                raise TokenizerError(
+                    f"{self.path} is not the GPT-NeoX-20B tokenizer (fingerprint {fp[:16]}..., expected "
+                    f"{EXPECTED_FINGERPRINT[:16]}...). MPT shards must use EleutherAI/gpt-neox-20b's tokenizer.json.")
+        self._tok = Tokenizer.from_str(raw)
+        self.verified = verify
+
+    def __reduce__(self):
+        return (NeoXTokenizer, (self.path, self.verified))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str], eos: bool = True) -> list[np.ndarray]:
+        """Token arrays (uint16), each followed by EOS when ``eos``; no offsets computed (encode_batch_fast)."""
+        encs = self._tok.encode_batch_fast(list(texts), add_special_tokens=False)
+        out = []
+        for e in encs:
+            ids = e.ids
+            if eos:
+                ids.append(EOS_ID)
+            out.append(np.array(ids, dtype=np.uint16))
+        return out
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+
+def load_tokenizer(path: Optional[str] = None, verify: bool = True) -> NeoXTokenizer:
+    return NeoXTokenizer(path, verify=verify)
