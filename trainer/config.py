@@ -1,0 +1,233 @@
+"""Trainer configuration: plain dataclasses filled from YAML plus ``key.sub=value`` CLI overrides.
+
+Unknown keys and wrong types fail at load time with the file, the dotted key and what to do, so a typo
+never silently falls back to a default in a long run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the source, the key and the fix."""
+
+
+# d_model, n_heads, n_layers. MPT sizes from llm-foundry's pretrain yamls (heads reduced so head_dim is
+# 128 from 760m up); 30b uses the released MPT-30B head count (64, head_dim 112), the yaml has 56.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "125m": (768, 12, 12),
+    "350m": (1024, 16, 24),
+    "760m": (1536, 12, 24),
+    "1b": (2048, 16, 24),
+    "3b": (2560, 20, 32),
+    "7b": (4096, 32, 32),
+    "13b": (5120, 40, 40),
+    "30b": (7168, 64, 48),
+}
+
+
+@dataclass
+class ModelConfig:
+    preset: str | None = None
+    d_model: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    expansion_ratio: int = 4
+    max_seq_len: int = 2048
+    vocab_size: int = 50432
+    norm_eps: float = 1e-5
+    alibi_bias_max: int = 8
+    attn_impl: str = "auto"  # torch | sdpa | flex | flash_attn | triton | auto
+    norm_impl: str = "torch"  # torch | fused
+    loss_impl: str = "torch"  # torch | chunked
+    loss_chunk_size: int = 8192
+    attn_uses_sequence_id: bool = False
+    init_div_is_residual: bool = True
+    activation_checkpointing: bool = False
+
+    def __post_init__(self):
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ConfigError(f"model.preset: unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+            self.d_model, self.n_heads, self.n_layers = PRESETS[self.preset]
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.vocab_size >= 2**16 + 1 or self.vocab_size < 2:
+            raise ConfigError(f"model.vocab_size {self.vocab_size}: tokens are stored as uint16, use <= 65536")
+        for key, allowed in (("norm_impl", ("torch", "fused")), ("loss_impl", ("torch", "chunked")),
+                             ("attn_impl", ("torch", "sdpa", "flex", "flash_attn", "triton", "auto"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"model.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def num_params(self) -> int:
+        """MPT with alibi, no biases, tied embeddings (``reference/mpt_spec.md`` section 4)."""
+        d, L = self.d_model, self.n_layers
+        return self.vocab_size * d + L * (12 * d * d + 2 * d) + d
+
+
+@dataclass
+class DataConfig:
+    streams: Any = None  # path to a mixture's streams.yaml, a mixture directory, or an inline mapping
+    eval_streams: Any = None
+    shuffle: bool = True
+    shuffle_seed: int = 17
+    shuffle_algo: str = "py1e"
+    shuffle_block_size: int | None = None
+    num_canonical_nodes: int | None = None
+    epoch_size: int | None = None
+    num_workers: int = 0
+    cache_dir: str | None = None  # local cache root for remote streams
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | lion (both decoupled weight decay, as llm-foundry)
+    lr: float = 6e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # global L2 norm; 0 disables
+    warmup_steps: int = 100
+    alpha_f: float = 0.1  # cosine floor as a fraction of lr
+
+    def __post_init__(self):
+        if self.name not in ("adamw", "lion"):
+            raise ConfigError(f"optimizer.name: {self.name!r} is not one of adamw, lion")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optimizer.betas: need two numbers, got {self.betas!r}")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimConfig = field(default_factory=OptimConfig)
+    seq_len: int = 2048
+    global_batch_size: int = 256  # sequences per optimizer step, all ranks together
+    micro_batch_size: int = 8  # sequences per forward/backward per rank
+    max_steps: int = 100  # length of the LR schedule
+    stop_after: int | None = None  # end this invocation at this step (checkpointed); the schedule still spans max_steps
+    seed: int = 17
+    precision: str = "bf16"  # bf16 (fp32 master weights, bf16 compute) | fp32
+    fsdp: str = "auto"  # auto (on when launched with torchrun) | on | off
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    run_dir: str = "runs/default"  # checkpoints/ and metrics.jsonl go here
+    save_every: int = 0  # steps; 0 saves only at the end
+    keep_checkpoints: int = 2
+    resume: bool = True  # resume from run_dir's latest checkpoint when there is one
+    eval_every: int = 0
+    eval_batches: int = 8
+    log_every: int = 1
+    progress_bar: bool = True
+    peak_tflops: float | None = None  # per GPU; None picks 989.5 on H100, 312 on A100
+
+    def __post_init__(self):
+        if self.precision not in ("bf16", "fp32"):
+            raise ConfigError(f"precision: {self.precision!r} is not one of bf16, fp32")
+        if self.fsdp not in ("auto", "on", "off"):
+            raise ConfigError(f"fsdp: {self.fsdp!r} is not one of auto, on, off")
+        if self.seq_len > self.model.max_seq_len:
+            raise ConfigError(f"seq_len {self.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}; "
+                              "raise model.max_seq_len (it sizes the exported ALiBi table)")
+
+    def accumulation(self, world_size: int) -> int:
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ConfigError(f"global_batch_size {self.global_batch_size} is not a multiple of "
+                              f"micro_batch_size {self.micro_batch_size} x world size {world_size}")
+        return self.global_batch_size // per_step
+
+
+def _build(cls, data: dict, where: str, prefix: str = ""):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'; valid keys here: {', '.join(sorted(names))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, where, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_type(value, hint, where, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_type(value, hint, where, key):
+    if hint is Any or value is None and type(None) in get_args(hint):
+        return value
+    options = get_args(hint) if get_origin(hint) is not None and get_origin(hint) is not list else (hint,)
+    for t in options:
+        base = get_origin(t) or t
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base in (str, bool, list, dict) and isinstance(value, base):
+            return value
+        if base is float and isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 6e-4 as a string
+            except ValueError:
+                pass
+    raise ConfigError(f"{where}: '{key}' = {value!r} should be {hint}")
+
+
+def _set_dotted(tree: dict, dotted: str, value):
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{p}' is not a mapping")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """YAML file (optional) plus ``key.sub=value`` overrides (values parsed as YAML)."""
+    tree: dict = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: write key.sub=value (e.g. optimizer.lr=3e-4)")
+        key, raw = ov.split("=", 1)
+        _set_dotted(tree, key.strip().lstrip("-"), yaml.safe_load(raw))
+        where = f"{path or 'defaults'} + overrides"
+    return _build(TrainConfig, tree, where)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    d = dict(d)
+    d.pop("preset", None)  # sizes are already resolved
+    return _build(ModelConfig, d, "checkpoint config")
+
