@@ -1,0 +1,234 @@
+"""Build a training mixture from per-source tokenized shards.
+
+    python -m mixtures.build --mixture mpt30b_8k --sources-dir out/sources [--out out/mixtures]
+
+Output, ``OUT/mixtures/<name>/``:
+
+``<part>/<source>/``  packed MDS (``tokens: ndarray:uint16``, exactly ``seq_len`` tokens per sample,
+                      zstd, sha1 hashes), one dataset per stream.
+``documents/<part>__<source>.npy``  the source document indices packed into that stream, in packing order
+                      (int64): which documents are in the mixture, and the key to audit it.
+``streams.yaml``      mapping stream name -> {local, choose}: usable unchanged as llm-foundry's
+                      ``train_loader.dataset.streams`` (do not set ``epoch_size``: choose is absolute) and
+                      by our trainer.
+``manifest.json``     spec, measured tokens, planned vs realized proportions, epochs, remainders, hashes.
+``report.md``, ``report.png``  the human report.
+
+The mixture is written into a temporary sibling folder and renamed into place, so ``<name>/`` is never
+half-written; a rebuild replaces it whole. Same inputs and seed give byte-identical files (only
+``streams.yaml`` holds absolute paths, so it differs when the output folder moves).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import yaml
+
+from mixtures.pack import packing_order, write_packed
+from mixtures.planner import Plan, long_mask, plan_mixture, stream_rng
+from mixtures.report import write_report
+from mixtures.sources import (SourceDataError, SourceInfo, is_remote, iter_documents, load_source,
+                              source_present)
+from mixtures.spec import MIXTURE_NAMES, SpecError, load_spec, parse_tokens, spec_path
+
+MANIFEST_FORMAT = "mptdata.mixture/1"
+
+
+class MixtureError(RuntimeError):
+    """The mixture cannot be built; the message says which file or source and what to do."""
+
+
+def _r(x: float) -> float:
+    """Floats in the manifest, rounded so the JSON is stable and readable."""
+    return float(f"{x:.10g}")
+
+
+def _manifest(plan: Plan, infos: dict[str, SourceInfo], results: dict, spec_file: str, demo: bool) -> dict:
+    spec = plan.spec
+    with open(spec_file, "rb") as f:
+        spec_bytes = f.read()
+    sources = {}
+    for src, info in infos.items():
+        lm = long_mask(info.doc_tokens, spec.long_min_tokens, spec.long_count_eos)
+        sources[src] = {"documents": info.num_docs, "tokens": info.tokens, "stats_tokens": info.stats_tokens,
+                        "long_documents": int(lm.sum()),
+                        "long_tokens": int(info.doc_tokens[lm].astype(np.int64).sum()), "shards": len(info.shard_sizes)}
+    streams, parts = {}, {}
+    total = sum(s.choose for s in plan.streams)
+    for p in plan.parts:
+        part_samples = sum(s.choose for s in p.streams)
+        for s in p.streams:
+            r = results[s.name]
+            streams[s.name] = {
+                "part": s.part, "source": s.source, "path": f"{s.part}/{s.source}",
+                "documents_file": f"documents/{s.name}.npy",
+                "spec_share": _r(s.spec_share), "share": _r(s.share), "weight": _r(s.weight),
+                "realized_share": _r(s.choose / part_samples), "realized_weight": _r(s.choose / total),
+                "eligible_documents": s.eligible_docs, "eligible_tokens": s.eligible_tokens,
+                "target_tokens": _r(s.target_tokens), "choose": s.choose, "choose_tokens": s.choose_tokens,
+                "epochs": _r(s.epochs), "packed_documents": int(len(s.selected)),
+                "packed_tokens": r.tokens_in, "packed_samples": r.samples,
+                "repeat": _r(s.choose / r.samples), "remainder_tokens": r.remainder_tokens,
+                "remainder_from_document": r.remainder_from_doc, "shards": r.shards, "sha256": r.sha256,
+                "notes": list(s.notes)}
+        parts[p.name] = {"select": p.select, "weighting": p.weighting, "spec_weight": _r(p.spec_weight),
+                         "weight": _r(p.weight), "realized_weight": _r(part_samples / total),
+                         "samples": part_samples, "streams": [s.name for s in p.streams]}
+    content = hashlib.sha256("".join(f"{k}={v['sha256']}\n" for k, v in streams.items()).encode()).hexdigest()
+    return {
+        "format": MANIFEST_FORMAT, "name": spec.name,
+        "spec": {"file": os.path.basename(spec_file), "sha256": hashlib.sha256(spec_bytes).hexdigest(),
+                 "description": spec.description, "provenance": spec.provenance, "content": spec.raw},
+        "seed": plan.seed, "seq_len": plan.seq_len, "demo": demo,
+        "long_min_tokens": spec.long_min_tokens, "long_count_eos": spec.long_count_eos,
+        "code_sources": list(spec.code_sources),
+        "budget": {"tokens": plan.budget_tokens, "origin": plan.budget_origin, "spec_tokens": spec.tokens,
+                   "samples": total, "tokens_per_epoch": total * plan.seq_len},
+        "missing_sources": list(plan.missing), "notes": list(plan.notes), "dropped": list(plan.dropped),
+        "sources": sources, "parts": parts, "streams": streams,
+        "remainder_tokens": sum(v["remainder_tokens"] for v in streams.values()),
+        "content_sha256": content,
+    }
+
+
+def _streams_yaml(manifest: dict, final_dir: str) -> str:
+    m = manifest
+    head = (f"# Streams of mixture {m['name']}: {m['budget']['samples']:,} samples of {m['seq_len']} tokens per epoch "
+            f"(seed {m['seed']}).\n"
+            f"# Use as llm-foundry train_loader.dataset.streams with max_seq_len: {m['seq_len']} and no epoch_size\n"
+            f"# (choose is an absolute per-epoch sample count), or pass to our trainer. Written by mixtures.build.\n")
+    body = {name: {"local": os.path.join(final_dir, s["part"], s["source"]), "choose": s["choose"]}
+            for name, s in m["streams"].items()}
+    return head + yaml.safe_dump(body, sort_keys=False)
+
+
+def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | None = None, seed: int = 17,
+                  allow_missing: bool = False, demo: bool = False, size_limit: int | str = 1 << 26,
+                  progress: bool = True) -> dict:
+    """Plan, pack and write mixture ``name`` (a built-in name or a spec file path); return the manifest.
+
+    ``sources_dir`` is OUT/sources, ``out_dir`` is OUT/mixtures. ``tokens`` overrides the spec's budget;
+    ``demo`` scales the budget to what the (demo) data supplies when ``tokens`` is None. Missing sources
+    raise MixtureError naming them, unless ``allow_missing`` (then they are left out, the rest
+    renormalized, and the manifest and report say so).
+    """
+    try:
+        spec = load_spec(name)
+        spec_file = str(spec_path(name))
+    except SpecError as e:
+        raise MixtureError(str(e)) from e
+    for label, p in (("sources dir", sources_dir), ("output dir", out_dir)):
+        if is_remote(p):
+            raise MixtureError(f"{label} {p!r}: remote paths are not supported by the mixture builder yet; build "
+                               f"into a local folder and upload it (streams.yaml then needs remote: entries)")
+    sources_dir, out_dir = str(sources_dir), str(out_dir)
+    if not os.path.isdir(sources_dir):
+        raise MixtureError(f"sources dir {sources_dir!r} does not exist; run python -m pipelines.build first")
+    missing = [s for s in spec.sources if not source_present(sources_dir, s)]
+    if missing and not allow_missing:
+        raise MixtureError(
+            f"mixture {spec.name!r} needs source(s) that are not built: "
+            + ", ".join(f"{s} (no {os.path.join(sources_dir, s, 'index.json')})" for s in missing)
+            + ". Build them first, or pass --allow-missing-sources (allow_missing=True) to leave them out and "
+              "renormalize the remaining proportions.")
+    try:
+        infos = {s: load_source(sources_dir, s) for s in spec.sources if s not in missing}
+        plan = plan_mixture(spec, {s: i.doc_tokens for s, i in infos.items()}, tokens=tokens, demo=demo,
+                            seed=seed, missing=missing)
+    except (SourceDataError, ValueError) as e:
+        raise MixtureError(str(e)) from e
+
+    final = os.path.join(out_dir, spec.name)
+    tmp = os.path.join(out_dir, f".{spec.name}.tmp-{os.getpid()}")
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(os.path.join(tmp, "documents"))
+    results = {}
+    try:
+        from tqdm import tqdm
+        expected = sum(s.selected_tokens // spec.seq_len for s in plan.streams)
+        with tqdm(total=expected, unit="sample", desc=f"packing {spec.name}", disable=not progress,
+                  file=sys.stderr, dynamic_ncols=True) as bar:
+            for s in plan.streams:
+                bar.set_postfix_str(s.name)
+                info = infos[s.source]
+                order = packing_order(s.selected, info.shard_sizes, stream_rng(seed, s.part, s.source, "order"))
+                np.save(os.path.join(tmp, "documents", f"{s.name}.npy"), order.astype(np.int64))
+                results[s.name] = write_packed(iter_documents(info, order), os.path.join(tmp, s.part, s.source),
+                                               spec.seq_len, size_limit=size_limit, progress=bar)
+        manifest = _manifest(plan, infos, results, spec_file, demo)
+        with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=False)
+            f.write("\n")
+        with open(os.path.join(tmp, "streams.yaml"), "w", encoding="utf-8") as f:
+            f.write(_streams_yaml(manifest, os.path.abspath(final)))
+        write_report(manifest, {s: i.doc_tokens for s, i in infos.items()}, tmp)
+        old = None
+        if os.path.exists(final):
+            old = os.path.join(out_dir, f".{spec.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def summary(manifest: dict, out_dir: str) -> str:
+    m = manifest
+    worst = max((abs(s["realized_weight"] - s["weight"]) for s in m["streams"].values()), default=0.0)
+    lines = [f"mixture {m['name']}: {len(m['streams'])} streams, {m['budget']['samples']:,} samples x {m['seq_len']} "
+             f"tokens per epoch ({m['budget']['origin']} budget {m['budget']['tokens']:,} tokens), largest "
+             f"planned-vs-realized gap {100 * worst:.2f} points, {m['remainder_tokens']:,} remainder tokens not packed",
+             f"  -> {os.path.join(out_dir, m['name'])}/ (streams.yaml, manifest.json, report.md)"]
+    if m["missing_sources"]:
+        lines.append(f"  missing sources left out: {', '.join(m['missing_sources'])}")
+    for d in m["dropped"]:
+        lines.append(f"  left out {d['part']}/{d['source']}: {d['reason']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m mixtures.build",
+        description="Build a packed MPT training mixture (MDS shards + streams.yaml + manifest + report) from "
+                    "per-source tokenized shards written by `python -m pipelines.build`.",
+        epilog="Input: SOURCES_DIR/<source>/index.json (MDS: tokens ndarray:uint16 with EOS, id) and doc_tokens.npy. "
+               "Output: OUT/<mixture>/<part>/<source>/ packed MDS, streams.yaml (llm-foundry "
+               "train_loader.dataset.streams), manifest.json, report.md/.png. Built-in mixtures: "
+               + ", ".join(MIXTURE_NAMES) + " (specs in mixtures/specs/; pass a .yaml path for your own).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--mixture", required=True, help="built-in mixture name or path to a spec YAML")
+    ap.add_argument("--sources-dir", required=True, help="folder holding <source>/index.json (usually OUT/sources)")
+    ap.add_argument("--out", default=None, help="output folder for mixtures (default: the sibling mixtures/ of "
+                                                "--sources-dir, i.e. OUT/mixtures)")
+    ap.add_argument("--tokens", default=None, help="token budget, e.g. 50B, 2M or 1000000 (default: the spec's)")
+    ap.add_argument("--demo", action="store_true", help="scale the budget down to what the data supplies "
+                                                        "(for the small demo corpora); ignored with --tokens")
+    ap.add_argument("--seed", type=int, default=17, help="seed for document selection and packing order")
+    ap.add_argument("--allow-missing-sources", action="store_true",
+                    help="leave out sources that are not built and renormalize the rest (the report says so)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    out = args.out or os.path.join(os.path.dirname(os.path.normpath(args.sources_dir)), "mixtures")
+    try:
+        tokens = parse_tokens(args.tokens, "--tokens") if args.tokens is not None else None
+        manifest = build_mixture(args.mixture, args.sources_dir, out, tokens=tokens, seed=args.seed,
+                                 allow_missing=args.allow_missing_sources, demo=args.demo, progress=not args.quiet)
+    except (MixtureError, SpecError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(manifest, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
