@@ -154,9 +154,16 @@ def gopher_dup_paragraphs(text: str, meta: Mapping[str, str], max_fraction: floa
 @register("gopher_top_ngrams", max_2gram=0.20, max_3gram=0.18, max_4gram=0.16)
 def gopher_top_ngrams(text: str, meta: Mapping[str, str], max_2gram: float, max_3gram: float, max_4gram: float):
     """Characters in the most frequent repeated word 2/3/4-gram above 0.20/0.18/0.16 of the word
-    characters (Gopher Table A1)."""
+    characters (Gopher Table A1).
+
+    An n-gram's character share is at most n times the top single-word share
+    (``TextStats.top_word_char_fraction``), so an n whose bound is within its limit is skipped:
+    ordinary prose is decided from one sort of the words."""
     s = analyze(text)
+    bound = s.top_word_char_fraction
     for n, limit in ((2, max_2gram), (3, max_3gram), (4, max_4gram)):
+        if n * bound <= limit:
+            continue
         frac = s.top_ngram_char_fraction(n)
         if frac > limit:
             return frac, f"top {n}-gram character fraction {frac:.3f} > {limit}"
