@@ -108,28 +108,28 @@ def load_source(sources_dir: str, source: str) -> SourceInfo:
     return SourceInfo(source, path, doc_tokens.astype(np.uint32, copy=False), shard_sizes, stats_tokens, index)
 
 
-def read_shard(info: SourceInfo, shard_no: int) -> tuple[list[np.ndarray], str]:
-    """All documents of one shard as uint16 arrays (in shard order), and the shard's file name."""
-    obj = info.index["shards"][shard_no]
-    reader = reader_from_json(info.path, None, obj)
-    zip_info, raw_info = obj.get("zip_data"), obj["raw_data"]
+def read_mds_shard(dirpath: str, shard: dict) -> tuple[list[dict], str]:
+    """Decode every sample of one MDS shard (its entry in index.json) without touching the folder."""
+    reader = reader_from_json(dirpath, None, shard)
+    zip_info, raw_info = shard.get("zip_data"), shard["raw_data"]
+    fname = os.path.join(dirpath, (zip_info or raw_info)["basename"])
+    with open(fname, "rb") as f:
+        data = f.read()
     if zip_info:
-        fname = os.path.join(info.path, zip_info["basename"])
-        with open(fname, "rb") as f:
-            data = decompress(obj["compression"], f.read())
-    else:
-        fname = os.path.join(info.path, raw_info["basename"])
-        with open(fname, "rb") as f:
-            data = f.read()
-    n = int(obj["samples"])
+        data = decompress(shard["compression"], data)
+    n = int(shard["samples"])
     offsets = np.frombuffer(data, np.uint32, n + 1, 4)
+    return [reader.decode_sample(data[offsets[i]:offsets[i + 1]]) for i in range(n)], fname
+
+
+def read_shard(info: SourceInfo, shard_no: int) -> tuple[list[np.ndarray], str]:
+    """All documents of one shard of a source as token arrays (in shard order), and the shard's file."""
+    samples, fname = read_mds_shard(info.path, info.index["shards"][shard_no])
     docs = []
-    for i in range(n):
-        sample = reader.decode_sample(data[offsets[i]:offsets[i + 1]])
-        tokens = sample["tokens"]
-        if not isinstance(tokens, np.ndarray):
+    for i, sample in enumerate(samples):
+        if not isinstance(sample.get("tokens"), np.ndarray):
             raise SourceDataError(f"{fname}: sample {i}: 'tokens' is not an array")
-        docs.append(tokens)
+        docs.append(sample["tokens"])
     return docs, fname
 
 

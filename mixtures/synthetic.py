@@ -55,3 +55,15 @@ def read_documents(sources_dir: str, source: str) -> list[np.ndarray]:
     for shard in range(len(info.shard_sizes)):
         docs.extend(read_shard(info, shard)[0])
     return docs
+
+
+def read_mds(path: str, column: str = "tokens") -> list:
+    """One column of every sample of an MDS dataset folder, in index order (reads, never writes)."""
+    from mixtures.sources import read_mds_shard
+
+    with open(os.path.join(path, "index.json"), encoding="utf-8") as f:
+        index = json.load(f)
+    out = []
+    for shard in index["shards"]:
+        out.extend(s[column] for s in read_mds_shard(path, shard)[0])
+    return out
