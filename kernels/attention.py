@@ -67,9 +67,10 @@ def torch_attention(q, k, v, slopes, *, seq_id=None, softmax_scale=None):
 def sdpa_attention(q, k, v, slopes, *, seq_id=None, softmax_scale=None):
     """torch SDPA with the whole bias materialised (S*S per head): correct everywhere, not fast."""
     B, H, S, D = q.shape
-    i = torch.arange(S, device=q.device, dtype=torch.float32)
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    i = torch.arange(S, device=q.device, dtype=acc)
     rel = (i[None, :] - i[:, None])  # j - i
-    bias = slopes.to(device=q.device, dtype=torch.float32).view(1, H, 1, 1) * rel.view(1, 1, S, S)
+    bias = slopes.to(device=q.device, dtype=acc).view(1, H, 1, 1) * rel.view(1, 1, S, S)
     bias = bias.masked_fill(~_visible(S, q.device, seq_id), float("-inf")).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=_scale(q, softmax_scale))
 
