@@ -183,7 +183,7 @@ def test_selection_is_seeded():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(1, 5000), min_size=1, max_size=200), st.integers(0, 10**6), st.integers(0, 99))
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=200), st.integers(1, 10**6), st.integers(0, 99))
 def test_select_documents(lengths, need, seed):
     d = np.array(lengths, dtype=np.uint32)
     eligible = np.arange(len(d))
