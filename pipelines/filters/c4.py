@@ -143,7 +143,8 @@ def c4_boilerplate(text: str, meta: Mapping[str, str], max_fraction: float, min_
     """More than 20% of otherwise-valid lines are javascript notices or policy/cookie boilerplate
     (C4 drops such lines; the page-level threshold is ours)."""
     low = analyze(text).lower
-    if "javascript" not in low and "polic" not in low and "cookie" not in low and "terms of use" not in low:
+    # Every C4 boilerplate phrase contains one of these four (see _POLICY).
+    if "javascript" not in low and "cookie" not in low and "privacy policy" not in low and "terms of use" not in low:
         return None
     st = c4_line_stats(text, min_words_per_line)
     if st.candidate_lines == 0:

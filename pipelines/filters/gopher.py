@@ -70,23 +70,45 @@ def gopher_symbol_ratio(text: str, meta: Mapping[str, str], max_ratio: float):
 
 
 # Bullets: datatrove checks "•" and "-"; we add the other common Unicode bullet glyphs and "*".
-_BULLET_LINE = re.compile(r"^[ \t]*[•‣◦⁃▪●∙*\-]", re.M)
-_ELLIPSIS_LINE = re.compile(r"(?:\.\.\.|…)[ \t\r]*$", re.M)
+# Patterns anchored on a literal "\n" (plus a separate check of the first line) scan ~10x faster than
+# the equivalent re.M "^" pattern, which the regex engine has to try at every position.
+_BULLETS = "•‣◦⁃▪●∙*-"
+_BULLET_AFTER_NL = re.compile(r"\n[ \t]*[%s]" % re.escape(_BULLETS))
+_BULLET_FIRST = re.compile(r"[ \t]*[%s]" % re.escape(_BULLETS))
+_DOTS_BEFORE_NL = re.compile(r"\.\.\.[ \t\r]*\n")
+_ELLIPSIS_BEFORE_NL = re.compile(r"…[ \t\r]*\n")
+
+
+def count_bullet_lines(text: str) -> int:
+    """Lines (text.split("\\n")) whose first non-blank character is a bullet."""
+    return len(_BULLET_AFTER_NL.findall(text)) + (1 if _BULLET_FIRST.match(text) else 0)
+
+
+def count_ellipsis_lines(text: str) -> int:
+    """Lines (text.split("\\n")) ending, before trailing blanks, in "..." or "…"."""
+    n = 0
+    if "..." in text:
+        n += len(_DOTS_BEFORE_NL.findall(text))
+    if "…" in text:
+        n += len(_ELLIPSIS_BEFORE_NL.findall(text))
+    if text.rstrip(" \t\r").endswith(("...", "…")) and not text.endswith("\n"):
+        n += 1
+    return n
 
 
 @register("gopher_bullet_lines", max_fraction=0.9)
 def gopher_bullet_lines(text: str, meta: Mapping[str, str], max_fraction: float):
     """More than 90% of lines start with a bullet point (Gopher A.1.1)."""
-    s = analyze(text)
-    frac = len(_BULLET_LINE.findall(text)) / s.n_lines
+    frac = count_bullet_lines(text) / analyze(text).n_lines
     return None if frac <= max_fraction else (frac, f"bullet lines {frac:.2f} > {max_fraction}")
 
 
 @register("gopher_ellipsis_lines", max_fraction=0.3)
 def gopher_ellipsis_lines(text: str, meta: Mapping[str, str], max_fraction: float):
     """More than 30% of lines end with an ellipsis (Gopher A.1.1)."""
-    s = analyze(text)
-    frac = len(_ELLIPSIS_LINE.findall(text)) / s.n_lines
+    if "..." not in text and "…" not in text:
+        return None
+    frac = count_ellipsis_lines(text) / analyze(text).n_lines
     return None if frac <= max_fraction else (frac, f"ellipsis lines {frac:.2f} > {max_fraction}")
 
 
@@ -156,13 +178,12 @@ def gopher_top_ngrams(text: str, meta: Mapping[str, str], max_2gram: float, max_
     """Characters in the most frequent repeated word 2/3/4-gram above 0.20/0.18/0.16 of the word
     characters (Gopher Table A1).
 
-    An n-gram's character share is at most n times the top single-word share
-    (``TextStats.top_word_char_fraction``), so an n whose bound is within its limit is skipped:
-    ordinary prose is decided from one sort of the words."""
+    The exact value is computed only when cheap upper bounds from single-word and word-pair counts
+    (``TextStats.top_ngram_bound``) exceed the limit: ordinary prose is decided from one or two sorts.
+    """
     s = analyze(text)
-    bound = s.top_word_char_fraction
     for n, limit in ((2, max_2gram), (3, max_3gram), (4, max_4gram)):
-        if n * bound <= limit:
+        if s.top_ngram_bound(n, limit) <= limit:
             continue
         frac = s.top_ngram_char_fraction(n)
         if frac > limit:

@@ -34,7 +34,8 @@ _INVISIBLE = re.compile(r"<!--.*?(?:-->|\Z)|<[A-Za-z/!][^>\n]*>|\]\([^)\s]*\)|ht
 def md_visible_text(text: str, meta: Mapping[str, str], min_fraction: float, min_chars: int):
     """Visible text (non-space characters outside HTML tags/comments, link targets and URLs) under
     20% of the non-space characters or under 100 characters (bigcode-dataset HTML filter numbers)."""
-    total = len("".join(analyze(text).words))
+    s = analyze(text)
+    total = s.n_chars - s.n_space
     if total == 0:
         return 0.0, "empty"
     visible = len("".join(_INVISIBLE.sub(" ", text).split())) if ("<" in text or "](" in text or "://" in text) else total

@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-SPACE, LETTER, DIGIT, PUNCT = 1, 2, 4, 8  # PUNCT: neither space nor word character (\w)
+SPACE, LETTER, DIGIT, PUNCT, WORDCHAR = 1, 2, 4, 8, 16  # PUNCT: neither space nor \w; WORDCHAR: \w
 _TABLE: Optional[np.ndarray] = None
 
 
@@ -46,6 +46,7 @@ def char_class_table() -> np.ndarray:
         table[mask(r"[^\W\d_]")] |= LETTER
         table[mask(r"\d")] |= DIGIT
         table[mask(r"[^\w\s]")] |= PUNCT
+        table[mask(r"\w")] |= WORDCHAR
         table[1] = PUNCT  # \x01 itself: a control character, not a word character
         _TABLE = table
     return _TABLE
@@ -68,7 +69,28 @@ class cached_property:  # noqa: N801 - same role as functools.cached_property, m
             return self
         value = obj.__dict__[self.name] = self.fn(obj)
         return value
+
 _NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for n-gram hash mixing
+_CHAR_BASE = 0xD6E8FEB86659FD93  # odd 64-bit base of the per-word polynomial hash
+_CHAR_BASE_INV = pow(_CHAR_BASE, -1, 1 << 64)
+_POW_LIMIT = 1 << 22  # texts longer than this hash words with Python's str hash instead of cached powers
+_POWERS: tuple[np.ndarray, np.ndarray] = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
+
+
+def _char_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B**j, B**-j) mod 2**64 for j < n, grown geometrically and shared by all documents."""
+    global _POWERS
+    pw, pwinv = _POWERS
+    if len(pw) < n:
+        size = max(n, 2 * len(pw), 4096)
+        pw = np.full(size, _CHAR_BASE, dtype=np.uint64)
+        pw[0] = 1
+        pwinv = np.full(size, _CHAR_BASE_INV, dtype=np.uint64)
+        pwinv[0] = 1
+        with np.errstate(over="ignore"):
+            pw, pwinv = np.cumprod(pw), np.cumprod(pwinv)  # wraps mod 2**64
+        _POWERS = (pw, pwinv)
+    return pw, pwinv
 
 
 class TextStats:
@@ -84,9 +106,15 @@ class TextStats:
         return len(self.text)
 
     @cached_property
+    def codepoints(self) -> np.ndarray:
+        text = self.text
+        if text.isascii():  # O(1) in CPython; 1 byte per char instead of 4
+            return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+    @cached_property
     def classes(self) -> np.ndarray:
-        cps = np.frombuffer(self.text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        return char_class_table()[cps]
+        return char_class_table()[self.codepoints]
 
     @cached_property
     def n_alnum(self) -> int:
@@ -96,27 +124,28 @@ class TextStats:
     def n_letters(self) -> int:
         return int(np.count_nonzero(self.classes & LETTER))
 
+    @cached_property
+    def n_space(self) -> int:
+        return int(np.count_nonzero(self.classes & SPACE))
+
     # ----- words ------------------------------------------------------------------------------
     @cached_property
-    def words(self) -> list[str]:
-        return self.text.split()
-
-    @cached_property
-    def n_words(self) -> int:
-        return len(self.words)
-
-    @cached_property
     def _word_spans(self) -> tuple[np.ndarray, np.ndarray]:
-        """(start, end-exclusive) character offsets of each word, from the space mask."""
+        """(start, end-exclusive) character offsets of each word (same words as ``str.split()``)."""
         nonspace = (self.classes & SPACE) == 0
         padded = np.concatenate(([False], nonspace, [False]))
         edges = np.flatnonzero(padded[1:] != padded[:-1])
         return edges[0::2], edges[1::2]
 
-    def _count_in_words(self, bits: int) -> np.ndarray:
-        starts, ends = self._word_spans
-        cum = np.concatenate(([0], np.cumsum((self.classes & bits) != 0, dtype=np.int64)))
-        return cum[ends] - cum[starts]
+    @cached_property
+    def n_words(self) -> int:
+        return len(self._word_spans[0])
+
+    def _any_in_words(self, bits: int) -> np.ndarray:
+        """Per word: does it contain a character with any of ``bits``? Segments run from one word start
+        to the next, so they include the trailing whitespace, which has none of the non-space bits."""
+        starts = self._word_spans[0]
+        return np.logical_or.reduceat((self.classes & bits) != 0, starts)
 
     @cached_property
     def word_lengths(self) -> np.ndarray:
@@ -128,14 +157,14 @@ class TextStats:
         """Words containing at least one letter (Gopher: >= 80% of words must)."""
         if self.n_words == 0:
             return 0
-        return int(np.count_nonzero(self._count_in_words(LETTER)))
+        return int(np.count_nonzero(self._any_in_words(LETTER)))
 
     @cached_property
     def symbol_word_mask(self) -> np.ndarray:
         """Words made only of punctuation/symbols (no letter, digit or underscore)."""
         if self.n_words == 0:
             return np.zeros(0, dtype=bool)
-        return self._count_in_words(PUNCT) == self.word_lengths
+        return ~self._any_in_words(WORDCHAR)
 
     @cached_property
     def n_non_symbol_words(self) -> int:
@@ -150,9 +179,22 @@ class TextStats:
 
     @cached_property
     def word_hashes(self) -> np.ndarray:
-        # Python's str hash: equality is all that is needed within one document, so the per-process
-        # hash seed does not change any result (64-bit collisions aside).
-        return np.fromiter(map(hash, self.words), dtype=np.int64, count=self.n_words).view(np.uint64)
+        """64-bit hash per word; only equality matters (same word -> same hash within a document).
+
+        A polynomial hash over code points, sum c_j * B**(j - start) mod 2**64, computed for all words at
+        once from prefix sums (B odd, so B**-start exists mod 2**64): no Python loop over words.
+        Very long texts fall back to Python's str hash (per-process seed; equality is unaffected)."""
+        starts, ends = self._word_spans
+        n = self.n_chars
+        if n > _POW_LIMIT:
+            words = self.text.split()
+            return np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+        pw, pwinv = _char_powers(n + 1)
+        with np.errstate(over="ignore"):
+            weighted = (self.codepoints.astype(np.uint64) + np.uint64(1)) * pw[:n]
+            prefix = np.zeros(n + 1, dtype=np.uint64)
+            np.cumsum(weighted, out=prefix[1:])
+            return (prefix[ends] - prefix[starts]) * pwinv[starts]
 
     def ngram_hashes(self, n: int) -> np.ndarray:
         h = self.word_hashes
@@ -172,24 +214,45 @@ class TextStats:
     def word_chars(self) -> int:
         return int(self._word_len_cum[-1])
 
-    @cached_property
-    def top_word_char_fraction(self) -> float:
-        """max over distinct words w of count(w) * len(w) / word characters.
+    def max_ngram_mass(self, n: int) -> float:
+        """max over distinct word n-grams g of count(g) * len(g) / word characters (len = characters of
+        its words). Upper bound machinery for the top n-gram rule (see ``top_ngram_bound``); one plain
+        sort of (hash, length) keys, since equal n-grams have equal keys. Cached per n."""
+        key = ("ngram_mass", n)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        hashes = self.ngram_hashes(n)
+        if len(hashes) == 0 or self.word_chars == 0:
+            out = 0.0
+        else:
+            cum = self._word_len_cum
+            lengths = cum[n:] - cum[:-n]
+            if int(lengths.max()) > 0xFFFF:
+                out = 1.0  # cannot pack the length into the key; report the trivial bound
+            else:
+                keys = (hashes & np.uint64(~np.uint64(0xFFFF))) | lengths.astype(np.uint64)
+                keys.sort()
+                run_start = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+                counts = np.diff(np.append(run_start, len(keys)))
+                mass = counts * (keys[run_start] & np.uint64(0xFFFF)).astype(np.int64)
+                out = float(mass.max()) / self.word_chars
+        self.memo[key] = out
+        return out
 
-        Cheap upper bound for the top n-gram rule: the most frequent n-gram g = (w1..wn) occurs at most
-        count(wi) times for each i, so count(g) * len(g) <= sum_i count(wi) * len(wi) <= n * this
-        value. Ordinary prose scores ~0.03 (driven by "the"), far under the Gopher limits / n.
-        Computed with one plain sort of (hash, length) keys: same word -> same key."""
-        if self.n_words == 0 or self.word_chars == 0:
-            return 0.0
-        lengths = self.word_lengths
-        if int(lengths.max()) > 0xFFFF:
-            return 1.0  # cannot pack the length; report the trivial bound
-        keys = (self.word_hashes & np.uint64(~np.uint64(0xFFFF))) | lengths.astype(np.uint64)
-        keys.sort()
-        run_start = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-        counts = np.diff(np.append(run_start, len(keys)))
-        return float((counts * (keys[run_start] & np.uint64(0xFFFF)).astype(np.int64)).max()) / self.word_chars
+    def top_ngram_bound(self, n: int, limit: float = 0.0) -> float:
+        """Upper bound of ``top_ngram_char_fraction(n)`` from unigram and bigram masses (M1, M2).
+
+        An n-gram g occurring c times can be cut into pieces (single words or word pairs) that each
+        occur at least c times, so c * len(g) <= the sum of the pieces' masses: <= n * M1, and also
+        <= M2 for n = 2, <= M2 + M1 for n = 3, <= 2 * M2 for n = 4. Ordinary prose has M1 ~ 0.03 (the
+        word "the") and M2 ~ 0.01, so the Gopher limits are decided without an exact count. The
+        bigram sort is only paid when the unigram bound alone exceeds ``limit``."""
+        bound = n * self.max_ngram_mass(1)
+        if bound <= limit or n not in (2, 3, 4):
+            return bound
+        m2 = self.max_ngram_mass(2)
+        return min(bound, {2: m2, 3: m2 + self.max_ngram_mass(1), 4: 2 * m2}[n])
 
     def top_ngram_char_fraction(self, n: int) -> float:
         """Characters covered by the most frequent repeated word n-gram (all its occurrences, counted
