@@ -56,7 +56,9 @@ def _bwd_kv_configs():
     for bm, bn, warps, stages in [
         (64, 128, 8, 2),
         (64, 128, 8, 3),
+        (64, 128, 4, 3),
         (32, 128, 4, 3),
+        (32, 64, 4, 4),
         (64, 64, 4, 3),
     ]:
         cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
@@ -68,7 +70,9 @@ def _bwd_q_configs():
     for bm, bn, warps, stages in [
         (128, 64, 8, 2),
         (128, 64, 8, 3),
+        (128, 64, 4, 3),
         (128, 32, 4, 3),
+        (128, 128, 8, 2),
         (64, 64, 4, 3),
     ]:
         cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
@@ -85,12 +89,25 @@ def _keep_small_for_short(configs, named_args, **kwargs):
     return kept or configs[-1:]
 
 
+def _even(meta):
+    return meta["S"] % meta["BLOCK_M"] == 0 and meta["S"] % meta["BLOCK_N"] == 0
+
+
+@triton.jit
+def _ld(ptrs, mask, other, EVEN: tl.constexpr):
+    """Load a tile; when S is a multiple of both tile sizes no bounds mask is needed."""
+    if EVEN:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=mask, other=other)
+
+
 @triton.jit
 def _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
               slope2, qk_scale, offs_m, offs_d,
-              MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK):
+              MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK, EVEN: tl.constexpr):
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    kt = tl.load(k_base + offs_n[None, :] * sks + offs_d[:, None], mask=offs_n[None, :] < S, other=0.0)
+    kt = _ld(k_base + offs_n[None, :] * sks + offs_d[:, None], offs_n[None, :] < S, 0.0, EVEN)
     qk = tl.dot(q, kt)
     # log2-score minus the row term slope*m: u = qk*scale + slope*(n0 - m0 + n)
     c = slope2 * (start_n - start_m + tl.arange(0, BLOCK_N)).to(tl.float32)
@@ -110,19 +127,20 @@ def _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
-    v = tl.load(v_base + offs_n[:, None] * svs + offs_d[None, :], mask=offs_n[:, None] < S, other=0.0)
+    v = _ld(v_base + offs_n[:, None] * svs + offs_d[None, :], offs_n[:, None] < S, 0.0, EVEN)
     acc = tl.dot(p.to(v.dtype), v, acc)
     return acc, l_i, m_new
 
 
 @triton.autotune(configs=_fwd_configs(), key=["S", "D", "HAS_SEQ"],
                  prune_configs_by={"early_config_prune": _keep_small_for_short})
+@triton.heuristics({"EVEN": _even})
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, Slopes, SeqId,
                 sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sob, soh, sos, ssb,
                 H, S, qk_scale,
                 D: tl.constexpr, HAS_SEQ: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN: tl.constexpr):
     # heaviest (last) query blocks first: better tail balance under causal masking
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     bh = tl.program_id(1)
@@ -147,10 +165,10 @@ def _fwd_kernel(Q, K, V, O, LSE, Slopes, SeqId,
         sq = offs_m  # unused
     for start_n in range(0, start_m, BLOCK_N):
         acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                                  slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK)
+                                  slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK, EVEN)
     for start_n in range(start_m, start_m + BLOCK_M, BLOCK_N):
         acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                                  slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK)
+                                  slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK, EVEN)
     acc = acc / l_i[:, None]
     o_base = O + b.to(tl.int64) * sob + h.to(tl.int64) * soh
     tl.store(o_base + offs_m[:, None] * sos + offs_d[None, :], acc.to(O.dtype.element_ty), mask=offs_m[:, None] < S)
@@ -177,10 +195,10 @@ def _bwd_delta_kernel(O, DO, Delta, sob, soh, sos, sdb, sdh, sds, H, S,
 @triton.jit
 def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                  start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                 MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_M: tl.constexpr, SeqQ):
+                 MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_M: tl.constexpr, SeqQ, EVEN: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    qt = tl.load(q_base + offs_m[None, :] * sqs + offs_d[:, None], mask=offs_m[None, :] < S, other=0.0)
-    lse = tl.load(lse_base + offs_m, mask=offs_m < S, other=float("inf"))
+    qt = _ld(q_base + offs_m[None, :] * sqs + offs_d[:, None], offs_m[None, :] < S, 0.0, EVEN)
+    lse = _ld(lse_base + offs_m, offs_m < S, float("inf"), EVEN)
     qkt = tl.dot(k, qt)  # (BLOCK_N, BLOCK_M)
     # t - lse = qk*scale + slope*(j - i) - lse; j - i = (n0 - i) + n, with bj = slope*n
     a = lse + slope2 * (offs_m - start_n).to(tl.float32)
@@ -190,10 +208,10 @@ def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sq
     if HAS_SEQ:
         sq = tl.load(SeqQ + offs_m, mask=offs_m < S, other=-1)
         pt = tl.where(sk[:, None] == sq[None, :], pt, 0.0)
-    do = tl.load(do_base + offs_m[:, None] * sds + offs_d[None, :], mask=offs_m[:, None] < S, other=0.0)
+    do = _ld(do_base + offs_m[:, None] * sds + offs_d[None, :], offs_m[:, None] < S, 0.0, EVEN)
     dv = tl.dot(pt.to(do.dtype), do, dv)
     dpt = tl.dot(v, tl.trans(do))
-    di = tl.load(delta_base + offs_m, mask=offs_m < S, other=0.0)
+    di = _ld(delta_base + offs_m, offs_m < S, 0.0, EVEN)
     dst = pt * (dpt - di[None, :])
     dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk)
     return dk, dv
@@ -201,13 +219,14 @@ def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sq
 
 @triton.autotune(configs=_bwd_kv_configs(), key=["S", "D", "HAS_SEQ"],
                  prune_configs_by={"early_config_prune": _keep_small_for_short})
+@triton.heuristics({"EVEN": _even})
 @triton.jit
 def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
                    sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sdb, sdh, sds,
                    sdkb, sdkh, sdks, sdvb, sdvh, sdvs, ssb,
                    H, S, qk_scale, sm_scale,
                    D: tl.constexpr, HAS_SEQ: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN: tl.constexpr):
     # first key blocks see the most queries: run them first
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -236,11 +255,11 @@ def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
     for start_m in range(start_n, start_n + BLOCK_N, BLOCK_M):
         dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                               start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                              True, HAS_SEQ, BLOCK_M, SeqQ)
+                              True, HAS_SEQ, BLOCK_M, SeqQ, EVEN)
     for start_m in range(start_n + BLOCK_N, S, BLOCK_M):
         dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                               start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                              False, HAS_SEQ, BLOCK_M, SeqQ)
+                              False, HAS_SEQ, BLOCK_M, SeqQ, EVEN)
     dk = dk * sm_scale
     tl.store(DK + b.to(tl.int64) * sdkb + h.to(tl.int64) * sdkh + offs_n[:, None] * sdks + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=offs_n[:, None] < S)
@@ -251,10 +270,10 @@ def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
 @triton.jit
 def _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
                 slope2, qk_scale, offs_m, offs_d,
-                MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK):
+                MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK, EVEN: tl.constexpr):
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    kt = tl.load(k_base + offs_n[None, :] * sks + offs_d[:, None], mask=offs_n[None, :] < S, other=0.0)
-    vt = tl.load(v_base + offs_n[None, :] * svs + offs_d[:, None], mask=offs_n[None, :] < S, other=0.0)
+    kt = _ld(k_base + offs_n[None, :] * sks + offs_d[:, None], offs_n[None, :] < S, 0.0, EVEN)
+    vt = _ld(v_base + offs_n[None, :] * svs + offs_d[:, None], offs_n[None, :] < S, 0.0, EVEN)
     qk = tl.dot(q, kt)
     c = slope2 * (start_n - start_m + tl.arange(0, BLOCK_N)).to(tl.float32)
     p = tl.math.exp2(qk * qk_scale + c[None, :] - a[:, None])
@@ -271,12 +290,13 @@ def _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n
 
 @triton.autotune(configs=_bwd_q_configs(), key=["S", "D", "HAS_SEQ"],
                  prune_configs_by={"early_config_prune": _keep_small_for_short})
+@triton.heuristics({"EVEN": _even})
 @triton.jit
 def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
                   sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sdb, sdh, sds, sdqb, sdqh, sdqs, ssb,
                   H, S, qk_scale, sm_scale,
                   D: tl.constexpr, HAS_SEQ: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -302,10 +322,10 @@ def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
     dq = tl.zeros([BLOCK_M, D], tl.float32)
     for start_n in range(start_m, start_m + BLOCK_M, BLOCK_N):
         dq = _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                         slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK)
+                         slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK, EVEN)
     for start_n in range(0, start_m, BLOCK_N):
         dq = _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                         slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK)
+                         slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK, EVEN)
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * sdqb + h.to(tl.int64) * sdqh + offs_m[:, None] * sdqs + offs_d[None, :],
              dq.to(DQ.dtype.element_ty), mask=offs_m[:, None] < S)

@@ -80,7 +80,7 @@ def test_matches_reference(dtype, D):
 
 @cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("H,S", [(12, 333), (20, 1000), (6, 64), (3, 1)])
+@pytest.mark.parametrize("H,S", [(12, 333), (20, 1000), (6, 64), (3, 17)])
 def test_odd_heads_and_lengths(H, S):
     """Non-power-of-2 head counts use MPT's interleaved slopes; lengths that are not a tile multiple."""
     _check_against_reference(2, H, S, 128, torch.bfloat16)
@@ -147,6 +147,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     from tests.test_kernels_attention import _check_against_reference
     torch.manual_seed({seed})
     _check_against_reference(1, 3, 77, 64, torch.float16, device="cpu")
+    _check_against_reference(1, 2, 128, 64, torch.float16, device="cpu")
     _check_against_reference(2, 2, 130, 64, torch.float16, seq=True, fused_qkv=True, scale=0.2, device="cpu")
     print("ok")
     """
