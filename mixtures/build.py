@@ -75,8 +75,10 @@ def _manifest(plan: Plan, infos: dict[str, SourceInfo], results: dict, spec_file
                 "epochs": _r(s.epochs), "packed_documents": int(len(s.selected)),
                 "packed_tokens": r.tokens_in, "packed_samples": r.samples,
                 "repeat": _r(s.choose / r.samples), "remainder_tokens": r.remainder_tokens,
-                "remainder_from_document": r.remainder_from_doc, "shards": r.shards, "sha256": r.sha256,
-                "notes": list(s.notes)}
+                "remainder_from_document": r.remainder_from_doc,
+                "wrapped_tokens": r.wrapped_tokens, "shards": r.shards, "sha256": r.sha256,
+                "notes": list(s.notes) + ([f"last sample completed with {r.wrapped_tokens:,} tokens from the "
+                                           f"stream's start (wrap)"] if r.wrapped_tokens else [])}
         parts[p.name] = {"select": p.select, "weighting": p.weighting, "spec_weight": _r(p.spec_weight),
                          "weight": _r(p.weight), "realized_weight": _r(part_samples / total),
                          "samples": part_samples, "streams": [s.name for s in p.streams]}
@@ -93,6 +95,7 @@ def _manifest(plan: Plan, infos: dict[str, SourceInfo], results: dict, spec_file
         "missing_sources": list(plan.missing), "notes": list(plan.notes), "dropped": list(plan.dropped),
         "sources": sources, "parts": parts, "streams": streams,
         "remainder_tokens": sum(v["remainder_tokens"] for v in streams.values()),
+        "wrapped_tokens": sum(v["wrapped_tokens"] for v in streams.values()),
         "content_sha256": content,
     }
 
@@ -106,6 +109,11 @@ def _streams_yaml(manifest: dict, final_dir: str) -> str:
     body = {name: {"local": os.path.join(final_dir, s["part"], s["source"]), "choose": s["choose"]}
             for name, s in m["streams"].items()}
     return head + yaml.safe_dump(body, sort_keys=False)
+
+
+def _upsampled(s) -> bool:
+    """Streams that streaming repeats anyway: their last partial sample is wrapped, not left out."""
+    return s.selected_tokens < s.choose_tokens
 
 
 def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | None = None, seed: int = 17,
@@ -152,7 +160,8 @@ def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | No
     results = {}
     try:
         from tqdm import tqdm
-        expected = sum(s.selected_tokens // spec.seq_len for s in plan.streams)
+        expected = sum(-(-s.selected_tokens // spec.seq_len) if _upsampled(s) else s.selected_tokens // spec.seq_len
+                       for s in plan.streams)
         with tqdm(total=expected, unit="sample", desc=f"packing {spec.name}", disable=not progress,
                   file=sys.stderr, dynamic_ncols=True) as bar:
             for s in plan.streams:
@@ -161,7 +170,8 @@ def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | No
                 order = packing_order(s.selected, info.shard_sizes, stream_rng(seed, s.part, s.source, "order"))
                 np.save(os.path.join(tmp, "documents", f"{s.name}.npy"), order.astype(np.int64))
                 results[s.name] = write_packed(iter_documents(info, order), os.path.join(tmp, s.part, s.source),
-                                               spec.seq_len, size_limit=size_limit, progress=bar)
+                                               spec.seq_len, wrap=_upsampled(s), size_limit=size_limit,
+                                               progress=bar)
         manifest = _manifest(plan, infos, results, spec_file, demo)
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=False)
@@ -179,6 +189,8 @@ def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if progress:
+        print(summary(manifest, out_dir), flush=True)
     return manifest
 
 
@@ -187,7 +199,8 @@ def summary(manifest: dict, out_dir: str) -> str:
     worst = max((abs(s["realized_weight"] - s["weight"]) for s in m["streams"].values()), default=0.0)
     lines = [f"mixture {m['name']}: {len(m['streams'])} streams, {m['budget']['samples']:,} samples x {m['seq_len']} "
              f"tokens per epoch ({m['budget']['origin']} budget {m['budget']['tokens']:,} tokens), largest "
-             f"planned-vs-realized gap {100 * worst:.2f} points, {m['remainder_tokens']:,} remainder tokens not packed",
+             f"planned-vs-realized gap {100 * worst:.2f} points, {m['remainder_tokens']:,} remainder tokens not packed, "
+             f"{m['wrapped_tokens']:,} tokens wrapped in upsampled streams",
              f"  -> {os.path.join(out_dir, m['name'])}/ (streams.yaml, manifest.json, report.md)"]
     if m["missing_sources"]:
         lines.append(f"  missing sources left out: {', '.join(m['missing_sources'])}")
@@ -226,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     except (MixtureError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(summary(manifest, out))
+    if args.quiet:
+        print(summary(manifest, out))
     return 0
 
 

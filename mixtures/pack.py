@@ -3,7 +3,9 @@
 As MPT did, a sample never mixes sources: each stream (one part, one source) is packed on its own.
 Documents longer than ``seq_len`` continue into the next sample. What is left after the last full
 sample (fewer than ``seq_len`` tokens) is the *remainder*: it is reported per stream in the manifest,
-never padded and never silently dropped.
+never padded and never silently dropped. For a stream that is upsampled anyway (``wrap=True``), the
+last sample is completed instead with the stream's first tokens again, so no token of it is left out;
+the manifest reports those ``wrapped_tokens``.
 
 Order. ``packing_order`` visits the shards of a source in a seeded random order and the selected
 documents of each shard in a seeded random order. That bounds memory to one decoded shard while still
@@ -80,6 +82,7 @@ class PackResult:
     tokens_in: int               # tokens of the packed documents (EOS included)
     remainder_tokens: int        # tokens_in - samples * seq_len
     remainder_from_doc: int | None   # the document the remainder ends with (its tail), if any
+    wrapped_tokens: int          # tokens repeated from the stream's start to complete the last sample
     shards: int
     sha256: str                  # over index.json and every shard file, in index order
 
@@ -97,30 +100,47 @@ def dir_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def write_packed(docs: Iterable[tuple[int, np.ndarray]], out: str, seq_len: int, *,
+def write_packed(docs: Iterable[tuple[int, np.ndarray]], out: str, seq_len: int, *, wrap: bool = False,
                  size_limit: int | str = 1 << 26, progress=None) -> PackResult:
     """Pack ``(doc_index, tokens)`` pairs into an MDS dataset at ``out`` (a fresh directory).
 
+    ``wrap``: complete a partial last sample with the stream's first tokens (for upsampled streams).
     ``progress`` is an optional tqdm-like object; it is advanced by one per written sample.
     """
     from streaming import MDSWriter
 
     packer = Packer(seq_len)
-    n = tokens_in = 0
+    n = tokens_in = wrapped = 0
     last_doc = None
+    head: list[np.ndarray] = []           # the stream's first seq_len tokens, for wrap
+    head_n = 0
     with MDSWriter(out=out, columns=TOKENS_COLUMN, compression=COMPRESSION, hashes=HASHES,
                    size_limit=size_limit, progress_bar=False) as writer:
-        for doc, tokens in docs:
-            tokens_in += len(tokens)
-            last_doc = doc
-            for sample in packer.add(tokens):
+        def emit(samples):
+            nonlocal n
+            for sample in samples:
                 assert sample.dtype == np.uint16 and sample.shape == (seq_len,)
                 writer.write({"tokens": sample})
                 n += 1
                 if progress is not None:
                     progress.update(1)
-    rem = len(packer.remainder())
-    assert tokens_in == n * seq_len + rem
+
+        for doc, tokens in docs:
+            tokens_in += len(tokens)
+            last_doc = doc
+            if wrap and head_n < seq_len:
+                head.append(np.array(tokens[:seq_len - head_n], dtype=np.uint16))
+                head_n += len(head[-1])
+            emit(packer.add(tokens))
+        rem = len(packer.remainder())
+        if wrap and rem:
+            wrapped = seq_len - rem
+            filler = np.concatenate(head)[:wrapped]
+            if len(filler) < wrapped:
+                raise ValueError(f"{out}: cannot wrap a stream of {tokens_in} tokens into {seq_len}-token samples")
+            emit(packer.add(filler))
+            rem = 0
+    assert tokens_in + wrapped == n * seq_len + rem
     with open(os.path.join(out, "index.json"), encoding="utf-8") as f:
         shards = len(json.load(f)["shards"])
-    return PackResult(n, tokens_in, rem, last_doc if rem else None, shards, dir_sha256(out))
+    return PackResult(n, tokens_in, rem, last_doc if rem else None, wrapped, shards, dir_sha256(out))

@@ -107,13 +107,14 @@ def markdown(manifest: dict, png_name: str = "report.png") -> str:
     for pname, p in m["parts"].items():
         lines += [f"## Part `{pname}`", "",
                   "| source | spec share | planned share | realized share | eligible docs | eligible tokens | "
-                  "packed samples | choose | epochs | remainder tokens | notes |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "packed samples | choose | epochs | remainder tokens | wrapped tokens | notes |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for sname in p["streams"]:
             s = m["streams"][sname]
             lines.append(f"| {s['source']} | {_pct(s['spec_share'])} | {_pct(s['share'])} | {_pct(s['realized_share'])} "
                          f"| {s['eligible_documents']:,} | {s['eligible_tokens']:,} | {s['packed_samples']:,} | "
-                         f"{s['choose']:,} | {s['epochs']:.3g} | {s['remainder_tokens']:,} | {'; '.join(s['notes'])} |")
+                         f"{s['choose']:,} | {s['epochs']:.3g} | {s['remainder_tokens']:,} | {s['wrapped_tokens']:,} | "
+                         f"{'; '.join(s['notes'])} |")
         lines.append("")
     lines += ["## Sources", "", "| source | documents | tokens | stats tokens | long documents | long tokens |",
               "|---|---|---|---|---|---|"]
@@ -125,7 +126,8 @@ def markdown(manifest: dict, png_name: str = "report.png") -> str:
               "Realized share = a stream's `choose` over its part's samples; `choose` is what streaming draws per "
               "epoch (streams.yaml). Epochs = choose x seq_len / eligible tokens (> 1: upsampled by repetition "
               "through streaming; < 1: a seeded random subset of documents was packed). The remainder (the tail "
-              "after the last full sample) is not packed.", ""]
+              "after the last full sample) is not packed; in upsampled streams the last sample is instead completed "
+              "with the stream's first tokens (wrapped tokens), so none of their data is left out.", ""]
     return "\n".join(lines)
 
 
