@@ -12,10 +12,9 @@ Definitions (used consistently by all rules, documented here once):
 - word: a maximal run of non-whitespace characters (``str.split()``; whitespace = ``str.isspace``),
   the way the Gopher paper and MPT's "200+ words" mC4 rule count words.
 - line: the text split on ``"\\n"`` (a trailing ``"\\r"`` is stripped where line endings matter).
-- letter: a Unicode word character that is not a digit or underscore (regex ``[^\\W\\d_]``);
-  alphanumeric: letter or decimal digit. Code points are classified with a 0x110000-entry table built
-  once per process from Python's own ``re``/``str`` predicates, then looked up with numpy, so
-  per-character work never runs in a Python loop.
+- letter: ``str.isalpha``; alphanumeric: ``str.isalnum``; whitespace: ``str.isspace``. Code points
+  are classified with a 0x110000-entry table built once per process from Python's own ``str``/``re``
+  predicates, then looked up with numpy, so per-character work never runs in a Python loop.
 """
 from __future__ import annotations
 
@@ -25,7 +24,9 @@ from typing import Optional
 
 import numpy as np
 
-SPACE, LETTER, DIGIT, PUNCT, WORDCHAR = 1, 2, 4, 8, 16  # PUNCT: neither space nor \w; WORDCHAR: \w
+# SPACE: str.isspace (what str.split splits on); LETTER: str.isalpha; ALNUM: str.isalnum;
+# PUNCT: neither space nor a word character; WORDCHAR: regex \w (alphanumeric or underscore).
+SPACE, LETTER, ALNUM, PUNCT, WORDCHAR = 1, 2, 4, 8, 16
 _TABLE: Optional[np.ndarray] = None
 
 
@@ -41,13 +42,16 @@ def char_class_table() -> np.ndarray:
             marked = re.sub(pattern, "\x01", allchars)
             return (np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) == 1) & not_marker
 
+        def pred(method) -> np.ndarray:
+            return np.fromiter(map(method, allchars), dtype=bool, count=0x110000)
+
+        space, word = pred(str.isspace), mask(r"\w")
         table = np.zeros(0x110000, dtype=np.uint8)
-        table[mask(r"\s")] |= SPACE
-        table[mask(r"[^\W\d_]")] |= LETTER
-        table[mask(r"\d")] |= DIGIT
-        table[mask(r"[^\w\s]")] |= PUNCT
-        table[mask(r"\w")] |= WORDCHAR
-        table[1] = PUNCT  # \x01 itself: a control character, not a word character
+        table[space] |= SPACE
+        table[pred(str.isalpha)] |= LETTER
+        table[pred(str.isalnum)] |= ALNUM
+        table[word] |= WORDCHAR
+        table[~space & ~word] |= PUNCT
         _TABLE = table
     return _TABLE
 
@@ -118,7 +122,7 @@ class TextStats:
 
     @cached_property
     def n_alnum(self) -> int:
-        return int(np.count_nonzero(self.classes & (LETTER | DIGIT)))
+        return int(np.count_nonzero(self.classes & ALNUM))
 
     @cached_property
     def n_letters(self) -> int:
