@@ -83,48 +83,80 @@ def _open_raw(path: str):
         raise InputFileError(f"cannot open input file {path}: {e}") from None
 
 
-def _text_stream(path: str, fmt: str):
+def _zstd_chunks(raw, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Decompress concatenated zstd frames; a frame cut short raises EOFError (zstandard's stream reader
+    would just stop, silently losing the tail of a truncated file)."""
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    in_frame = False
+    while True:
+        data = raw.read(chunk)
+        if not data:
+            if in_frame:
+                raise EOFError("zstd frame ended before its end marker")
+            return
+        while data:
+            in_frame = True
+            out = dobj.decompress(data)
+            if out:
+                yield out
+            if dobj.eof:
+                data = dobj.unused_data
+                dobj = zstandard.ZstdDecompressor().decompressobj()
+                in_frame = False
+            else:
+                data = b""
+
+
+def _lines(path: str, fmt: str) -> Iterator[bytes]:
     raw = _open_raw(path)
-    if fmt == "jsonl.gz":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if fmt == "jsonl.zst":
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    return raw
+    try:
+        if fmt == "jsonl.zst":
+            tail = b""
+            for block in _zstd_chunks(raw):
+                parts = (tail + block).split(b"\n")
+                tail = parts.pop()
+                yield from parts
+            if tail:
+                yield tail
+        else:
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if fmt == "jsonl.gz" else raw
+            stream = io.BufferedReader(stream, buffer_size=1 << 20) if fmt == "jsonl.gz" else stream
+            for line in stream:
+                yield line.rstrip(b"\n")
+    finally:
+        raw.close()
 
 
 def iter_jsonl(path: str, fmt: str) -> Iterator[tuple[int, Union[dict, Bad]]]:
     """(1-based line, record | Bad). Blank lines are skipped (not documents). A corrupt compressed
     stream ends the file with one Bad('corrupt_stream') after the last good line."""
-    stream = io.BufferedReader(_text_stream(path, fmt), buffer_size=1 << 20)
     line_no = 0
-    try:
-        while True:
+    lines = _lines(path, fmt)
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
+            yield line_no + 1, Bad(line_no + 1, "corrupt_stream",
+                                   f"{type(e).__name__}: {e} (file truncated or corrupt; records before line {line_no + 1} were read)")
+            return
+        line_no += 1
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
             try:
-                line = stream.readline()
-            except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
-                yield line_no + 1, Bad(line_no + 1, "corrupt_stream",
-                                       f"{type(e).__name__}: {e} (file truncated or corrupt; records before line {line_no + 1} were read)")
-                return
-            if not line:
-                return
-            line_no += 1
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                try:
-                    line.decode("utf-8")
-                    yield line_no, Bad(line_no, "bad_json", str(e)[:200])
-                except UnicodeDecodeError as ue:
-                    yield line_no, Bad(line_no, "invalid_utf8", str(ue)[:200])
-                continue
-            if not isinstance(rec, dict):
-                yield line_no, Bad(line_no, "not_an_object", f"JSON {type(rec).__name__}, expected an object")
-                continue
-            yield line_no, rec
-    finally:
-        stream.close()
+                line.decode("utf-8")
+                yield line_no, Bad(line_no, "bad_json", str(e)[:200])
+            except UnicodeDecodeError as ue:
+                yield line_no, Bad(line_no, "invalid_utf8", str(ue)[:200])
+            continue
+        if not isinstance(rec, dict):
+            yield line_no, Bad(line_no, "not_an_object", f"JSON {type(rec).__name__}, expected an object")
+            continue
+        yield line_no, rec
 
 
 def iter_parquet(path: str, columns: Sequence[str]) -> Iterator[tuple[int, Union[dict, Bad]]]:

@@ -1,0 +1,65 @@
+"""Shared fixtures. Anything that needs ../shared (tokenizer, real corpora) skips cleanly without it."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TOKENIZER = SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
+CORPORA = SHARED / "corpora"
+
+
+def needs_shared(*parts: str):
+    path = SHARED.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} not present (../shared is only beside dev/CI checkouts)")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path() -> str:
+    if not TOKENIZER.exists():
+        pytest.skip(f"{TOKENIZER} not present")
+    return str(TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def neox(tokenizer_path):
+    from tokenization import load_tokenizer
+
+    return load_tokenizer(tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def raw_tokenizer(tokenizer_path):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(tokenizer_path)
+
+
+def read_shared_category(name: str) -> list[dict]:
+    import zstandard
+
+    with open(CORPORA / f"{name}.jsonl.zst", "rb") as f:
+        data = zstandard.ZstdDecompressor().stream_reader(f).read()
+    return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+
+
+def run_build(args: list[str]) -> int:
+    from pipelines.build import main
+
+    return main(args)
+
+
+def load_stats(out: Path, source: str) -> dict:
+    return json.loads((out / "stats" / f"{source}.json").read_text())
+
+
+def read_mds(path: Path) -> list[dict]:
+    """All samples of a local MDS dataset via mosaicml-streaming."""
+    from streaming import LocalDataset
+
+    ds = LocalDataset(local=str(path))
+    return [ds[i] for i in range(len(ds))]

@@ -1,0 +1,92 @@
+"""SemDedup: pure pieces (k-means, in-cluster similarity, exact cut-off) and one Beam run with the packaged
+embedding model (slowish: the model load and CPU embedding dominate)."""
+import json
+import random
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+
+from pipelines.dedupe import semantic
+from pipelines.dedupe.config import SemDedupConfig
+from pipelines.dedupe.planted import load_texts, make_variant
+from pipelines.schema import Document, Reject
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CORPORA = SHARED / "corpora"
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_kmeans_deterministic_and_separates_blobs():
+    rng = np.random.default_rng(0)
+    centers = _unit(rng.normal(size=(3, 16)))
+    x = _unit(np.concatenate([c + 0.05 * rng.normal(size=(50, 16)) for c in centers]))
+    c1 = semantic.fit_kmeans(x, 3, seed=4)
+    c2 = semantic.fit_kmeans(x, 3, seed=4)
+    assert np.array_equal(c1, c2)
+    idx, sim = semantic.assign_clusters(x.astype(np.float32), c1)
+    assert len(set(idx[:50])) == len(set(idx[50:100])) == len(set(idx[100:])) == 1
+    assert len(set(idx)) == 3 and (sim > 0.9).all()
+
+
+def test_max_prior_similarity_matches_brute_force():
+    rng = np.random.default_rng(1)
+    e = _unit(rng.normal(size=(2500, 8))).astype(np.float32)  # > one block
+    m, arg = semantic.max_prior_similarity(e)
+    assert m[0] == -1 and arg[0] == -1
+    for i in (1, 2, 1023, 1024, 1025, 2499):
+        s = e[:i] @ e[i]
+        assert arg[i] == int(np.argmax(s)) and m[i] == pytest.approx(float(s.max()), abs=1e-5)
+
+
+def test_exact_cutoff_and_counts():
+    assert semantic.n_to_remove(120, 0.8) == 24
+    assert semantic.n_to_remove(7, 0.8) == 1
+    assert semantic.n_to_remove(10, 1.0) == 0
+    keys = sorted(semantic.score_key(random.Random(i).random(), i) for i in range(100))
+    # window keys[30:60] with 30 below it; keep 45 -> the 45th smallest key
+    assert semantic.exact_cutoff(keys[30:60], 30, 45) == keys[44]
+    assert semantic.exact_cutoff(keys[30:60], 30, 20) is None
+    assert semantic.choose_n_clusters(5000, 400, SemDedupConfig()) == 5
+    assert semantic.choose_n_clusters(10 ** 9, 400, SemDedupConfig()) == 100
+
+
+@pytest.mark.skipif(not CORPORA.exists(), reason="../shared/corpora not present")
+def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path):
+    from pipelines.dedupe.transforms import SemanticDedupe
+
+    base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=90, min_chars=400)
+    rng = random.Random(5)
+    near = [make_variant(base[i], "insert_delete", 0.3, rng) for i in range(0, 30, 2)]  # 15 close copies
+    texts = base + near
+    docs = [Document(1000 + i, f"c4-{i}", "c4_en", t, f"c4.json.gz:{i + 1}", {}) for i, t in enumerate(texts)]
+    out = str(tmp_path / "sem")
+    cfg = SemDedupConfig(keep_fraction=0.8, n_clusters=3, batch_size=32)
+    with beam.Pipeline() as p:
+        (p | beam.Create(docs)
+           | SemanticDedupe(cfg)
+           | beam.Map(lambda r: json.dumps(r._asdict()))
+           | beam.io.WriteToText(out, shard_name_template=""))
+    rejects = [Reject(**json.loads(x)) for x in Path(out).read_text().splitlines()]
+    n = len(docs)
+    assert len(rejects) == semantic.n_to_remove(n, 0.8) == 21  # the keep fraction, exactly
+    removed = {r.uid for r in rejects}
+    ids = {d.id: d.uid for d in docs}
+    for r in rejects:
+        assert (r.stage, r.reason, r.source) == ("semantic_dedupe", "semantic_duplicate", "c4_en")
+        assert ids[r.duplicate_of] not in removed  # duplicate_of points at a kept document
+        assert -1.0 <= r.value <= 1.0 + 1e-6
+    # every planted close-copy pair lost a member; when exactly one, it points at the other
+    # (both may go when a third kept document is at least as close: SemDeDup keeps one per group)
+    for k, i in enumerate(range(0, 30, 2)):
+        a, b = 1000 + i, 1000 + 90 + k
+        assert a in removed or b in removed, (a, b)
+        if (a in removed) != (b in removed):
+            r = next(r for r in rejects if r.uid in (a, b))
+            assert r.duplicate_of == docs[(b if r.uid == a else a) - 1000].id and r.value > 0.95
+    # removals are the most redundant documents: the smallest removed M is >= the largest kept M would be
+    assert min(r.value for r in rejects) > 0.5
