@@ -119,7 +119,7 @@ class TrainConfig:
     stop_after: int | None = None  # end this invocation at this step (checkpointed); the schedule still spans max_steps
     seed: int = 17
     precision: str = "bf16"  # bf16 (fp32 master weights, bf16 compute) | fp32
-    fsdp: str = "auto"  # auto (on when launched with torchrun) | on | off
+    fsdp: str | bool = "auto"  # auto (on when launched with torchrun) | on | off
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
     run_dir: str = "runs/default"  # checkpoints/ and metrics.jsonl go here
@@ -135,6 +135,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in ("bf16", "fp32"):
             raise ConfigError(f"precision: {self.precision!r} is not one of bf16, fp32")
+        if isinstance(self.fsdp, bool):  # YAML reads a bare on/off as a boolean
+            self.fsdp = "on" if self.fsdp else "off"
         if self.fsdp not in ("auto", "on", "off"):
             raise ConfigError(f"fsdp: {self.fsdp!r} is not one of auto, on, off")
         if self.seq_len > self.model.max_seq_len:

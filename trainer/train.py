@@ -38,6 +38,7 @@ class Dist:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     initialized_here: bool = False
+    env_set_here: tuple = ()
 
 
 def setup_distributed(cfg: TrainConfig) -> Dist:
@@ -52,17 +53,24 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
         torch.cuda.set_device(device)
     d = Dist(device=device, local_rank=local_rank)
     if use_pg and not dist.is_initialized():
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        os.environ.setdefault("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+        defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+        d.env_set_here = tuple(k for k in defaults if k not in os.environ)
+        for k in d.env_set_here:
+            os.environ[k] = defaults[k]
         dist.init_process_group("nccl" if want_cuda else "gloo")
         d.initialized_here = True
     if dist.is_initialized():
         d.rank, d.world = dist.get_rank(), dist.get_world_size()
     return d
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def build_model(cfg: TrainConfig, d: Dist) -> MPTForCausalLM:
@@ -152,6 +160,8 @@ def run(cfg: TrainConfig) -> list[dict]:
         gc.collect()
         if d.initialized_here:
             dist.destroy_process_group()
+            for k in d.env_set_here:
+                os.environ.pop(k, None)
 
 
 def _run(cfg: TrainConfig, d: Dist) -> list[dict]:
