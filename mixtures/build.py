@@ -186,6 +186,9 @@ def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | No
         os.replace(tmp, final)
         if old:
             shutil.rmtree(old)
+    except SourceDataError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MixtureError(str(e)) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
