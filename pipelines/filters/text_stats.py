@@ -145,11 +145,11 @@ class TextStats:
     def n_words(self) -> int:
         return len(self._word_spans[0])
 
-    def _any_in_words(self, bits: int) -> np.ndarray:
-        """Per word: does it contain a character with any of ``bits``? Segments run from one word start
-        to the next, so they include the trailing whitespace, which has none of the non-space bits."""
-        starts = self._word_spans[0]
-        return np.logical_or.reduceat((self.classes & bits) != 0, starts)
+    @cached_property
+    def word_class_or(self) -> np.ndarray:
+        """Per word: OR of its characters' class bits, from one reduceat. Segments run from one word
+        start to the next, so they include the trailing whitespace, whose only bit is SPACE."""
+        return np.bitwise_or.reduceat(self.classes, self._word_spans[0])
 
     @cached_property
     def word_lengths(self) -> np.ndarray:
@@ -161,14 +161,14 @@ class TextStats:
         """Words containing at least one letter (Gopher: >= 80% of words must)."""
         if self.n_words == 0:
             return 0
-        return int(np.count_nonzero(self._any_in_words(LETTER)))
+        return int(np.count_nonzero(self.word_class_or & LETTER))
 
     @cached_property
     def symbol_word_mask(self) -> np.ndarray:
         """Words made only of punctuation/symbols (no letter, digit or underscore)."""
         if self.n_words == 0:
             return np.zeros(0, dtype=bool)
-        return ~self._any_in_words(WORDCHAR)
+        return (self.word_class_or & WORDCHAR) == 0
 
     @cached_property
     def n_non_symbol_words(self) -> int:
@@ -292,14 +292,16 @@ class TextStats:
         if len(hashes) < 2 or self.word_chars == 0:
             return 0.0
         sh = np.sort(hashes)
-        if not (sh[1:] == sh[:-1]).any():  # the common case: no repeated n-gram, no argsort needed
-            return 0.0
-        order = np.argsort(hashes, kind="stable")  # stable: the first occurrence sorts first
-        sh = hashes[order]
         repeat = sh[1:] == sh[:-1]
-        if not repeat.any():
+        if not repeat.any():  # the common case: no repeated n-gram
             return 0.0
-        rep_start = order[1:][repeat]
+        # Positions of every occurrence of a repeated n-gram, then drop each one's first occurrence.
+        # No argsort of the whole array: the repeated values are usually a handful.
+        repeated_values = sh[1:][repeat]
+        occurrences = np.flatnonzero(
+            hashes == repeated_values[0] if len(repeated_values) == 1 else np.isin(hashes, repeated_values))
+        _, first = np.unique(hashes[occurrences], return_index=True)
+        rep_start = np.delete(occurrences, first)
         # Mark words [s, s+n) for every repeated occurrence s via a difference array (s unique).
         delta = np.zeros(self.n_words + 1, dtype=np.int64)
         delta[rep_start] += 1
