@@ -77,3 +77,17 @@ def test_cache_never_leaks_between_texts(a, b):
         assert sb is not sa
     assert analyze(b) is sb  # same object: shared within a chain call
     assert sb.n_words == len(b.split()) and sa.n_words == len(a.split())
+
+
+def test_chains_give_sequential_results_under_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = ["The cat sat on the mat and that was that. " * k + "Spam spam spam. " * (10 - k) for k in range(10)]
+    docs = [(t + "\n\n" + t[: 40 * i]) for i, t in enumerate(base * 5)]
+    chain = build_chain("default", SOURCES["rp_commoncrawl"].filters, "rp_commoncrawl")
+    expected = [chain(d, {}) for d in docs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda d: chain(d, {}), docs))
+            assert [repr(g) for g in got] == [repr(e) for e in expected]
+    assert len({repr(e) for e in expected}) > 2  # the documents do get different verdicts

@@ -19,6 +19,7 @@ Definitions (used consistently by all rules, documented here once):
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from typing import Optional
 
@@ -357,20 +358,18 @@ class TextStats:
         return self.text.lower()
 
 
-_CACHE: tuple[Optional[str], Optional[TextStats]] = (None, None)
+_LOCAL = threading.local()  # one cache slot per thread (Beam runs DoFns in several threads)
 
 
 def analyze(text: str) -> TextStats:
-    """TextStats for ``text``, shared by consecutive calls on the same text object.
+    """TextStats for ``text``, shared by consecutive calls on the same text object in one thread.
 
-    The cache holds one (text, stats) pair and is replaced atomically, so concurrent threads at worst
-    recompute; a stale entry can never be returned for a different text because the cache keeps the
-    text alive and compares identity.
+    The slot holds one (text, stats) pair; it keeps the text alive and compares identity, so a stale
+    entry can never be returned for a different text, and an equal-but-distinct text just recomputes.
     """
-    global _CACHE
-    cached_text, cached = _CACHE
-    if cached_text is text and cached is not None:
-        return cached
+    entry = getattr(_LOCAL, "entry", None)
+    if entry is not None and entry[0] is text:
+        return entry[1]
     stats = TextStats(text)
-    _CACHE = (text, stats)
+    _LOCAL.entry = (text, stats)
     return stats
