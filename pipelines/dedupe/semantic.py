@@ -61,18 +61,24 @@ def choose_n_clusters(n_docs: int, sample_len: int, cfg: SemDedupConfig) -> int:
 
 
 def fit_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
-    """Spherical k-means (cosine) with k-means++ seeding; deterministic for a given seed and row order."""
+    """Spherical k-means (cosine) with greedy k-means++ seeding; deterministic for a given seed and row order."""
     x = _normalize(np.asarray(x, dtype=np.float32))
     n = len(x)
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
     centroids = [x[rng.integers(n)]]
-    d2 = np.maximum(0.0, 2.0 - 2.0 * x @ centroids[0])
+    d2 = np.maximum(0.0, 2.0 - 2.0 * (x @ centroids[0]).astype(np.float64))
+    trials = 2 + int(math.log(k))  # greedy k-means++ (as scikit-learn): best of a few draws per centre
     for _ in range(1, k):
         total = float(d2.sum())
-        i = int(rng.integers(n)) if total <= 0 else int(rng.choice(n, p=d2 / total))
-        centroids.append(x[i])
-        d2 = np.minimum(d2, np.maximum(0.0, 2.0 - 2.0 * x @ x[i]))
+        if total <= 0:
+            cand = rng.integers(n, size=trials)
+        else:
+            cand = rng.choice(n, size=trials, p=d2 / total)
+        pots = np.minimum(d2[None, :], np.maximum(0.0, 2.0 - 2.0 * (x[cand] @ x.T).astype(np.float64)))
+        best = int(np.argmin(pots.sum(axis=1)))
+        centroids.append(x[cand[best]])
+        d2 = pots[best]
     c = np.stack(centroids)
     assign = None
     for _ in range(iters):
