@@ -1,0 +1,160 @@
+"""Training throughput and MFU of the trainer's own step on one GPU, next to llm-foundry's H100 numbers.
+
+Runs ``trainer.train.train_step`` (bf16 autocast over fp32 master weights, AdamW, clipping, gradient
+accumulation, per-block ``torch.compile``) on random tokens, so data loading is out of the picture.
+MFU uses llm-foundry's formula and Composer's 989.5 TFLOP/s H100 bf16 peak (trainer/metrics.py). The
+ceiling column is a large bf16 matmul measured in the same run: ``mfu_vs_ceiling`` is the share of
+what this card actually delivers on dense matmuls.
+
+One GPU, so no FSDP: llm-foundry's published rows are 8 GPUs with FSDP (their optimizer state is
+sharded 8 ways; ours is whole, which costs memory, not FLOPs), and their model has biases + learned
+positions and vocab 50368 (we count our own parameters, alibi/no-bias/50432).
+
+    python benchmarks/train_mfu.py                         # 125m, 350m, 1b at 2048 and 8192, flex
+    python benchmarks/train_mfu.py --presets 1b --seqs 2048 --attn flex triton --json out.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.config import load_config  # noqa: E402
+from trainer.metrics import detect_peak_flops, mfu  # noqa: E402
+
+# llm-foundry scripts/train/benchmarking/README.md, H100 80GB BF16, 8 GPUs (MFU %, tok/s/GPU).
+PUBLISHED = {("760m", 2048): (34.90, 63147), ("760m", 8192): (34.84, 41825),
+             ("1b", 2048): (41.82, 45455), ("1b", 8192): (37.73, 29157)}
+# micro-batch x accumulation per (preset, seq) that fits one 80 GB card with unsharded AdamW state.
+SHAPES = {("125m", 2048): (16, 2), ("350m", 2048): (12, 2), ("760m", 2048): (8, 2), ("1b", 2048): (8, 2),
+          ("125m", 8192): (4, 2), ("350m", 8192): (3, 2), ("760m", 8192): (2, 2), ("1b", 8192): (2, 2)}
+
+
+def matmul_ceiling(n: int = 8192, reps: int = 20) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+class RandomBatches:
+    def __init__(self, mbs, seq, vocab, n=4):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        self.pool = [torch.randint(0, vocab, (mbs, seq), device="cuda", generator=g) for _ in range(n)]
+        self.i = 0
+
+    def __next__(self):
+        self.i += 1
+        return self.pool[self.i % len(self.pool)]
+
+
+def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup):
+    from trainer.optim import build_optimizer, build_scheduler
+    from trainer.train import Dist, build_model, train_step
+
+    cfg = load_config(None, [f"model.preset={preset}", f"model.max_seq_len={seq}", f"seq_len={seq}",
+                             f"model.attn_impl={attn}", f"model.loss_impl={loss_impl}", f"micro_batch_size={mbs}",
+                             f"global_batch_size={mbs * accum}", "precision=bf16", f"compile={compile_}",
+                             "device=cuda", "fsdp=off", "optimizer.warmup_steps=1", "max_steps=1000"])
+    d = Dist(device=torch.device("cuda"))
+    model = build_model(cfg, d)
+    opt = build_optimizer(model.parameters(), cfg.optimizer)
+    sched = build_scheduler(opt, cfg.optimizer, cfg.max_steps)
+    batches = RandomBatches(mbs, seq, cfg.model.vocab_size)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        loss, _ = train_step(model, opt, sched, batches, cfg, accum, d.device)
+    torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        loss, _ = train_step(model, opt, sched, batches, cfg, accum, d.device)
+    end.record()
+    torch.cuda.synchronize()
+    step_s = start.elapsed_time(end) / 1000 / steps
+    seqs_per_s = mbs * accum / step_s
+    n_params = cfg.model.num_params()
+    row = dict(preset=preset, seq=seq, attn=attn, compile=compile_, loss_impl=loss_impl, mbs=mbs, accum=accum,
+               params=n_params, step_s=step_s, tok_s_gpu=seqs_per_s * seq, warmup_s=warm_s, loss=float(loss),
+               mfu=mfu(n_params, cfg.model.n_layers, cfg.model.d_model, seq, seqs_per_s, 1, 989.5e12),
+               peak_mem_gb=torch.cuda.max_memory_allocated() / 2**30)
+    del model, opt, sched, batches
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["125m", "350m", "1b"])
+    ap.add_argument("--seqs", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--attn", nargs="+", default=["flex"])
+    ap.add_argument("--loss-impl", default="torch", choices=["torch", "chunked"])
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--json", help="append each row as JSON to this file")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/train_mfu.py needs a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    ceiling = matmul_ceiling()
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}; bf16 matmul ceiling "
+          f"{ceiling / 1e12:.0f} TFLOP/s (peak used for MFU: {detect_peak_flops() or 989.5e12:.4g})", flush=True)
+    rows = []
+    for seq in args.seqs:
+        for preset in args.presets:
+            for attn in args.attn:
+                mbs, accum = SHAPES.get((preset, seq), (1, 2))
+                while mbs >= 1:
+                    try:
+                        row = bench_one(preset, seq, attn, mbs, accum, not args.no_compile, args.loss_impl,
+                                        args.steps, args.warmup)
+                        break
+                    except torch.OutOfMemoryError:
+                        print(f"# OOM at {preset}/{seq}/mbs {mbs}; halving", flush=True)
+                        row, mbs = None, mbs // 2
+                    except Exception as e:  # report and go on: one broken backend must not cost the table
+                        print(f"# FAILED {preset}/{seq}/{attn}: {type(e).__name__}: {str(e)[:2000]}", flush=True)
+                        row = None
+                        break
+                    finally:
+                        gc.collect()
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                        torch._dynamo.reset()
+                if row is None:
+                    continue
+                row["mfu_vs_ceiling"] = row["mfu"] * 989.5e12 / ceiling
+                rows.append(row)
+                print("# " + json.dumps(row), flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+    hdr = ("model", "seq", "attn", "mbs x acc", "step s", "tok/s/GPU", "MFU %", "MFU/ceiling", "mem GB",
+           "compile s", "llm-foundry MFU % (tok/s/GPU)")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        pub = PUBLISHED.get((r["preset"], r["seq"]))
+        pub_s = f"{pub[0]:.2f} ({pub[1]:,})" if pub else "-"
+        print(f"| {r['preset']} | {r['seq']} | {r['attn']} | {r['mbs']}x{r['accum']} | {r['step_s']:.3f} | "
+              f"{r['tok_s_gpu']:,.0f} | {100 * r['mfu']:.1f} | {r['mfu_vs_ceiling']:.2f} | {r['peak_mem_gb']:.1f} | "
+              f"{r['warmup_s']:.0f} | {pub_s} |")
+
+
+if __name__ == "__main__":
+    main()
