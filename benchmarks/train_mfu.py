@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.config import load_config  # noqa: E402
-from trainer.metrics import detect_peak_flops, mfu  # noqa: E402
+from trainer.config import load_config
+from trainer.metrics import detect_peak_flops, mfu
 
 # llm-foundry scripts/train/benchmarking/README.md, H100 80GB BF16, 8 GPUs (MFU %, tok/s/GPU).
 PUBLISHED = {("760m", 2048): (34.90, 63147), ("760m", 8192): (34.84, 41825),
@@ -89,10 +89,10 @@ def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup)
     step_s = start.elapsed_time(end) / 1000 / steps
     seqs_per_s = mbs * accum / step_s
     n_params = cfg.model.num_params()
-    row = dict(preset=preset, seq=seq, attn=attn, compile=compile_, loss_impl=loss_impl, mbs=mbs, accum=accum,
-               params=n_params, step_s=step_s, tok_s_gpu=seqs_per_s * seq, warmup_s=warm_s, loss=float(loss),
-               mfu=mfu(n_params, cfg.model.n_layers, cfg.model.d_model, seq, seqs_per_s, 1, 989.5e12),
-               peak_mem_gb=torch.cuda.max_memory_allocated() / 2**30)
+    row = {"preset": preset, "seq": seq, "attn": attn, "compile": compile_, "loss_impl": loss_impl, "mbs": mbs, "accum": accum,
+               "params": n_params, "step_s": step_s, "tok_s_gpu": seqs_per_s * seq, "warmup_s": warm_s, "loss": float(loss),
+               "mfu": mfu(n_params, cfg.model.n_layers, cfg.model.d_model, seq, seqs_per_s, 1, 989.5e12),
+               "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
     del model, opt, sched, batches
     return row
 
@@ -127,7 +127,7 @@ def main(argv=None):
                     except torch.OutOfMemoryError:
                         print(f"# OOM at {preset}/{seq}/mbs {mbs}; halving", flush=True)
                         row, mbs = None, mbs // 2
-                    except Exception as e:  # report and go on: one broken backend must not cost the table
+                    except Exception as e:  # noqa: BLE001 - report and go on: one broken backend must not cost the table
                         print(f"# FAILED {preset}/{seq}/{attn}: {type(e).__name__}: {str(e)[:2000]}", flush=True)
                         row = None
                         break

@@ -19,7 +19,7 @@ score_mod and a causal block mask), ``flash_attn`` (flash-attn 2 ``alibi_slopes`
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ def _visible(S: int, device, seq_id: torch.Tensor | None) -> torch.Tensor:
 
 def torch_attention(q, k, v, slopes, *, seq_id=None, softmax_scale=None):
     """MPT's torch path (``scaled_multihead_dot_product_attention`` with ``build_alibi_bias``)."""
-    B, H, S, D = q.shape
+    H, S = q.shape[1], q.shape[2]
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     scores = torch.matmul(q, k.transpose(-1, -2)).to(acc) * _scale(q, softmax_scale)
     j = torch.arange(S, device=q.device, dtype=acc)
@@ -66,7 +66,7 @@ def torch_attention(q, k, v, slopes, *, seq_id=None, softmax_scale=None):
 
 def sdpa_attention(q, k, v, slopes, *, seq_id=None, softmax_scale=None):
     """torch SDPA with the whole bias materialised (S*S per head): correct everywhere, not fast."""
-    B, H, S, D = q.shape
+    H, S = q.shape[1], q.shape[2]
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     i = torch.arange(S, device=q.device, dtype=acc)
     rel = (i[None, :] - i[:, None])  # j - i
@@ -164,7 +164,7 @@ def flash_attn_alibi(q, k, v, slopes, *, seq_id=None, softmax_scale=None):
 def _flash_attn_available() -> bool:
     try:
         import flash_attn  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken CUDA extension raises more than ImportError
         return False
     return True
 
@@ -172,7 +172,7 @@ def _flash_attn_available() -> bool:
 def _triton_available() -> bool:
     try:
         from kernels.triton_alibi import triton_alibi_attention  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001 - no triton / no GPU toolchain: fall back
         return False
     return True
 

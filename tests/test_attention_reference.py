@@ -8,6 +8,7 @@ each packed document alone. Backends are then compared with it, forward and grad
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -34,7 +35,7 @@ def _qkv(B, H, S, D, dtype=torch.float64, seed=0, requires_grad=False):
 
 def _relative_reference(q, k, v, slopes):
     """ALiBi from the paper's definition, written independently: bias -slope*(i-j), -inf above the diagonal."""
-    B, H, S, D = q.shape
+    _, H, S, D = q.shape
     out = torch.empty_like(q)
     for h in range(H):
         for i in range(S):
@@ -54,7 +55,7 @@ def test_slopes_match_transformers_mpt(H):
 
 
 def test_slopes_published_examples():
-    exp = lambda xs: torch.tensor([2.0 ** -x for x in xs])  # noqa: E731
+    exp = lambda xs: torch.tensor([2.0 ** -x for x in xs])
     torch.testing.assert_close(alibi_slopes(12), exp([1, 2, 3, 4, 5, 6, 7, 8, 0.5, 1.5, 2.5, 3.5]))
     torch.testing.assert_close(alibi_slopes(20), exp([0.5 * i for i in range(1, 17)] + [0.25, 0.75, 1.25, 1.75]))
     s56 = alibi_slopes(56)
@@ -78,11 +79,11 @@ def test_reference_seq_id_equals_documents_alone():
     bounds = [[0, 7, 8, 20], [0, 20]]  # row 0: three documents, row 1: one
     seq_id = torch.zeros(2, S, dtype=torch.long)
     for b, bb in enumerate(bounds):
-        for n, (lo, hi) in enumerate(zip(bb[:-1], bb[1:])):
+        for n, (lo, hi) in enumerate(itertools.pairwise(bb)):
             seq_id[b, lo:hi] = n
     out = torch_attention(q, k, v, slopes, seq_id=seq_id)
     for b, bb in enumerate(bounds):
-        for lo, hi in zip(bb[:-1], bb[1:]):
+        for lo, hi in itertools.pairwise(bb):
             alone = torch_attention(q[b : b + 1, :, lo:hi], k[b : b + 1, :, lo:hi], v[b : b + 1, :, lo:hi], slopes)
             torch.testing.assert_close(out[b : b + 1, :, lo:hi], alone, rtol=1e-10, atol=1e-10)
     # and the mask matters: without it the later documents see earlier ones

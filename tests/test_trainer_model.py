@@ -31,7 +31,8 @@ def test_preset_parameter_counts(preset):
 
 
 def test_names_and_shapes_equal_transformers():
-    from transformers import MptConfig, MptForCausalLM as HFMpt
+    from transformers import MptConfig
+    from transformers import MptForCausalLM as HFMpt
 
     cfg = ModelConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=512, max_seq_len=32)
     ours = {k: v.shape for k, v in MPTForCausalLM(cfg).state_dict().items()}
@@ -46,7 +47,7 @@ def test_kaiming_init_with_residual_scaling():
     torch.manual_seed(0)
     model = MPTForCausalLM(ModelConfig(d_model=d, n_heads=4, n_layers=L, vocab_size=4096, max_seq_len=16))
     sd = model.state_dict()
-    std = lambda key: float(torch.cat([sd[k].flatten() for k in sd if k.endswith(key)]).std())  # noqa: E731
+    std = lambda key: float(torch.cat([sd[k].flatten() for k in sd if k.endswith(key)]).std())
     res = math.sqrt(2 * L)
     expected = {"attn.Wqkv.weight": math.sqrt(2 / d), "ffn.up_proj.weight": math.sqrt(2 / d),
                 "attn.out_proj.weight": math.sqrt(2 / d) / res, "ffn.down_proj.weight": math.sqrt(2 / (4 * d)) / res,

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from trainer.config import OptimConfig
-from trainer.optim import DecoupledLionW, build_optimizer, build_scheduler, cosine_lr_multiplier
+from trainer.optim import (
+    DecoupledLionW,
+    build_optimizer,
+    build_scheduler,
+    cosine_lr_multiplier,
+)
 
 
 def _lion_reference(p, grads, lrs, initial_lr, beta1, beta2, wd):
@@ -63,7 +68,7 @@ def test_adamw_weight_decay_is_decoupled_from_lr():
 
 
 def test_cosine_schedule_composer_values():
-    f = lambda s: cosine_lr_multiplier(s, warmup=10, max_steps=110, alpha_f=0.1)  # noqa: E731
+    f = lambda s: cosine_lr_multiplier(s, warmup=10, max_steps=110, alpha_f=0.1)
     assert f(0) == 0.0 and f(5) == 0.5 and f(10) == 1.0
     assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)
     assert f(35) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))

@@ -75,7 +75,7 @@ def test_resume_after_stop_gives_identical_losses(mixture, tmp_path, fsdp):
     assert [r["step"] for r in first] == [1, 2, 3]
     rest = run(_cfg(mixture, tmp_path / "split", *common))
     assert [r["step"] for r in rest] == [4, 5, 6, 7, 8]
-    losses = lambda rs: [r["loss"] for r in rs]  # noqa: E731
+    losses = lambda rs: [r["loss"] for r in rs]
     assert losses(first + rest) == losses(full)
     assert [r["lr"] for r in first + rest] == [r["lr"] for r in full]
 

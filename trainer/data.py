@@ -44,7 +44,7 @@ def read_streams(spec: Any) -> dict[str, dict]:
     out = {}
     for name, kw in spec.items():
         if not isinstance(kw, dict):
-            raise ValueError(f"{where}: stream '{name}' must be a mapping, got {type(kw).__name__}")
+            raise TypeError(f"{where}: stream '{name}' must be a mapping, got {type(kw).__name__}")
         bad = set(kw) - _STREAM_KEYS
         if bad:
             raise ValueError(f"{where}: stream '{name}' has unknown keys {sorted(bad)}; allowed: {sorted(_STREAM_KEYS)}")

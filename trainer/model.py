@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from kernels.attention import alibi_slopes, attention, causal_block_mask, resolve_backend
+from kernels.attention import (
+    alibi_slopes,
+    attention,
+    causal_block_mask,
+    resolve_backend,
+)
 from kernels.layernorm import low_precision_layernorm
 from trainer.config import ModelConfig
 
@@ -82,11 +87,11 @@ class MPTForCausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.vocab_size, cfg.d_model),
-            blocks=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
-            norm_f=LPLayerNorm(cfg.d_model, cfg.norm_eps, cfg.norm_impl),
-        ))
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(cfg.vocab_size, cfg.d_model),
+            "blocks": nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
+            "norm_f": LPLayerNorm(cfg.d_model, cfg.norm_eps, cfg.norm_impl),
+        })
         self.init_weights()
 
     @torch.no_grad()

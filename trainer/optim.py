@@ -24,7 +24,7 @@ class DecoupledLionW(torch.optim.Optimizer):
             raise ValueError(f"Lion lr must be > 0, got {lr}")
         if not all(0.0 <= b <= 1.0 for b in betas):
             raise ValueError(f"Lion betas must be in [0, 1], got {betas}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
         for group in self.param_groups:
             group.setdefault("initial_lr", group["lr"])
 

@@ -18,7 +18,7 @@ import gc
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -36,7 +36,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     initialized_here: bool = False
     env_set_here: tuple = ()
 
@@ -47,7 +47,7 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
     want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     use_pg = dist.is_initialized() or (launched and cfg.fsdp != "off") or cfg.fsdp == "on"
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
     if want_cuda:
         torch.cuda.set_device(device)
