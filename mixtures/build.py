@@ -33,7 +33,7 @@ import yaml
 from mixtures.pack import packing_order, write_packed
 from mixtures.planner import Plan, long_mask, plan_mixture, stream_rng
 from mixtures.report import write_report
-from mixtures.sources import (SourceDataError, SourceInfo, is_remote, iter_documents, load_source,
+from mixtures.sources import (SourceDataError, SourceInfo, demo_sources, is_remote, iter_documents, load_source,
                               source_present)
 from mixtures.spec import MIXTURE_NAMES, SpecError, load_spec, parse_tokens, spec_path
 
@@ -215,30 +215,48 @@ def summary(manifest: dict, out_dir: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m mixtures.build",
-        description="Build a packed MPT training mixture (MDS shards + streams.yaml + manifest + report) from "
-                    "per-source tokenized shards written by `python -m pipelines.build`.",
-        epilog="Input: SOURCES_DIR/<source>/index.json (MDS: tokens ndarray:uint16 with EOS, id) and doc_tokens.npy. "
-               "Output: OUT/<mixture>/<part>/<source>/ packed MDS, streams.yaml (llm-foundry "
-               "train_loader.dataset.streams), manifest.json, report.md/.png. Built-in mixtures: "
-               + ", ".join(MIXTURE_NAMES) + " (specs in mixtures/specs/; pass a .yaml path for your own).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--mixture", required=True, help="built-in mixture name or path to a spec YAML")
-    ap.add_argument("--sources-dir", required=True, help="folder holding <source>/index.json (usually OUT/sources)")
-    ap.add_argument("--out", default=None, help="output folder for mixtures (default: the sibling mixtures/ of "
-                                                "--sources-dir, i.e. OUT/mixtures)")
-    ap.add_argument("--tokens", default=None, help="token budget, e.g. 50B, 2M or 1000000 (default: the spec's)")
-    ap.add_argument("--demo", action="store_true", help="scale the budget down to what the data supplies "
-                                                        "(for the small demo corpora); ignored with --tokens")
-    ap.add_argument("--seed", type=int, default=17, help="seed for document selection and packing order")
+        description="Build a packed MPT training mixture from the per-source tokenized shards that "
+                    "`python -m pipelines.build` writes: per part and source, MDS datasets of exactly seq_len "
+                    "uint16 tokens per sample, plus streams.yaml (llm-foundry train_loader.dataset.streams), "
+                    "manifest.json and report.md/report.png.",
+        epilog="built-in mixtures: " + ", ".join(MIXTURE_NAMES) + " (specs in mixtures/specs/; copy one and pass "
+               "its .yaml path to change weights)\n\n"
+               "input:  SOURCES_DIR/<source>/index.json (MDS: tokens ndarray:uint16 ending in EOS=0, id) and\n"
+               "        SOURCES_DIR/<source>/doc_tokens.npy (tokens per document, EOS included)\n"
+               "output: OUT/<mixture>/<part>/<source>/ packed MDS, streams.yaml, manifest.json, report.md\n\n"
+               "examples:\n"
+               "  python -m mixtures.build --mixture mpt30b_8k --sources-dir out/sources --demo\n"
+               "  python -m mixtures.build --mixture mpt30b_2k --sources-dir out/sources --tokens 1T --seed 17\n"
+               "  python -m mixtures.build --mixture my_mix.yaml --sources-dir out/sources --allow-missing-sources",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mixture", required=True, metavar="NAME|FILE",
+                    help="built-in mixture name or path to a spec YAML")
+    ap.add_argument("--sources-dir", required=True, metavar="DIR",
+                    help="folder holding <source>/index.json, usually OUT/sources")
+    ap.add_argument("--out", default=None, metavar="DIR",
+                    help="where mixtures go (default: the mixtures/ folder beside --sources-dir, i.e. OUT/mixtures)")
+    ap.add_argument("--tokens", default=None, metavar="N",
+                    help="token budget, e.g. 50B, 2M or 1000000 (default: the spec's: 1T for 2k mixes, 50B for 8k)")
+    ap.add_argument("--demo", action="store_true",
+                    help="without --tokens, scale the budget down to what the (demo) data can supply; the report "
+                         "says so. Automatic when OUT/stats/<source>.json marks the sources as demo data")
+    ap.add_argument("--seed", type=int, default=17,
+                    help="seed for document selection and packing order (default: 17); same seed, same bytes")
     ap.add_argument("--allow-missing-sources", action="store_true",
-                    help="leave out sources that are not built and renormalize the rest (the report says so)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+                    help="leave out sources that are not built and renormalize the rest (the report says so); "
+                         "without it a missing source is an error")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar (the summary is still printed)")
     args = ap.parse_args(argv)
     out = args.out or os.path.join(os.path.dirname(os.path.normpath(args.sources_dir)), "mixtures")
     try:
         tokens = parse_tokens(args.tokens, "--tokens") if args.tokens is not None else None
+        demo = args.demo
+        if not demo and tokens is None and demo_sources(args.sources_dir):
+            demo = True
+            print("notice: the sources are DEMO data (their stats say demo: true); the budget is scaled down to what "
+                  "they supply. Pass --tokens N to set it yourself.", file=sys.stderr)
         manifest = build_mixture(args.mixture, args.sources_dir, out, tokens=tokens, seed=args.seed,
-                                 allow_missing=args.allow_missing_sources, demo=args.demo, progress=not args.quiet)
+                                 allow_missing=args.allow_missing_sources, demo=demo, progress=not args.quiet)
     except (MixtureError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

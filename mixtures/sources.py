@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from streaming.base.compression import decompress
-from streaming.base.format import reader_from_json
 
 EOS = 0
 
@@ -110,6 +108,9 @@ def load_source(sources_dir: str, source: str) -> SourceInfo:
 
 def read_mds_shard(dirpath: str, shard: dict) -> tuple[list[dict], str]:
     """Decode every sample of one MDS shard (its entry in index.json) without touching the folder."""
+    from streaming.base.compression import decompress      # importing streaming costs seconds: only when reading
+    from streaming.base.format import reader_from_json
+
     reader = reader_from_json(dirpath, None, shard)
     zip_info, raw_info = shard.get("zip_data"), shard["raw_data"]
     fname = os.path.join(dirpath, (zip_info or raw_info)["basename"])
@@ -164,3 +165,19 @@ def iter_documents(info: SourceInfo, order: np.ndarray) -> Iterator[tuple[int, n
                 raise SourceDataError(f"{fname}: document {doc} has token ids outside uint16")
             tokens = tokens.astype(np.uint16)
         yield doc, tokens
+
+
+def demo_sources(sources_dir: str) -> list[str]:
+    """Sources whose stats (``OUT/stats/<source>.json``) mark them as demo data (``"demo": true``)."""
+    stats_dir = os.path.join(os.path.dirname(os.path.normpath(sources_dir)), "stats")
+    found = []
+    if os.path.isdir(stats_dir):
+        for name in sorted(os.listdir(stats_dir)):
+            if name.endswith(".json"):
+                try:
+                    with open(os.path.join(stats_dir, name), encoding="utf-8") as f:
+                        if json.load(f).get("demo") is True:
+                            found.append(name[:-5])
+                except (OSError, json.JSONDecodeError, AttributeError):
+                    continue
+    return found

@@ -287,3 +287,38 @@ def test_cli(sources, tmp_path):
     empty.mkdir()
     miss = _cli("--mixture", "mpt30b_8k", "--sources-dir", str(empty), "--out", str(tmp_path))
     assert miss.returncode == 2 and "mc4_en" in miss.stderr and "--allow-missing-sources" in miss.stderr
+
+
+TOKENIZER = REPO.parent / "shared" / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TOKENIZER.exists(), reason=f"{TOKENIZER} not present (../shared is only beside dev checkouts)")
+def test_acceptance_demo_pipeline(tmp_path):
+    """The issue's acceptance: `python -m pipelines.build --mixture mpt30b_8k` on the demo corpora, then the
+    two 2k mixes from the same shards with `python -m mixtures.build`."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "pipelines.build", "--mixture", "mpt30b_8k", "--out", str(out),
+                        "--workers", "1", "--tokenizer", str(TOKENIZER)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sources = str(out / "sources")
+    for name, seq_len in (("mpt30b_8k", 8192), ("mpt30b_2k", 2048), ("mpt7b_2k", 2048)):
+        if name != "mpt30b_8k":
+            c = _cli("--mixture", name, "--sources-dir", sources, "--quiet")
+            assert c.returncode == 0, c.stderr
+        mixdir = out / "mixtures" / name
+        m = json.load(open(mixdir / "manifest.json"))
+        assert m["demo"] and m["seq_len"] == seq_len
+        for sname, s in m["streams"].items():
+            samples = read_mds(str(mixdir / s["path"]))
+            assert len(samples) == s["packed_samples"]
+            assert all(x.dtype == np.uint16 and x.shape == (seq_len,) for x in samples)
+            assert abs(s["realized_weight"] - s["weight"]) <= 0.01
+            if s["part"] == "long":
+                docs = read_documents(sources, s["source"])
+                order = np.load(mixdir / s["documents_file"])
+                assert len(order) and all(len(docs[i]) - 1 >= 4096 for i in order)
+        if name == "mpt30b_8k":
+            assert set(m["parts"]) == {"code2p5x", "long"}
