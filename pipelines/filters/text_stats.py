@@ -298,9 +298,12 @@ class TextStats:
             return 0.0
         # Positions of every occurrence of a repeated n-gram, then drop each one's first occurrence.
         # No argsort of the whole array: the repeated values are usually a handful.
-        repeated_values = sh[1:][repeat]
-        occurrences = np.flatnonzero(
-            hashes == repeated_values[0] if len(repeated_values) == 1 else np.isin(hashes, repeated_values))
+        repeated_values = np.unique(sh[1:][repeat])  # small and sorted
+        if len(repeated_values) == 1:
+            occurrences = np.flatnonzero(hashes == repeated_values[0])
+        else:
+            idx = np.minimum(np.searchsorted(repeated_values, hashes), len(repeated_values) - 1)
+            occurrences = np.flatnonzero(repeated_values[idx] == hashes)
         _, first = np.unique(hashes[occurrences], return_index=True)
         rep_start = np.delete(occurrences, first)
         # Mark words [s, s+n) for every repeated occurrence s via a difference array (s unique).
