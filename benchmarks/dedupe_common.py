@@ -1,0 +1,230 @@
+"""Shared harness for benchmarks/dedupe_quality.py and benchmarks/dedupe_speed.py.
+
+Builds the planted-duplicate corpus from ../shared/corpora, writes it as JSONL shards both tools read,
+runs our NearDedupe (Beam local runner, multi-process) and datatrove's 4-stage MinHash dedupe on it in
+subprocesses, and measures wall time and the peak RSS of every worker process (VmHWM from /proc, polled;
+it is a high-water mark, so polling cannot miss the peak of a process it has seen).
+
+CLI (used by the benchmarks to get one process tree per measured run):
+    python -m benchmarks.dedupe_common ours IN_DIR OUT_DIR WORKERS
+    python -m benchmarks.dedupe_common datatrove IN_DIR WORK_DIR WORKERS [sigonly]
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CORPORA = SHARED / "corpora"
+N_FILES = 8
+
+
+# ---------------------------------------------------------------------------------------------------
+# corpus
+
+def build_corpus(fraction: float = 1.0, plants_per_doc: float = 0.5, seed: int = 0):
+    """Every category of ../shared/corpora (the first ``fraction`` of each), plus planted variants.
+    Returns texts, families, pair_j (see pipelines.dedupe.planted.score)."""
+    from pipelines.dedupe.planted import corpus_with_plants, load_texts, plant
+
+    base = []
+    for f in sorted(CORPORA.glob("*.jsonl.zst")):
+        texts = load_texts(f)
+        base += texts[: max(1, int(round(len(texts) * fraction)))]
+    plants = plant(base, int(len(base) * plants_per_doc), seed=seed)
+    return corpus_with_plants(base, plants)
+
+
+def write_shards(texts, out_dir: Path, n_files: int = N_FILES) -> int:
+    """Contiguous JSONL shards (doc i in shard i * n_files // len); returns text bytes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(texts)
+    per = -(-n // n_files)
+    total = 0
+    for k in range(n_files):
+        with open(out_dir / f"part-{k:03d}.jsonl", "w", encoding="utf-8") as f:
+            for i in range(k * per, min(n, (k + 1) * per)):
+                f.write(json.dumps({"id": str(i), "text": texts[i]}) + "\n")
+                total += len(texts[i].encode("utf-8"))
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------
+# measurement
+
+def _descendants(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            kids.setdefault(int(parts[1]), []).append(int(stat.split("/")[2]))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _hwm_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """Run ``cmd``; wall seconds, peak RSS of the root process and of the largest descendant (MiB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks: dict[int, int] = {}
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            for p in [proc.pid] + _descendants(proc.pid):
+                peaks[p] = max(peaks.get(p, 0), _hwm_kib(p))
+            time.sleep(0.2)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-4000:]}")
+    root = peaks.pop(proc.pid, 0)
+    return {"wall": wall, "root_mib": root / 1024, "worker_mib": max(peaks.values(), default=0) / 1024,
+            "stdout": out}
+
+
+# ---------------------------------------------------------------------------------------------------
+# our pipeline
+
+def _to_doc(line: str):
+    from pipelines.schema import Document
+
+    r = json.loads(line)
+    i = int(r["id"])
+    return Document(i, r["id"], "bench", r["text"], f"bench:{i}", {})
+
+
+def run_ours(in_dir: str, out_dir: str, workers: int) -> None:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.dedupe.config import MinHashConfig
+    from pipelines.dedupe.transforms import NearDedupe
+
+    opts = PipelineOptions(direct_num_workers=workers, direct_running_mode="multi_processing")
+    t0 = time.perf_counter()
+    with beam.Pipeline(options=opts) as p:
+        (p | beam.io.ReadFromText(os.path.join(in_dir, "*.jsonl"))
+           | beam.Map(_to_doc)
+           | NearDedupe(MinHashConfig())
+           | beam.Map(lambda r: json.dumps({"id": r.id, "duplicate_of": r.duplicate_of, "value": r.value}))
+           | beam.io.WriteToText(os.path.join(out_dir, "rejects"), shard_name_template=""))
+    print(json.dumps({"pipeline_s": time.perf_counter() - t0}))
+
+
+def read_ours(out_dir: str) -> dict[int, int]:
+    path = Path(out_dir) / "rejects"
+    if not path.exists():
+        return {}
+    return {int(r["id"]): int(r["duplicate_of"]) for r in map(json.loads, path.read_text().splitlines())}
+
+
+# ---------------------------------------------------------------------------------------------------
+# datatrove (FineWeb's MinHash, default MinhashConfig: 5-grams, 14 buckets x 8 hashes, 64-bit xxhash)
+
+def run_datatrove(in_dir: str, work: str, workers: int, sig_only: bool = False) -> None:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
+                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    cfg = MinhashConfig()
+    logs = f"{work}/logs"
+    n_files = len(glob.glob(os.path.join(in_dir, "*.jsonl")))
+    common = dict(skip_completed=False, workers=workers)
+    s1 = LocalPipelineExecutor(pipeline=[JsonlReader(in_dir, glob_pattern="*.jsonl"),
+                                         MinhashDedupSignature(f"{work}/sigs", config=cfg)],
+                               tasks=n_files, logging_dir=f"{logs}/s1", **common)
+    if sig_only:
+        t0 = time.perf_counter()
+        s1.run()
+        print(json.dumps({"pipeline_s": time.perf_counter() - t0}))
+        return
+    s2 = LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(f"{work}/sigs", f"{work}/buckets", config=cfg)],
+                               tasks=cfg.num_buckets, logging_dir=f"{logs}/s2", depends=s1, **common)
+    s3 = LocalPipelineExecutor(pipeline=[MinhashDedupCluster(f"{work}/buckets", f"{work}/remove", config=cfg,
+                                                             save_cluster_id=True)],
+                               tasks=1, logging_dir=f"{logs}/s3", depends=s2, **common)
+    s4 = LocalPipelineExecutor(pipeline=[JsonlReader(in_dir, glob_pattern="*.jsonl"),
+                                         MinhashDedupFilter(f"{work}/remove", load_cluster_ids=True,
+                                                            exclusion_writer=JsonlWriter(f"{work}/removed",
+                                                                                         compression=None)),
+                                         JsonlWriter(f"{work}/kept", compression=None)],
+                               tasks=n_files, logging_dir=f"{logs}/s4", depends=s3, **common)
+    t0 = time.perf_counter()
+    s4.run()
+    print(json.dumps({"pipeline_s": time.perf_counter() - t0}))
+
+
+def read_datatrove(work: str, in_dir: str) -> dict[int, int]:
+    """removed doc -> the kept doc of its cluster, from stage 3's binary ``.remove`` / ``.clusters`` files.
+
+    (Stage 4 only attaches cluster ids in shards that have a ``.remove`` file, so a keeper in a shard
+    without removals would look unclustered; reading stage 3's files directly avoids that.) Task r of
+    stages 1/4 reads the r-th sorted shard (tasks == shards), and doc indices are line numbers."""
+    import struct
+
+    shard_ids = []
+    for f in sorted(glob.glob(os.path.join(in_dir, "*.jsonl"))):
+        shard_ids.append([int(json.loads(line)["id"]) for line in open(f, encoding="utf-8")])
+
+    def pairs(path, fmt):
+        data = Path(path).read_bytes()
+        size = struct.calcsize(fmt)
+        return [struct.unpack(fmt, data[k:k + size]) for k in range(0, len(data), size)]
+
+    removed, cluster = set(), {}
+    for rank, ids in enumerate(shard_ids):
+        rp = Path(work) / "remove" / f"{rank:06d}.remove"
+        if rp.exists():
+            removed |= {ids[d] for (d,) in pairs(rp, "<I")}
+        cp = Path(work) / "remove" / f"{rank:06d}.clusters"
+        if cp.exists():
+            for d, c in pairs(cp, "<II"):
+                cluster[ids[d]] = c
+    keeper_of = {c: i for i, c in cluster.items() if i not in removed}
+    return {i: keeper_of.get(cluster.get(i), i) for i in removed}
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "ours":
+        run_ours(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif mode == "datatrove":
+        run_datatrove(sys.argv[2], sys.argv[3], int(sys.argv[4]), sig_only=len(sys.argv) > 5)
+    else:
+        raise SystemExit(f"unknown mode {mode}")

@@ -1,0 +1,108 @@
+"""MinHash near-dup throughput and worker memory: our NearDedupe vs datatrove's MinHash dedupe, same run.
+
+Two corpus sizes from ../shared/corpora with planted variants (half of every category, then all of it:
+about 2x the bytes of distinct real text). Rows:
+  * signature stage, 1 core, in-process: the per-document work of stage 1 (normalize, shingle, MinHash,
+    band keys) over the same texts -- ours (regex words + datasketch) vs datatrove's
+    MinhashDedupSignature.get_shingles + get_signature (spaCy words);
+  * full dedupe, ``--workers`` processes, from JSONL shards to removal lists: ours on Beam's local runner
+    (multi_processing) vs datatrove's four LocalPipelineExecutor stages. MB/s/core = text MB / wall /
+    workers. "worker peak" is the largest VmHWM among the run's child processes (Beam SDK workers,
+    datatrove task processes); "driver peak" is the launching process (for Beam's local runner this is
+    also where the runner buffers PCollections between stages, which a distributed runner would not).
+Quality columns use the planted-pair scoring of benchmarks/dedupe_quality.py.
+
+Run: python -m benchmarks.dedupe_speed [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.dedupe_common import CORPORA, build_corpus, measure, read_datatrove, read_ours, write_shards
+from pipelines.dedupe.config import MinHashConfig
+from pipelines.dedupe.minhash import SignatureSpec, Signer, band_keys
+from pipelines.dedupe.planted import score
+
+
+def sig_rate_ours(texts) -> float:
+    spec = SignatureSpec.from_config(MinHashConfig())
+    s = Signer(spec)
+    t0 = time.perf_counter()
+    for t in texts:
+        sig = s.signature(t)
+        if sig is not None:
+            band_keys(sig, spec.bands, spec.rows)
+    return time.perf_counter() - t0
+
+
+def sig_rate_datatrove(texts, tmp: Path) -> float:
+    from datatrove.pipeline.dedup import MinhashDedupSignature
+    from datatrove.pipeline.dedup.minhash import MinhashConfig as DTConfig
+
+    step = MinhashDedupSignature(str(tmp / "dt_sigs"), config=DTConfig())
+    step.get_signature(step.get_shingles("warm up the tokenizer and parameters"))
+    t0 = time.perf_counter()
+    for t in texts:
+        sh = step.get_shingles(t)
+        if sh.size:
+            step.get_signature(sh)
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--fractions", type=float, nargs=2, default=(0.5, 1.0))
+    a = ap.parse_args(argv)
+    if not CORPORA.exists():
+        print(f"skipped: {CORPORA} not present")
+        return 0
+    py = sys.executable
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="dedupe_speed_"))
+    try:
+        for frac in a.fractions:
+            texts, families, pair_j = build_corpus(frac)
+            d = work / f"f{frac}"
+            mb = write_shards(texts, d / "in") / 1e6
+            if frac == a.fractions[0]:
+                to, td = sig_rate_ours(texts), sig_rate_datatrove(texts, d)
+                rows.append(("signature stage, 1 core", f"{mb:.1f}", "ours", f"{to:.1f}", f"{mb / to:.2f}",
+                             "", "", "", f"{td / to:.1f}x"))
+                rows.append(("signature stage, 1 core", f"{mb:.1f}", "datatrove", f"{td:.1f}", f"{mb / td:.2f}",
+                             "", "", "", ""))
+            mo = measure([py, "-m", "benchmarks.dedupe_common", "ours", str(d / "in"), str(d / "ours"),
+                          str(a.workers)])
+            md = measure([py, "-m", "benchmarks.dedupe_common", "datatrove", str(d / "in"), str(d / "dt"),
+                          str(a.workers)])
+            so = score(families, pair_j, read_ours(str(d / "ours")))
+            sd = score(families, pair_j, read_datatrove(str(d / "dt"), str(d / "in")))
+            name = f"full dedupe, {a.workers} workers"
+            rows.append((name, f"{mb:.1f}", "ours", f"{mo['wall']:.1f}", f"{mb / mo['wall'] / a.workers:.2f}",
+                         f"{mo['worker_mib']:.0f}", f"{mo['root_mib']:.0f}",
+                         f"{so.f1:.4f} / {so.precision:.4f} / {so.recall:.4f}",
+                         f"{md['wall'] / mo['wall']:.1f}x"))
+            rows.append((name, f"{mb:.1f}", "datatrove", f"{md['wall']:.1f}", f"{mb / md['wall'] / a.workers:.2f}",
+                         f"{md['worker_mib']:.0f}", f"{md['root_mib']:.0f}",
+                         f"{sd.f1:.4f} / {sd.precision:.4f} / {sd.recall:.4f}", ""))
+            shutil.rmtree(d, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    head = ("stage", "text MB", "tool", "wall s", "MB/s/core", "worker peak MiB", "driver peak MiB",
+            "F1 / P / R (J>=0.8)", "ours faster by")
+    w = [max(len(str(r[k])) for r in rows + [head]) for k in range(len(head))]
+    print("| " + " | ".join(h.ljust(w[k]) for k, h in enumerate(head)) + " |")
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(v).ljust(w[k]) for k, v in enumerate(r)) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
