@@ -15,6 +15,8 @@ the autocast dtype with fp32 accumulation, and the softmax/logsumexp in fp32, li
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 
 DEFAULT_CHUNK_SIZE = 4096
@@ -30,46 +32,68 @@ def _accumulate_dw(dw: torch.Tensor, g: torch.Tensor, h: torch.Tensor) -> torch.
     return dw.add_((g.t() @ h).to(dw.dtype))
 
 
-class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, labels, ignore_index, chunk_size, need_dh, need_dw):
-        n = hidden.shape[0]
-        acc = torch.promote_types(hidden.dtype, torch.float32)
-        valid_all = labels != ignore_index
-        denom = valid_all.sum().clamp(min=1).to(acc)
-        loss_sum = torch.zeros((), device=hidden.device, dtype=acc)
-        dh = torch.empty(hidden.shape, device=hidden.device, dtype=hidden.dtype) if need_dh else None
-        dw = torch.zeros(weight.shape, device=weight.device, dtype=acc) if need_dw else None
-        for s in range(0, n, chunk_size):
-            h = hidden[s:s + chunk_size]
-            y = labels[s:s + chunk_size]
-            valid = valid_all[s:s + chunk_size]
-            y_safe = torch.where(valid, y, torch.zeros_like(y))
-            logits = (h @ weight.t()).to(acc)  # (c, V): the only logits alive at any time
-            lse = torch.logsumexp(logits, dim=-1)
-            target = logits.gather(1, y_safe[:, None]).squeeze(1)
-            loss_sum += torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
-            if need_dh or need_dw:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                rows = torch.arange(probs.shape[0], device=probs.device)
-                probs[rows, y_safe] -= valid.to(probs.dtype)
-                probs.mul_((valid.to(acc) / denom)[:, None])
-                g = probs.to(hidden.dtype)
-                del logits, probs
-                if need_dh:
-                    torch.matmul(g, weight, out=dh[s:s + chunk_size])
-                if need_dw:
-                    dw = _accumulate_dw(dw, g, h)
-        ctx.save_for_backward(dh, dw)
-        ctx.weight_dtype = weight.dtype
-        return loss_sum / denom
+def _chunked_loss_and_grads(hidden, weight, labels, ignore_index, chunk_size, need_dh, need_dw):
+    n = hidden.shape[0]
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    valid_all = labels != ignore_index
+    denom = valid_all.sum().clamp(min=1).to(acc)
+    loss_sum = torch.zeros((), device=hidden.device, dtype=acc)
+    dh = torch.empty(hidden.shape if need_dh else (0,), device=hidden.device, dtype=hidden.dtype)
+    dw = torch.zeros(weight.shape if need_dw else (0,), device=weight.device, dtype=acc)
+    for s in range(0, n, chunk_size):
+        h = hidden[s:s + chunk_size]
+        y = labels[s:s + chunk_size]
+        valid = valid_all[s:s + chunk_size]
+        y_safe = torch.where(valid, y, torch.zeros_like(y))
+        logits = (h @ weight.t()).to(acc)  # (c, V): the only logits alive at any time
+        lse = torch.logsumexp(logits, dim=-1)
+        target = logits.gather(1, y_safe[:, None]).squeeze(1)
+        loss_sum += torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
+        if need_dh or need_dw:
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            rows = torch.arange(probs.shape[0], device=probs.device)
+            probs[rows, y_safe] -= valid.to(probs.dtype)
+            probs.mul_((valid.to(acc) / denom)[:, None])
+            g = probs.to(hidden.dtype)
+            del logits, probs
+            if need_dh:
+                torch.matmul(g, weight, out=dh[s:s + chunk_size])
+            if need_dw:
+                dw = _accumulate_dw(dw, g, h)
+    return loss_sum / denom, dh, dw
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        dh, dw = ctx.saved_tensors
-        gh = (dh * grad_out.to(dh.dtype)) if dh is not None else None
-        gw = (dw * grad_out).to(ctx.weight_dtype) if dw is not None else None
-        return gh, gw, None, None, None, None, None
+
+# A custom op, so that a compiled loss function (the trainer compiles it) calls this loop as is
+# instead of tracing it and materialising what the chunking exists to avoid.
+@torch.library.custom_op("mpt_kernels::chunked_ce", mutates_args=())
+def _chunked_ce_op(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int,
+                   chunk_size: int, need_dh: bool, need_dw: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _chunked_loss_and_grads(hidden, weight, labels, ignore_index, chunk_size, need_dh, need_dw)
+
+
+@_chunked_ce_op.register_fake
+def _chunked_ce_fake(hidden, weight, labels, ignore_index, chunk_size, need_dh, need_dw):
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    return (hidden.new_empty((), dtype=acc), hidden.new_empty(hidden.shape if need_dh else (0,)),
+            weight.new_empty(weight.shape if need_dw else (0,), dtype=acc))
+
+
+def _ce_setup(ctx, inputs, output):
+    hidden, weight = inputs[0], inputs[1]
+    _, dh, dw = output
+    ctx.save_for_backward(dh, dw)
+    ctx.need_dh, ctx.need_dw = inputs[5], inputs[6]
+    ctx.weight_dtype = weight.dtype
+
+
+def _ce_backward(ctx, grad_loss, _gdh, _gdw):
+    dh, dw = ctx.saved_tensors
+    gh = dh * grad_loss.to(dh.dtype) if ctx.need_dh else None
+    gw = (dw * grad_loss).to(ctx.weight_dtype) if ctx.need_dw else None
+    return gh, gw, None, None, None, None, None
+
+
+torch.library.register_autograd("mpt_kernels::chunked_ce", _ce_backward, setup_context=_ce_setup)
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -98,4 +122,5 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: to
     need_dh = grad and h.requires_grad
     need_dw = grad and weight.requires_grad
     with torch.autocast(device_type=device_type, enabled=False):
-        return _ChunkedLinearCrossEntropy.apply(h, weight, y, ignore_index, chunk_size, need_dh, need_dw)
+        loss, _, _ = _chunked_ce_op(h, weight, y, int(ignore_index), int(chunk_size), need_dh, need_dw)
+    return loss

@@ -12,6 +12,8 @@ Off CUDA (CPU tests, CI) the same function falls back to the torch LPLayerNorm m
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 
@@ -74,40 +76,71 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-class _FusedLayerNorm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, eps):
-        x2 = _rows(x)
-        M, N = x2.shape
-        y = torch.empty((M, N), device=x.device, dtype=x.dtype)
-        mean = torch.empty(M, device=x.device, dtype=torch.float32)
-        rstd = torch.empty(M, device=x.device, dtype=torch.float32)
-        block = triton.next_power_of_2(N)
-        warps = min(max(block // 256, 1), 16)
-        _ln_fwd_kernel[(M,)](x2, weight, y, mean, rstd, x2.stride(0), y.stride(0), N, eps,
-                             BLOCK=block, num_warps=warps)
-        ctx.save_for_backward(x2, weight, mean, rstd)
-        ctx.shape = x.shape
-        return y.view(x.shape)
+def _warps(block: int) -> int:
+    return min(max(block // 256, 1), 16)
 
-    @staticmethod
-    def backward(ctx, dy):
-        x2, weight, mean, rstd = ctx.saved_tensors
-        M, N = x2.shape
-        dy2 = _rows(dy)
-        dx = torch.empty((M, N), device=x2.device, dtype=x2.dtype)
-        sms = torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4
-        n_prog = max(1, min(M, sms * 8))
-        rows_per_prog = triton.cdiv(M, n_prog)
-        n_prog = triton.cdiv(M, rows_per_prog)
-        dw_partial = torch.empty((n_prog, N), device=x2.device, dtype=torch.float32)
-        block = triton.next_power_of_2(N)
-        warps = min(max(block // 256, 1), 16)
-        _ln_bwd_kernel[(n_prog,)](x2, weight, dy2, dx, dw_partial, mean, rstd,
-                                  x2.stride(0), dy2.stride(0), dx.stride(0), M, N, rows_per_prog,
-                                  BLOCK=block, num_warps=warps)
-        dw = dw_partial.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        return dx.view(ctx.shape), dw, None
+
+# Custom ops: opaque to torch.compile (with fake implementations), so compiled MPT blocks call the
+# kernels instead of tracing into them.
+@torch.library.custom_op("mpt_kernels::ln_fwd", mutates_args=())
+def _ln_fwd(x2: torch.Tensor, weight: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    M, N = x2.shape
+    y = torch.empty((M, N), device=x2.device, dtype=x2.dtype)
+    mean = torch.empty(M, device=x2.device, dtype=torch.float32)
+    rstd = torch.empty(M, device=x2.device, dtype=torch.float32)
+    block = triton.next_power_of_2(N)
+    _ln_fwd_kernel[(M,)](x2, weight, y, mean, rstd, x2.stride(0), y.stride(0), N, eps,
+                         BLOCK=block, num_warps=_warps(block))
+    return y, mean, rstd
+
+
+@_ln_fwd.register_fake
+def _ln_fwd_fake(x2, weight, eps):
+    M, N = x2.shape
+    return x2.new_empty((M, N)), x2.new_empty(M, dtype=torch.float32), x2.new_empty(M, dtype=torch.float32)
+
+
+@torch.library.custom_op("mpt_kernels::ln_bwd", mutates_args=())
+def _ln_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+            rstd: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    M, N = x2.shape
+    dy2 = dy2 if dy2.stride(-1) == 1 else dy2.contiguous()
+    dx = torch.empty((M, N), device=x2.device, dtype=x2.dtype)
+    sms = torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4
+    n_prog = max(1, min(M, sms * 8))
+    rows_per_prog = triton.cdiv(M, n_prog)
+    n_prog = triton.cdiv(M, rows_per_prog)
+    dw_partial = torch.empty((n_prog, N), device=x2.device, dtype=torch.float32)
+    block = triton.next_power_of_2(N)
+    _ln_bwd_kernel[(n_prog,)](x2, weight, dy2, dx, dw_partial, mean, rstd,
+                              x2.stride(0), dy2.stride(0), dx.stride(0), M, N, rows_per_prog,
+                              BLOCK=block, num_warps=_warps(block))
+    return dx, dw_partial.sum(0).to(weight.dtype)
+
+
+@_ln_bwd.register_fake
+def _ln_bwd_fake(dy2, x2, weight, mean, rstd):
+    return x2.new_empty(x2.shape), weight.new_empty(weight.shape)
+
+
+def _ln_setup(ctx, inputs, output):
+    x2, weight, eps = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x2, weight, mean, rstd)
+
+
+def _ln_backward(ctx, dy2, _dmean, _drstd):
+    x2, weight, mean, rstd = ctx.saved_tensors
+    dx, dw = _ln_bwd(dy2, x2, weight, mean, rstd)
+    return dx, dw, None
+
+
+torch.library.register_autograd("mpt_kernels::ln_fwd", _ln_backward, setup_context=_ln_setup)
+
+
+def _fused(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    y, _, _ = _ln_fwd(_rows(x), weight, float(eps))
+    return y.view(x.shape)
 
 
 def fused_layernorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -119,6 +152,6 @@ def fused_layernorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) ->
         x, weight = x.to(dtype), weight.to(dtype)
     if x.is_cuda and triton is not None and x.dtype == weight.dtype and x.shape[-1] <= 65536:
         with torch.autocast(device_type=device_type, enabled=False):
-            return _FusedLayerNorm.apply(x, weight, eps)
+            return _fused(x, weight, eps)
     with torch.autocast(device_type=device_type, enabled=False):
         return F.layer_norm(x, (x.shape[-1],), weight, None, eps)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -331,12 +332,6 @@ def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
              dq.to(DQ.dtype.element_ty), mask=offs_m[:, None] < S)
 
 
-def _bhsd_like(x: torch.Tensor) -> torch.Tensor:
-    """An empty (B, H, S, D) tensor stored as (B, S, H, D), the layout attention outputs are consumed in."""
-    b, h, s, d = x.shape
-    return torch.empty((b, s, h, d), device=x.device, dtype=x.dtype).transpose(1, 2)
-
-
 def _check(q, k, v, slopes, seq_id):
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError(f"q, k, v must share one (B, H, S, D) shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
@@ -355,58 +350,102 @@ def _check(q, k, v, slopes, seq_id):
             raise ValueError("q, k, v need a unit stride on the head dim")
 
 
-class _TritonAlibiAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, slopes, seq_id, softmax_scale):
-        B, H, S, D = q.shape
-        sm_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(D)
-        slopes = slopes.to(device=q.device, dtype=torch.float32).contiguous()
-        has_seq = seq_id is not None
-        seq = seq_id.to(device=q.device, dtype=torch.int32).contiguous() if has_seq else slopes  # dummy pointer
-        o = _bhsd_like(q)
-        lse = torch.empty((B * H, S), device=q.device, dtype=torch.float32)
-        grid = lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)  # noqa: E731
-        _fwd_kernel[grid](
-            q, k, v, o, lse, slopes, seq,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
-            seq.stride(0) if has_seq else 0,
-            H, S, sm_scale * LOG2E, D=D, HAS_SEQ=has_seq,
-        )
-        ctx.save_for_backward(q, k, v, o, lse, slopes, seq)
-        ctx.sm_scale = sm_scale
-        ctx.has_seq = has_seq
-        return o
+def _grad_buffer(x: torch.Tensor, bhsd: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A contiguous gradient buffer and its (B, H, S, D) view for the kernel's strides."""
+    b, h, s, d = x.shape
+    if bhsd:
+        buf = torch.empty((b, h, s, d), device=x.device, dtype=x.dtype)
+        return buf, buf
+    buf = torch.empty((b, s, h, d), device=x.device, dtype=x.dtype)
+    return buf, buf.transpose(1, 2)
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse, slopes, seq = ctx.saved_tensors
-        B, H, S, D = q.shape
-        has_seq = ctx.has_seq
-        if do.stride(-1) != 1:
-            do = do.contiguous()
-        delta = torch.empty_like(lse)
-        _bwd_delta_kernel[(triton.cdiv(S, 128), B * H)](
-            o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
-            H, S, D=D, BLOCK=128,
-        )
-        dq, dk, dv = _bhsd_like(q), _bhsd_like(k), _bhsd_like(v)
-        ss = seq.stride(0) if has_seq else 0
-        _bwd_kv_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_N"]), B * H)](
-            q, k, v, do, dk, dv, lse, delta, slopes, seq,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
-            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), ss,
-            H, S, ctx.sm_scale * LOG2E, ctx.sm_scale, D=D, HAS_SEQ=has_seq,
-        )
-        _bwd_q_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)](
-            q, k, v, do, dq, lse, delta, slopes, seq,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
-            dq.stride(0), dq.stride(1), dq.stride(2), ss,
-            H, S, ctx.sm_scale * LOG2E, ctx.sm_scale, D=D, HAS_SEQ=has_seq,
-        )
-        return dq, dk, dv, None, None, None
+
+# The kernels are wrapped as torch custom ops (opaque to torch.compile, with fake implementations
+# for tracing) rather than called from an autograd.Function that Dynamo would have to trace into.
+@torch.library.custom_op("mpt_kernels::alibi_attn_fwd", mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor,
+            seq_id: Optional[torch.Tensor], sm_scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    B, H, S, D = q.shape
+    has_seq = seq_id is not None
+    seq = seq_id if has_seq else slopes  # dummy pointer when unused
+    o_buf = torch.empty((B, S, H, D), device=q.device, dtype=q.dtype)
+    o = o_buf.transpose(1, 2)
+    lse = torch.empty((B * H, S), device=q.device, dtype=torch.float32)
+    grid = lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)  # noqa: E731
+    _fwd_kernel[grid](
+        q, k, v, o, lse, slopes, seq,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        seq.stride(0) if has_seq else 0,
+        H, S, sm_scale * LOG2E, D=D, HAS_SEQ=has_seq,
+    )
+    return o_buf, lse
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, slopes, seq_id, sm_scale):
+    B, H, S, D = q.shape
+    return q.new_empty((B, S, H, D)), q.new_empty((B * H, S), dtype=torch.float32)
+
+
+@torch.library.custom_op("mpt_kernels::alibi_attn_bwd", mutates_args=())
+def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o_bshd: torch.Tensor,
+            lse: torch.Tensor, slopes: torch.Tensor, seq_id: Optional[torch.Tensor], sm_scale: float,
+            bhsd_grads: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, H, S, D = q.shape
+    has_seq = seq_id is not None
+    seq = seq_id if has_seq else slopes
+    do_bshd = do_bshd if do_bshd.stride(-1) == 1 else do_bshd.contiguous()
+    do, o = do_bshd.transpose(1, 2), o_bshd.transpose(1, 2)
+    delta = torch.empty_like(lse)
+    _bwd_delta_kernel[(triton.cdiv(S, 128), B * H)](
+        o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        H, S, D=D, BLOCK=128,
+    )
+    (dq_buf, dq), (dk_buf, dk), (dv_buf, dv) = (_grad_buffer(t, bhsd_grads) for t in (q, k, v))
+    ss = seq.stride(0) if has_seq else 0
+    qk_scale = sm_scale * LOG2E
+    _bwd_kv_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_N"]), B * H)](
+        q, k, v, do, dk, dv, lse, delta, slopes, seq,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), ss,
+        H, S, qk_scale, sm_scale, D=D, HAS_SEQ=has_seq,
+    )
+    _bwd_q_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)](
+        q, k, v, do, dq, lse, delta, slopes, seq,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        dq.stride(0), dq.stride(1), dq.stride(2), ss,
+        H, S, qk_scale, sm_scale, D=D, HAS_SEQ=has_seq,
+    )
+    return dq_buf, dk_buf, dv_buf
+
+
+@_bwd_op.register_fake
+def _bwd_fake(do_bshd, q, k, v, o_bshd, lse, slopes, seq_id, sm_scale, bhsd_grads):
+    return tuple(_grad_buffer(t, bhsd_grads)[0] for t in (q, k, v))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, slopes, seq_id, sm_scale = inputs
+    o_bshd, lse = output
+    ctx.save_for_backward(q, k, v, o_bshd, lse, slopes, seq_id)
+    ctx.sm_scale = sm_scale
+    # a leaf (B, H, S, D) tensor wants its gradient in its own layout (else autograd copies it);
+    # views of a fused QKV projection are served best by (B, S, H, D), the projection's layout
+    ctx.bhsd_grads = q.is_contiguous()
+
+
+def _backward(ctx, do_bshd, _dlse):
+    q, k, v, o_bshd, lse, slopes, seq_id = ctx.saved_tensors
+    dq, dk, dv = _bwd_op(do_bshd, q, k, v, o_bshd, lse, slopes, seq_id, ctx.sm_scale, ctx.bhsd_grads)
+    if not ctx.bhsd_grads:
+        dq, dk, dv = dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)
+    return dq, dk, dv, None, None, None
+
+
+torch.library.register_autograd("mpt_kernels::alibi_attn_fwd", _backward, setup_context=_setup_context)
 
 
 def triton_alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor, *,
@@ -414,8 +453,14 @@ def triton_alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sl
                            softmax_scale: float | None = None) -> torch.Tensor:
     """Causal attention with MPT's ALiBi bias; q, k, v (B, H, S, D) bf16/fp16 on CUDA, slopes fp32 (H,).
 
-    Returns (B, H, S, D). ``seq_id`` (B, S) integer labels restrict attention to keys of the same
-    document. ``softmax_scale`` defaults to 1/sqrt(D); the bias is added after scaling, as MPT does.
+    Returns (B, H, S, D) (a view of (B, S, H, D) memory). ``seq_id`` (B, S) integer labels restrict
+    attention to keys of the same document. ``softmax_scale`` defaults to 1/sqrt(D); the bias is added
+    after scaling, as MPT does.
     """
     _check(q, k, v, slopes, seq_id)
-    return _TritonAlibiAttention.apply(q, k, v, slopes, seq_id, softmax_scale)
+    sm_scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    slopes = slopes.to(device=q.device, dtype=torch.float32).contiguous()
+    if seq_id is not None:
+        seq_id = seq_id.to(device=q.device, dtype=torch.int32).contiguous()
+    o_bshd, _ = _fwd_op(q, k, v, slopes, seq_id, sm_scale)
+    return o_bshd.transpose(1, 2)

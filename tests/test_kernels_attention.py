@@ -140,6 +140,35 @@ def test_rejects_unsupported_inputs():
         triton_alibi_attention(q, q, q, slopes)
 
 
+@cuda
+@pytest.mark.gpu
+def test_inside_compiled_attention_block():
+    """Under torch.compile(fullgraph=True), as in the trainer's compiled blocks: no graph break, same result."""
+    from kernels.triton_alibi import triton_alibi_attention
+
+    B, S, H, D = 2, 1024, 8, 128
+    wqkv = torch.nn.Linear(H * D, 3 * H * D, bias=False, device="cuda", dtype=torch.bfloat16)
+    slopes = alibi_slopes(H, device="cuda")
+
+    def attn_block(x):
+        q, k, v = wqkv(x).split(H * D, dim=-1)
+        q, k, v = (t.view(B, S, H, D).transpose(1, 2) for t in (q, k, v))
+        return triton_alibi_attention(q, k, v, slopes).transpose(1, 2).reshape(B, S, H * D)
+
+    x = torch.randn(B, S, H * D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    dy = torch.randn(B, S, H * D, device="cuda", dtype=torch.bfloat16)
+    compiled = torch.compile(attn_block, fullgraph=True)
+    y = compiled(x)
+    y.backward(dy)
+    gx, gw = x.grad.clone(), wqkv.weight.grad.clone()
+    x.grad = None
+    wqkv.weight.grad = None
+    y_ref = attn_block(x)
+    y_ref.backward(dy)
+    assert _rel(y, y_ref.detach().double()) < 1e-3
+    assert _rel(gx, x.grad.double()) < 1e-3 and _rel(gw, wqkv.weight.grad.double()) < 1e-3
+
+
 _INTERPRETER_SCRIPT = textwrap.dedent(
     """
     import torch, sys

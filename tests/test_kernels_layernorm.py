@@ -91,11 +91,11 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     sys.path.insert(0, {root!r})
-    from kernels.fused_layernorm import _FusedLayerNorm
+    from kernels.fused_layernorm import _fused
     from tests.test_kernels_layernorm import _check
     torch.manual_seed({seed})
-    _check((3, 17, 96), torch.float32, "cpu", apply=lambda x, w: _FusedLayerNorm.apply(x, w, 1e-5))
-    _check((2, 33, 64), torch.float16, "cpu", apply=lambda x, w: _FusedLayerNorm.apply(x, w, 1e-5))
+    _check((3, 17, 96), torch.float32, "cpu", apply=lambda x, w: _fused(x, w, 1e-5))
+    _check((2, 33, 64), torch.float16, "cpu", apply=lambda x, w: _fused(x, w, 1e-5))
     print("ok")
     """
 )
@@ -108,3 +108,27 @@ def test_kernels_in_triton_interpreter():
     proc = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT.format(root=str(ROOT), seed=seed)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+
+
+@cuda
+@pytest.mark.gpu
+def test_inductor_compiled_block_gpu():
+    """Per-block torch.compile (as the trainer does) keeps the fused kernel and its numbers."""
+    lin = torch.nn.Linear(1024, 1024, bias=False, device="cuda")
+    w = (1 + 0.1 * torch.randn(1024, device="cuda")).requires_grad_()
+
+    def block(x):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return lin(fused_layernorm(x, w)).float().square().mean()
+
+    x = torch.randn(4, 512, 1024, device="cuda", requires_grad=True)
+    compiled = torch.compile(block, fullgraph=True)
+    out = compiled(x)
+    out.backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = None
+    w.grad = None
+    ref = block(x)
+    ref.backward()
+    assert abs(out.item() - ref.item()) < 1e-2 * abs(ref.item())
+    assert _rel(gx, x.grad.double()) < 1e-2 and _rel(gw, w.grad.double()) < 1e-2
