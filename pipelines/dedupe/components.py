@@ -153,7 +153,7 @@ class ConnectedComponents(beam.PTransform):
     """PCollection[(a, b)] undirected edges between int node ids -> PCollection[(node, root)] for every
     node that is not the smallest of its component (root = that smallest node). Roots are not emitted."""
 
-    def __init__(self, rounds: int = 6, max_residual_edges: int = 5_000_000, label=None):
+    def __init__(self, rounds: int = 4, max_residual_edges: int = 5_000_000, label=None):
         super().__init__(label)
         self.rounds = rounds
         self.max_residual_edges = max_residual_edges

@@ -35,7 +35,7 @@ class MinHashConfig:
     margin_sigmas: float = 2.0
     fp_weight: float = 0.1
     fn_weight: float = 0.9
-    cc_rounds: int = 6
+    cc_rounds: int = 4
     max_residual_edges: int = 5_000_000
     max_leaders: int = 8
 

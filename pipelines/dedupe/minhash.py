@@ -153,7 +153,8 @@ def _identity(x):
 
 
 class Signer:
-    """Computes signatures with datasketch; build once per worker (DoFn.setup), reuse for every doc."""
+    """Computes signatures with datasketch; build once per worker (DoFn.setup), reuse for every doc.
+    Not thread-safe (one reused MinHash): one per DoFn instance, which Beam never shares across threads."""
 
     def __init__(self, spec: SignatureSpec):
         self.spec = spec
@@ -166,10 +167,11 @@ class Signer:
         hs = shingle_hashes(text, self.spec.ngram)
         if hs.size == 0:
             return None
-        m = self._template.copy()
+        m = self._template  # reused: clear() is much cheaper than MinHash.copy() per document
+        m.clear()
         for start in range(0, hs.size, _CHUNK):
             m.update_batch(hs[start: start + _CHUNK].tolist())
-        return np.asarray(m.hashvalues, dtype=np.uint32)
+        return np.array(m.hashvalues, dtype=np.uint32)
 
     def signatures(self, texts: Sequence[str]) -> list[Optional[np.ndarray]]:
         return [self.signature(t) for t in texts]
