@@ -111,7 +111,8 @@ class StreamPlan:
     eligible_tokens: int
     target_tokens: float         # weight x budget
     choose: int = 0              # samples per epoch (streams.yaml)
-    selected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    choose_tokens: int = 0       # choose x seq_len
+    selected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # docs to pack
     selected_tokens: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -123,8 +124,6 @@ class StreamPlan:
     def epochs(self) -> float:
         """Passes over the eligible documents per mixture epoch."""
         return self.choose_tokens / self.eligible_tokens if self.eligible_tokens else 0.0
-
-    choose_tokens: int = 0       # choose x seq_len
 
 
 @dataclass
