@@ -9,6 +9,8 @@ these two stages do per document. The issue's bar: ratio >= 5 on every source.
 
 Prints one Markdown table. Usage:
   python benchmarks/filters.py [--corpora DIR] [--tokenizer PATH] [--repeat 3]
+  python benchmarks/filters.py --per-rule   # instead: each rule ALONE on each source (% of docs it
+                                            # would reject), to show which rules fit which source
 """
 from __future__ import annotations
 
@@ -50,12 +52,37 @@ def cpu_best(fn, repeat: int) -> float:
     return max(best, 1e-9)
 
 
+def per_rule(corpora: Path) -> int:
+    """Each registered rule alone (default thresholds) on each source sample: % of documents rejected;
+    * marks rules in that source's default chain."""
+    from pipelines.filters import RULES, _load_rule_modules
+
+    _load_rule_modules()
+    names = [n for n in SOURCES if (corpora / f"{n}.jsonl.zst").exists()]
+    samples = {n: load(corpora / f"{n}.jsonl.zst") for n in names}
+    in_chain = {n: set(build_chain("default", SOURCES[n].filters, n).names) for n in names}
+    print("Rejection rate of each rule alone, per source sample (% of docs; * = in the default chain)\n")
+    print("| rule | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for rule in RULES:
+        chain = build_chain([rule])
+        cells = []
+        for n in names:
+            rate = sum(chain(t, m) is not None for t, m in samples[n]) / len(samples[n])
+            cells.append(f"{rate:.0%}{'*' if rule in in_chain[n] else ''}")
+        print(f"| {rule} | " + " | ".join(cells) + " |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpora", type=Path, default=SHARED / "corpora")
     ap.add_argument("--tokenizer", type=Path, default=SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--per-rule", action="store_true", help="print the per-rule rejection table instead")
     args = ap.parse_args()
+    if args.per_rule:
+        return per_rule(args.corpora)
     if not args.corpora.is_dir() or not args.tokenizer.is_file():
         print(f"needs {args.corpora} and {args.tokenizer}", file=sys.stderr)
         return 2

@@ -132,3 +132,11 @@ def test_override_errors_name_the_bad_key():
         build_chain([{"code_max_line_length": {"max_len": 5}}], where="sources.stack_selected.filters")
     with pytest.raises(FilterConfigError, match="unknown filter rule 'code_lenght'"):
         build_chain(["code_lenght"])
+
+
+def test_mean_line_length_matches_splitlines_definition():
+    from pipelines.filters.text_stats import TextStats
+
+    for text in ["ab\ncdef\n", "ab\ncdef", "x\n\n\ny\n", "single"]:
+        lines = text.splitlines()
+        assert TextStats(text).mean_line_length == sum(map(len, lines)) / len(lines)

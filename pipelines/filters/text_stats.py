@@ -4,9 +4,9 @@ Why: a chain runs up to a dozen rules on the same text (Gopher quality, Gopher r
 Recomputing word splits, line splits and character classes in each rule would multiply the cost, and
 the filter stage must stay several times faster than NeoX tokenization (~2.4 MB/s/core) so it never
 dominates a build. ``analyze(text)`` returns a ``TextStats`` whose fields are computed lazily on first
-use and cached; the most recent analysis is kept in a one-slot cache keyed by the identity of the text
-object, so the rules of one chain call on one document share it without any change to the rule
-signature ``rule(text, meta, **params)``.
+use and cached; the most recent analysis is kept in a one-slot, per-thread cache keyed by the identity
+of the text object, so the rules of one chain call on one document share it without any change to the
+rule signature ``rule(text, meta, **params)``.
 
 Definitions (used consistently by all rules, documented here once):
 - word: a maximal run of non-whitespace characters (``str.split()``; whitespace = ``str.isspace``),
@@ -328,8 +328,10 @@ class TextStats:
 
     @cached_property
     def mean_line_length(self) -> float:
-        # (chars - newlines) / lines: the mean of len(line) over text.split("\n").
-        return (self.n_chars - (self.n_lines - 1)) / self.n_lines
+        """Mean characters per line, newlines excluded; a final newline does not open another line
+        (as ``str.splitlines``, which RedPajama's GitHub filter uses for this statistic)."""
+        n_lines = self.n_lines - 1 if (self.n_lines > 1 and self.text.endswith("\n")) else self.n_lines
+        return (self.n_chars - (self.n_lines - 1)) / n_lines
 
     def duplicate_stats(self, items: list[str]) -> tuple[int, int, int, int]:
         """(n_items, n_duplicate_items, total_chars, duplicate_chars): an item is a duplicate when an
