@@ -95,3 +95,12 @@ def test_code_rules_reject_minified_and_generated_variants_of_real_files():
     for variant in (minified, generated):
         n, reasons = run_default("stack_selected", variant)
         assert sum(reasons.values()) == n, reasons
+
+
+def test_full_web_chain_on_real_c4_loses_under_40_percent():
+    # The strictest web chain (rp_commoncrawl: every Gopher rule + C4 page rules) on real C4 pages.
+    chain = build_chain("default", SOURCES["rp_commoncrawl"].filters, "rp_commoncrawl")
+    docs = load("c4_en")
+    reasons = Counter(res[0] for text, meta in docs if (res := chain(text, meta)) is not None)
+    lost = sum(reasons.values()) / len(docs)
+    assert 0 < lost < 0.40, reasons
