@@ -7,7 +7,7 @@ ifneq ($(wildcard $(SHARED_TOKENIZER)),)
 export NEOX_TOKENIZER ?= $(SHARED_TOKENIZER)
 endif
 
-.PHONY: install demo test test-all lock
+.PHONY: install demo test test-all lock bench-deps
 
 install: $(VENV)/.installed
 
@@ -27,5 +27,9 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+bench-deps: install
+	$(BIN)/python -m pip install -q --no-deps -r requirements-bench.txt
+
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^mptdata' > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^mptdata' \
+	  | grep -viE '^(datatrove|dill|loguru|multiprocess|humanize)==' > requirements.lock

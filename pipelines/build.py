@@ -106,9 +106,19 @@ def summary_table(out: str, names: Sequence[str]) -> str:
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)])
 
 
+def _mixture_errors() -> tuple:
+    try:
+        from mixtures.build import MixtureError
+    except ImportError:
+        return ()
+    return (MixtureError,)
+
+
 def explain(e: BaseException) -> str:
     """One paragraph for the user: our own error messages survive Beam's wrapping of worker exceptions."""
     text = str(e)
+    if isinstance(e, (ConfigError, *_mixture_errors())):
+        return f"{type(e).__name__}: {e}"
     for marker in ("InputFileError: ", "TokenizerError: ", "ReconciliationError: ", "ConfigError: "):
         if marker in text:
             msg = text.split(marker, 1)[1].split("\n")[0].split(" [while running")[0]
@@ -130,7 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from pipelines.stats import ReconciliationError
         from tokenization import TokenizerError
 
-        if not isinstance(e, (ConfigError, InputFileError, TokenizerError, ReconciliationError)) and os.environ.get("MPTDATA_DEBUG"):
+        known = (ConfigError, InputFileError, TokenizerError, ReconciliationError, *_mixture_errors())
+        if not isinstance(e, known) and os.environ.get("MPTDATA_DEBUG"):
             raise
         print(f"\nbuild failed: {explain(e)}\n(set MPTDATA_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2

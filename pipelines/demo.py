@@ -23,7 +23,7 @@ import zstandard
 
 from pipelines.registry import SOURCE_NAMES
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 BOILERPLATE = [
     "This website uses cookies to improve your experience. Accept cookies? Read our privacy policy.",
     "Please enable JavaScript in your browser to view this page.",
@@ -144,7 +144,9 @@ def build_records(seed: int = 1234) -> dict[str, list[dict]]:
     rec["rp_wikipedia"] = [{"text": f"{m.replace('.', ' ').title()}\n\n" + "\n\n".join(ds), "meta": {"title": m}}
                            for m, ds in docs_by_module if sum(len(d) for d in ds) > 1500][:120]
     big = sorted(docs_by_module, key=lambda x: -sum(len(d) for d in x[1]))
-    rec["rp_books"] = [{"text": f"THE BOOK OF {m.upper()}\n\n" + "\n\n".join(ds * 2), "meta": {"title": m}} for m, ds in big[:12]]
+    # books: three modules' docstrings per volume, so every volume is long (4096+ tokens) without repetition
+    rec["rp_books"] = [{"text": f"THE BOOK OF {big[i][0].upper()}\n\n" + "\n\n".join(d for _, ds in big[i:i + 3] for d in ds),
+                        "meta": {"title": big[i][0]}} for i in range(0, 36, 3)]
     rec["rp_arxiv"] = [{"text": f"\\section{{Introduction}}\nWe study the \\texttt{{{m}}} module.\n\n"
                         + "\n\n".join(f"\\subsection{{Part {j}}}\n{d}" for j, d in enumerate(ds)),
                         "meta": {"arxiv_id": f"demo.{i:05d}"}} for i, (m, ds) in enumerate(big[12:40])]

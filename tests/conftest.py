@@ -58,8 +58,16 @@ def load_stats(out: Path, source: str) -> dict:
 
 
 def read_mds(path: Path) -> list[dict]:
-    """All samples of a local MDS dataset via mosaicml-streaming."""
-    from streaming import LocalDataset
+    """All samples of an MDS dataset, in order, via mosaicml-streaming's StreamingDataset (which also
+    decompresses the zstd shards into its own cache, leaving the build output untouched)."""
+    import tempfile
 
-    ds = LocalDataset(local=str(path))
-    return [ds[i] for i in range(len(ds))]
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    with tempfile.TemporaryDirectory() as cache:
+        ds = StreamingDataset(remote=str(path), local=cache, shuffle=False, batch_size=1)
+        out = [ds[i] for i in range(ds.num_samples)]
+        del ds
+    return out

@@ -31,7 +31,7 @@ def _check_source(out: Path, source: str, texts_by_id: dict, raw_tokenizer):
 
 @needs_shared("corpora")
 def test_build_on_shared_corpora_tokens_equal_direct_encode(tmp_path, tokenizer_path, raw_tokenizer):
-    cfg = {"sources": {n: {"inputs": [str(CORPORA / f"{n}.jsonl.zst")], "id_field": "id", "text_field": "text",
+    cfg = {"sources": {n: {"inputs": [str(CORPORA / f"{n}.jsonl.zst")], "id_field": "id", "text_field": "text", "dedupe": {"exact": True},
                            "meta_fields": ["lang", "path", "url"]} for n in SOURCE_NAMES}}
     (tmp_path / "sources.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"

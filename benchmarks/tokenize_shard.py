@@ -1,0 +1,164 @@
+"""Tokenize-and-shard throughput vs the raw NeoX encode_batch_fast ceiling, measured in the same run.
+
+Rows (all on the same text, the ten categories of ../shared/corpora):
+  ceiling      tokenizers.encode_batch_fast on all cores (rayon, one process), nothing else
+  stage x1     our build's tokenize-and-shard code (pipelines.shards.tokenize_and_write: batch encode,
+               uint16 + EOS, zstd MDS, doc_tokens.npy) in one process, rayon on all cores
+  stage xN     the same code in N worker processes over hash parts, as the Beam workers run it
+  llm-foundry  llm-foundry's convert_dataset_json shape: one process, per-document encode, concat into
+               2048-token samples, MDSWriter(tokens: bytes, zstd)
+  full build   (--build) python -m pipelines.build on the same corpora, exact dedupe + default filters,
+               Beam local runner, N workers: read + filter + dedupe + tokenize + shard + finalize
+Usage: python benchmarks/tokenize_shard.py [--build] [--repeat 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared"
+TOK = SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
+
+
+def load_docs():
+    import zstandard
+
+    from pipelines.registry import SOURCE_NAMES
+    from pipelines.schema import Document
+
+    docs = []
+    for si, n in enumerate(SOURCE_NAMES):
+        raw = zstandard.ZstdDecompressor().stream_reader(open(SHARED / "corpora" / f"{n}.jsonl.zst", "rb")).read()
+        for i, line in enumerate(raw.decode().splitlines()):
+            r = json.loads(line)
+            docs.append(Document((si << 57) | i, r["id"], n, r["text"], f"{n}:{i}", {}))
+    return docs
+
+
+def ceiling(texts):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(TOK))
+    t = time.perf_counter()
+    n = 0
+    for i in range(0, len(texts), 512):
+        n += sum(len(e.ids) for e in tok.encode_batch_fast(texts[i:i + 512], add_special_tokens=False))
+    return time.perf_counter() - t, n
+
+
+def _stage_worker(args):
+    docs, out = args
+    from pipelines.shards import tokenize_and_write
+    from tokenization import NeoXTokenizer
+
+    tok = NeoXTokenizer(str(TOK))
+    t = time.perf_counter()
+    stats = tokenize_and_write(docs, tok, out)
+    return time.perf_counter() - t, stats["tokens"]
+
+
+def stage(docs, workers, tmp):
+    from pipelines.shards import part_of
+
+    parts = [[] for _ in range(max(workers, 1))]
+    for d in docs:
+        parts[part_of(d.uid, len(parts))].append(d)
+    jobs = [(sorted(p, key=lambda d: d.uid), os.path.join(tmp, f"stage{workers}-{i}")) for i, p in enumerate(parts)]
+    t = time.perf_counter()
+    if workers == 1:
+        res = [_stage_worker(jobs[0])]
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            pool.map(_stage_worker, [(jobs[0][0][:5], os.path.join(tmp, "warm"))] * workers)  # load tokenizers
+            t = time.perf_counter()
+            res = pool.map(_stage_worker, jobs)
+    return time.perf_counter() - t, sum(r[1] for r in res)
+
+
+def foundry(texts, tmp):
+    from streaming import MDSWriter
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(TOK))
+    t = time.perf_counter()
+    buf: list[int] = []
+    n = 0
+    with MDSWriter(out=os.path.join(tmp, "foundry"), columns={"tokens": "bytes"}, compression="zstd") as w:
+        for text in texts:
+            ids = tok.encode(text).ids + [0]
+            n += len(ids)
+            buf.extend(ids)
+            while len(buf) >= 2048:
+                w.write({"tokens": np.asarray(buf[:2048], dtype=np.int64).tobytes()})
+                buf = buf[2048:]
+    return time.perf_counter() - t, n
+
+
+def full_build(tmp, workers):
+    import yaml
+
+    from pipelines.build import main
+    from pipelines.registry import SOURCE_NAMES
+
+    cfg = {"sources": {n: {"inputs": [str(SHARED / "corpora" / f"{n}.jsonl.zst")], "id_field": "id", "text_field": "text",
+                           "dedupe": {"exact": True}} for n in SOURCE_NAMES}}
+    Path(tmp, "s.yaml").write_text(yaml.safe_dump(cfg))
+    t = time.perf_counter()
+    rc = main(["--mixture", "mpt30b_8k", "--sources", str(Path(tmp, "s.yaml")), "--out", str(Path(tmp, "build")),
+               "--tokenizer", str(TOK), "--skip-mixture", "--workers", str(workers), "--force"])
+    dt = time.perf_counter() - t
+    assert rc == 0
+    toks = sum(json.loads(Path(tmp, "build", "stats", f"{n}.json").read_text())["tokens"] for n in SOURCE_NAMES)
+    return dt, toks
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", action="store_true", help="also time the whole Beam build")
+    ap.add_argument("--repeat", type=int, default=2, help="best of N for each row")
+    args = ap.parse_args()
+    if not TOK.exists():
+        sys.exit(f"needs {TOK}")
+    cores = os.cpu_count() or 1
+    docs = load_docs()
+    texts = [d.text for d in docs]
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="bench-tok-")
+    try:
+        def best(fn, *a):
+            runs = []
+            for _ in range(args.repeat):
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp)
+                runs.append(fn(*a))
+            return min(runs)
+
+        rows.append(("ceiling: encode_batch_fast, all cores", *best(ceiling, texts)))
+        rows.append(("stage x1: tokenize_and_write, rayon", *best(stage, docs, 1, tmp)))
+        rows.append((f"stage x{cores}: tokenize_and_write, {cores} procs", *best(stage, docs, cores, tmp)))
+        rows.append(("llm-foundry-style, 1 process", *best(foundry, texts, tmp)))
+        if args.build:
+            rows.append((f"full Beam build, {cores} workers", *best(full_build, tmp, cores)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ceil = mb / rows[0][1]
+    print(f"\n{len(docs):,} docs, {mb:.1f} MB of text, {cores} cores, load avg {os.getloadavg()[0]:.1f}")
+    print(f"| method | seconds | MB/s | Mtok/s | vs ceiling |\n|---|---:|---:|---:|---:|")
+    for name, dt, toks in rows:
+        print(f"| {name} | {dt:.2f} | {mb / dt:.2f} | {toks / dt / 1e6:.2f} | {mb / dt / ceil:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
