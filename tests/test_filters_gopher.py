@@ -125,10 +125,15 @@ def test_duplicate_ngrams_and_paper_limits():
     res = rule("gopher_dup_ngrams")(repeated, {})
     assert res is not None and res[1] > 0.4
     assert reason("gopher_dup_ngrams", PROSE) is None
-    # A repeated 7-gram covering ~13.5% of the characters: over the 10-gram limit (0.10) is not enough
-    # when it does not contain a repeated 10-gram, and under the 5-gram limit (0.15) it passes.
-    assert RULES["gopher_dup_ngrams"].defaults["max_5gram"] == 0.15
-    assert RULES["gopher_dup_ngrams"].defaults["max_10gram"] == 0.10
+    # One repeated 10-gram of 5-char words among 73 unique ones: 50 of 465 word characters (0.1075)
+    # are covered for every n = 5..10, under the 5..9-gram limits (0.15..0.11) but over the 10-gram
+    # limit (0.10): only the per-n limits of Table A1 catch it.
+    ten = [f"r{i:04d}" for i in range(10)]
+    words = [f"w{i:04d}" for i in range(40)] + ten + [f"w{i:04d}" for i in range(40, 73)] + ten
+    text = " ".join(words)
+    res = rule("gopher_dup_ngrams")(text, {})
+    assert res is not None and "10-gram" in res[2] and res[1] == pytest.approx(50 / 465)
+    assert rule("gopher_dup_ngrams", max_10gram=0.11)(text, {}) is None
 
 
 # ----- reference implementations ------------------------------------------------------------------
