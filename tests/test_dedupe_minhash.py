@@ -128,3 +128,14 @@ def test_config_parsing_and_errors():
         parse_dedupe({"semantic": {"keep_fraction": 0}}, {})
     with pytest.raises(DedupeConfigError, match="unknown key"):
         parse_dedupe({"minhash": {"thresh": 0.8}}, {})
+
+
+def test_keys_fit_beams_int64_coders():
+    from apache_beam.coders import VarIntCoder
+
+    from pipelines.dedupe.semantic import tiebreak
+
+    sig = Signer(SignatureSpec.from_config(MinHashConfig())).signature(TEXT)
+    for k in band_keys(sig, 18, 7) + [tiebreak(u) for u in range(-50, 50)]:
+        assert 0 <= k < 2 ** 63
+        assert VarIntCoder().decode(VarIntCoder().encode(k)) == k

@@ -92,3 +92,19 @@ def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path):
     eps = {r.detail.split("eps=")[1] for r in rejects}
     assert len(eps) == 1
     assert all(r.value >= 1.0 - float(next(iter(eps))) - 1e-6 for r in rejects)
+
+
+@pytest.mark.parametrize("keep", [0.8, 0.37, 1.0])
+def test_rank_cutoff_is_exact_beyond_the_quantile_resolution(keep):
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.dedupe.transforms import RankCutoff
+
+    rng = random.Random(2)
+    # 30k keys with heavy ties in M (broken by the uid hash), far more than the 1001 quantiles
+    keys = [semantic.score_key(round(rng.random(), 2), uid) for uid in range(30_000)]
+    n_remove = semantic.n_to_remove(len(keys), keep)
+    expected = None if n_remove == 0 else sorted(keys)[len(keys) - n_remove - 1]
+    with beam.Pipeline() as p:
+        cut = p | beam.Create(keys) | RankCutoff(keep)
+        assert_that(cut, equal_to([expected]))

@@ -178,10 +178,11 @@ class Signer:
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[int]:
-    """One 64-bit key per band (band index mixed in via the hash seed, so equal rows in different bands
+    """One 63-bit key per band (band index mixed in via the hash seed, so equal rows in different bands
     never collide). 64 bits instead of the raw rows keeps the shuffle at ~16 bytes per band."""
     h = xxhash.xxh3_64_intdigest
-    return [h(sig[i * rows:(i + 1) * rows].tobytes(), seed=i) for i in range(bands)]
+    # 63 bits: fits a signed int64, so any Beam int coder (VarIntCoder included) can carry the key
+    return [h(sig[i * rows:(i + 1) * rows].tobytes(), seed=i) >> 1 for i in range(bands)]
 
 
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -102,7 +102,8 @@ def assign_clusters(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, n
 
 
 def tiebreak(uid: int, seed: int = 0) -> int:
-    return xxhash.xxh3_64_intdigest(int(uid).to_bytes(8, "little", signed=True), seed=seed)
+    """Pseudo-random but fixed order among equal similarities; 63 bits so Beam's int coder takes it."""
+    return xxhash.xxh3_64_intdigest(int(uid).to_bytes(8, "little", signed=True), seed=seed) >> 1
 
 
 def cluster_order(uids: Sequence[int], centroid_sims: Sequence[float]) -> list[int]:

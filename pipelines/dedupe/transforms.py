@@ -314,6 +314,33 @@ class _ClusterRemovals(beam.DoFn):
                          keeper[1][0], f"keeper_uid={keeper[0]}; eps={1.0 - cutoff[0]:.6f}")
 
 
+class RankCutoff(beam.PTransform):
+    """PCollection of unique, ordered keys -> singleton: the key of rank ceil(N * keep_fraction), so that
+    exactly N - that many keys lie above it (None when nothing is to be removed).
+
+    ApproximateQuantiles brackets the rank (its error is below one quantile step); then only the keys
+    inside the bracket (about 4 / 1000 of N) are collected and sorted, and the keys below it counted, so
+    the cut-off is exact without any worker holding more than the bracket."""
+
+    def __init__(self, keep_fraction: float, label=None):
+        super().__init__(label)
+        self.keep_fraction = keep_fraction
+
+    def expand(self, keys):
+        n = keys | "Count" >> beam.combiners.Count.Globally()
+        bracket = (keys
+                   | "Quantiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(_QUANTILES)
+                   | "Bracket" >> beam.Map(_bracket, beam.pvalue.AsSingleton(n), self.keep_fraction))
+        br = beam.pvalue.AsSingleton(bracket)
+        below = (keys
+                 | "BelowWindow" >> beam.Filter(_below_window, br)
+                 | "CountBelow" >> beam.combiners.Count.Globally())
+        window = (keys
+                  | "InWindow" >> beam.Filter(_in_window, br)
+                  | "Window" >> beam.combiners.ToList())
+        return window | "Exact" >> beam.Map(_cutoff, beam.pvalue.AsSingleton(below), br)
+
+
 class SemanticDedupe(beam.PTransform):
     """PCollection[Document] -> PCollection[Reject] for SemDedup removals (see pipelines/dedupe/semantic.py).
 
@@ -341,16 +368,6 @@ class SemanticDedupe(beam.PTransform):
                     | "Assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(centroids))
                     | "GroupByCluster" >> beam.GroupByKey())
         keys = clusters | "Keys" >> beam.FlatMap(_cluster_keys, seed)
-        bracket = (keys
-                   | "Quantiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(_QUANTILES)
-                   | "Bracket" >> beam.Map(_bracket, beam.pvalue.AsSingleton(n_docs), cfg.keep_fraction))
-        br = beam.pvalue.AsSingleton(bracket)
-        below = (keys
-                 | "BelowWindow" >> beam.Filter(_below_window, br)
-                 | "CountBelow" >> beam.combiners.Count.Globally())
-        window = (keys
-                  | "InWindow" >> beam.Filter(_in_window, br)
-                  | "Window" >> beam.combiners.ToList())
-        cutoff = window | "Cutoff" >> beam.Map(_cutoff, beam.pvalue.AsSingleton(below), br)
+        cutoff = keys | "Cutoff" >> RankCutoff(cfg.keep_fraction)
         return clusters | "Remove" >> beam.ParDo(
             _ClusterRemovals(seed), beam.pvalue.AsSingleton(cutoff)).with_output_types(Reject)
