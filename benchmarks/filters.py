@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.filters import build_chain  # noqa: E402
-from pipelines.filters.text_stats import char_class_table  # noqa: E402
-from pipelines.registry import SOURCES  # noqa: E402
+from pipelines.filters import build_chain
+from pipelines.filters.text_stats import char_class_table
+from pipelines.registry import SOURCES
 
 SHARED = ROOT.parent / "shared"
 META_KEYS = ("url", "lang", "path", "title")
@@ -103,7 +103,7 @@ def main() -> int:
         chain = build_chain("default", src.filters, name)
         reasons: Counter = Counter()
 
-        def run_chain():
+        def run_chain(docs=docs, chain=chain, reasons=reasons):
             reasons.clear()
             for text, meta in docs:
                 res = chain(text, meta)
@@ -111,7 +111,7 @@ def main() -> int:
                     reasons[res[0]] += 1
 
         t_filter = cpu_best(run_chain, args.repeat)
-        t_tok = cpu_best(lambda: tok.encode_batch_fast(texts), args.repeat)
+        t_tok = cpu_best(lambda texts=texts: tok.encode_batch_fast(texts), args.repeat)
         rejected = sum(reasons.values())
         top = ", ".join(f"{r} {c}" for r, c in reasons.most_common(4)) or "-"
         rows.append((name, len(docs), mb, mb / t_filter, mb / t_tok, t_filter, t_tok, rejected, top))

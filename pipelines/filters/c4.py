@@ -33,8 +33,8 @@ langdetect / URL-dedupe steps (language ID and dedupe live elsewhere in the pipe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from pipelines.filters import register
 from pipelines.filters.text_stats import analyze

@@ -13,7 +13,7 @@ wide) and makes the stop-word rule use a word-boundary regex instead of token eq
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from pipelines.filters import register
 from pipelines.filters.text_stats import analyze
@@ -73,8 +73,8 @@ def gopher_symbol_ratio(text: str, meta: Mapping[str, str], max_ratio: float):
 # Patterns anchored on a literal "\n" (plus a separate check of the first line) scan ~10x faster than
 # the equivalent re.M "^" pattern, which the regex engine has to try at every position.
 _BULLETS = "•‣◦⁃▪●∙*-"
-_BULLET_AFTER_NL = re.compile(r"\n[ \t]*[%s]" % re.escape(_BULLETS))
-_BULLET_FIRST = re.compile(r"[ \t]*[%s]" % re.escape(_BULLETS))
+_BULLET_AFTER_NL = re.compile(r"\n[ \t]*[" + re.escape(_BULLETS) + "]")
+_BULLET_FIRST = re.compile(r"[ \t]*[" + re.escape(_BULLETS) + "]")
 _DOTS_BEFORE_NL = re.compile(r"\.\.\.[ \t\r]*\n")
 _ELLIPSIS_BEFORE_NL = re.compile(r"…[ \t\r]*\n")
 
@@ -125,7 +125,7 @@ def gopher_alpha_words(text: str, meta: Mapping[str, str], min_fraction: float):
 # Gopher's stop-word list, verbatim. Counted as occurrences (datatrove counts occurrences too),
 # case-insensitively and at word boundaries so "The" and "the," count.
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
-_STOP_WORD = re.compile(r"\b(?:%s)\b" % "|".join(STOP_WORDS), re.I)
+_STOP_WORD = re.compile(r"\b(?:" + "|".join(STOP_WORDS) + r")\b", re.IGNORECASE)
 
 
 @register("gopher_stop_words", min_stop_words=2)

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from pipelines.filters import register
 from pipelines.filters.text_stats import analyze
 
 MARKDOWN_EXTENSIONS = (".md", ".markdown", ".mdown", ".mkd", ".mkdn", ".mdwn", ".mdx", ".ronn", ".workbook")
 
-_INVISIBLE = re.compile(r"<!--.*?(?:-->|\Z)|<[A-Za-z/!][^>\n]*>|\]\([^)\s]*\)|https?://\S+", re.S)
+_INVISIBLE = re.compile(r"<!--.*?(?:-->|\Z)|<[A-Za-z/!][^>\n]*>|\]\([^)\s]*\)|https?://\S+", re.DOTALL)
 
 
 @register("md_visible_text", min_fraction=0.2, min_chars=100)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from typing import Optional
 
 import numpy as np
 
 # SPACE: str.isspace (what str.split splits on); LETTER: str.isalpha; ALNUM: str.isalnum;
 # PUNCT: neither space nor a word character; WORDCHAR: regex \w (alphanumeric or underscore).
 SPACE, LETTER, ALNUM, PUNCT, WORDCHAR = 1, 2, 4, 8, 16
-_TABLE: Optional[np.ndarray] = None
+_TABLE: np.ndarray | None = None
 
 
 def char_class_table() -> np.ndarray:
@@ -60,7 +59,7 @@ def char_class_table() -> np.ndarray:
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
 
 
-class cached_property:  # noqa: N801 - same role as functools.cached_property, minus its per-call lock (3.11)
+class cached_property:
     """Compute once per instance, then live in the instance __dict__ (a non-data descriptor, so later
     lookups never reach this class)."""
 
