@@ -8,6 +8,8 @@ it is a high-water mark, so polling cannot miss the peak of a process it has see
 CLI (used by the benchmarks to get one process tree per measured run):
     python -m benchmarks.dedupe_common ours IN_DIR OUT_DIR WORKERS
     python -m benchmarks.dedupe_common datatrove IN_DIR WORK_DIR WORKERS [sigonly]
+    python -m benchmarks.dedupe_common datatrove-stage N IN_DIR WORK_DIR WORKERS
+    python -m benchmarks.dedupe_common sigrate-ours|sigrate-datatrove IN_DIR
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CORPORA = SHARED / "corpora"
 N_FILES = 8
+# datatrove 0.10.1 needs a newer huggingface_hub than the project pins (transformers' range), so it may
+# live in its own virtualenv: DATATROVE_PYTHON=/path/to/venv/bin/python (default: this interpreter).
+DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", sys.executable)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -155,6 +160,17 @@ def read_ours(out_dir: str) -> dict[int, int]:
 # datatrove (FineWeb's MinHash, default MinhashConfig: 5-grams, 14 buckets x 8 hashes, 64-bit xxhash)
 
 def run_datatrove(in_dir: str, work: str, workers: int, sig_only: bool = False) -> None:
+    """The four stages, each in a fresh process (as datatrove runs them on Slurm: one job per stage).
+    Chaining them with ``depends=`` in one process hung here in stage 2 (a fork after stage 1 had left
+    threads behind), so the harness does not rely on it."""
+    t0 = time.perf_counter()
+    for stage in ([1] if sig_only else [1, 2, 3, 4]):
+        subprocess.run([DATATROVE_PYTHON, "-m", "benchmarks.dedupe_common", "datatrove-stage", str(stage), in_dir,
+                        work, str(workers)], check=True, cwd=ROOT)
+    print(json.dumps({"pipeline_s": time.perf_counter() - t0}))
+
+
+def run_datatrove_stage(stage: int, in_dir: str, work: str, workers: int) -> None:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
                                           MinhashDedupSignature)
@@ -163,31 +179,22 @@ def run_datatrove(in_dir: str, work: str, workers: int, sig_only: bool = False) 
     from datatrove.pipeline.writers import JsonlWriter
 
     cfg = MinhashConfig()
-    logs = f"{work}/logs"
     n_files = len(glob.glob(os.path.join(in_dir, "*.jsonl")))
-    common = dict(skip_completed=False, workers=workers)
-    s1 = LocalPipelineExecutor(pipeline=[JsonlReader(in_dir, glob_pattern="*.jsonl"),
-                                         MinhashDedupSignature(f"{work}/sigs", config=cfg)],
-                               tasks=n_files, logging_dir=f"{logs}/s1", **common)
-    if sig_only:
-        t0 = time.perf_counter()
-        s1.run()
-        print(json.dumps({"pipeline_s": time.perf_counter() - t0}))
-        return
-    s2 = LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(f"{work}/sigs", f"{work}/buckets", config=cfg)],
-                               tasks=cfg.num_buckets, logging_dir=f"{logs}/s2", depends=s1, **common)
-    s3 = LocalPipelineExecutor(pipeline=[MinhashDedupCluster(f"{work}/buckets", f"{work}/remove", config=cfg,
-                                                             save_cluster_id=True)],
-                               tasks=1, logging_dir=f"{logs}/s3", depends=s2, **common)
-    s4 = LocalPipelineExecutor(pipeline=[JsonlReader(in_dir, glob_pattern="*.jsonl"),
-                                         MinhashDedupFilter(f"{work}/remove", load_cluster_ids=True,
-                                                            exclusion_writer=JsonlWriter(f"{work}/removed",
-                                                                                         compression=None)),
-                                         JsonlWriter(f"{work}/kept", compression=None)],
-                               tasks=n_files, logging_dir=f"{logs}/s4", depends=s3, **common)
-    t0 = time.perf_counter()
-    s4.run()
-    print(json.dumps({"pipeline_s": time.perf_counter() - t0}))
+    if stage == 1:
+        pipeline, tasks = [JsonlReader(in_dir, glob_pattern="*.jsonl"),
+                           MinhashDedupSignature(f"{work}/sigs", config=cfg)], n_files
+    elif stage == 2:
+        pipeline, tasks = [MinhashDedupBuckets(f"{work}/sigs", f"{work}/buckets", config=cfg)], cfg.num_buckets
+    elif stage == 3:
+        pipeline, tasks = [MinhashDedupCluster(f"{work}/buckets", f"{work}/remove", config=cfg,
+                                               save_cluster_id=True)], 1
+    else:
+        pipeline, tasks = [JsonlReader(in_dir, glob_pattern="*.jsonl"),
+                           MinhashDedupFilter(f"{work}/remove", load_cluster_ids=True,
+                                              exclusion_writer=JsonlWriter(f"{work}/removed", compression=None)),
+                           JsonlWriter(f"{work}/kept", compression=None)], n_files
+    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks), skip_completed=False,
+                          logging_dir=f"{work}/logs/s{stage}").run()
 
 
 def read_datatrove(work: str, in_dir: str) -> dict[int, int]:
@@ -220,10 +227,54 @@ def read_datatrove(work: str, in_dir: str) -> dict[int, int]:
     return {i: keeper_of.get(cluster.get(i), i) for i in removed}
 
 
+def _read_texts(in_dir: str) -> list[str]:
+    return [json.loads(line)["text"] for f in sorted(glob.glob(os.path.join(in_dir, "*.jsonl")))
+            for line in open(f, encoding="utf-8")]
+
+
+def sig_seconds_ours(in_dir: str) -> float:
+    """Per-document signature work (normalize, shingle, datasketch MinHash, band keys), one core."""
+    from pipelines.dedupe.config import MinHashConfig
+    from pipelines.dedupe.minhash import SignatureSpec, Signer, band_keys
+
+    texts = _read_texts(in_dir)
+    spec = SignatureSpec.from_config(MinHashConfig())
+    s = Signer(spec)
+    t0 = time.perf_counter()
+    for t in texts:
+        sig = s.signature(t)
+        if sig is not None:
+            band_keys(sig, spec.bands, spec.rows)
+    return time.perf_counter() - t0
+
+
+def sig_seconds_datatrove(in_dir: str) -> float:
+    """datatrove stage 1's per-document work (get_shingles with spaCy words + get_signature), one core."""
+    import tempfile
+
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+
+    texts = _read_texts(in_dir)
+    step = MinhashDedupSignature(tempfile.mkdtemp(), config=MinhashConfig())
+    step.get_signature(step.get_shingles("warm up the word tokenizer and the parameters"))
+    t0 = time.perf_counter()
+    for t in texts:
+        sh = step.get_shingles(t)
+        if sh.size:
+            step.get_signature(sh)
+    return time.perf_counter() - t0
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "ours":
         run_ours(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif mode == "sigrate-ours":
+        print(json.dumps({"seconds": sig_seconds_ours(sys.argv[2])}))
+    elif mode == "sigrate-datatrove":
+        print(json.dumps({"seconds": sig_seconds_datatrove(sys.argv[2])}))
+    elif mode == "datatrove-stage":
+        run_datatrove_stage(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif mode == "datatrove":
         run_datatrove(sys.argv[2], sys.argv[3], int(sys.argv[4]), sig_only=len(sys.argv) > 5)
     else:

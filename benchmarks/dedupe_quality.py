@@ -12,6 +12,7 @@ keeper is a planted relative; "no planted relative" = removed documents that hav
 all (real near-duplicates inside the samples show up here); pairs J < 0.6 merged = over-removal.
 
 Run: python -m benchmarks.dedupe_quality [--fraction 1.0] [--workers 2]
+(datatrove in its own venv, see benchmarks/dedupe_common.py: DATATROVE_PYTHON=/path/bin/python)
 """
 from __future__ import annotations
 

@@ -13,45 +13,27 @@ about 2x the bytes of distinct real text). Rows:
 Quality columns use the planted-pair scoring of benchmarks/dedupe_quality.py.
 
 Run: python -m benchmarks.dedupe_speed [--workers 2]
+(datatrove in its own venv, see benchmarks/dedupe_common.py: DATATROVE_PYTHON=/path/bin/python)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.dedupe_common import CORPORA, build_corpus, measure, read_datatrove, read_ours, write_shards
-from pipelines.dedupe.config import MinHashConfig
-from pipelines.dedupe.minhash import SignatureSpec, Signer, band_keys
+from benchmarks.dedupe_common import (CORPORA, DATATROVE_PYTHON, ROOT, build_corpus, measure, read_datatrove,
+                                      read_ours, write_shards)
 from pipelines.dedupe.planted import score
 
 
-def sig_rate_ours(texts) -> float:
-    spec = SignatureSpec.from_config(MinHashConfig())
-    s = Signer(spec)
-    t0 = time.perf_counter()
-    for t in texts:
-        sig = s.signature(t)
-        if sig is not None:
-            band_keys(sig, spec.bands, spec.rows)
-    return time.perf_counter() - t0
-
-
-def sig_rate_datatrove(texts, tmp: Path) -> float:
-    from datatrove.pipeline.dedup import MinhashDedupSignature
-    from datatrove.pipeline.dedup.minhash import MinhashConfig as DTConfig
-
-    step = MinhashDedupSignature(str(tmp / "dt_sigs"), config=DTConfig())
-    step.get_signature(step.get_shingles("warm up the tokenizer and parameters"))
-    t0 = time.perf_counter()
-    for t in texts:
-        sh = step.get_shingles(t)
-        if sh.size:
-            step.get_signature(sh)
-    return time.perf_counter() - t0
+def sig_seconds(mode: str, in_dir: Path, python: str) -> float:
+    r = subprocess.run([python, "-m", "benchmarks.dedupe_common", mode, str(in_dir)], cwd=ROOT, check=True,
+                       capture_output=True, text=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def main(argv=None):
@@ -71,7 +53,8 @@ def main(argv=None):
             d = work / f"f{frac}"
             mb = write_shards(texts, d / "in") / 1e6
             if frac == a.fractions[0]:
-                to, td = sig_rate_ours(texts), sig_rate_datatrove(texts, d)
+                to = sig_seconds("sigrate-ours", d / "in", py)
+                td = sig_seconds("sigrate-datatrove", d / "in", DATATROVE_PYTHON)
                 rows.append(("signature stage, 1 core", f"{mb:.1f}", "ours", f"{to:.1f}", f"{mb / to:.2f}",
                              "", "", "", f"{td / to:.1f}x"))
                 rows.append(("signature stage, 1 core", f"{mb:.1f}", "datatrove", f"{td:.1f}", f"{mb / td:.2f}",
