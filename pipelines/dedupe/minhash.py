@@ -49,8 +49,8 @@ def words(text: str) -> list[str]:
 
 
 def word_hashes(ws: Sequence[str]) -> np.ndarray:
-    h = xxhash.xxh3_64_intdigest
-    return np.fromiter((h(w) for w in ws), dtype=np.uint64, count=len(ws))
+    h = xxhash.xxh3_64_intdigest  # bytes, not str: xxhash 4 refuses str
+    return np.fromiter((h(w.encode("utf-8")) for w in ws), dtype=np.uint64, count=len(ws))
 
 
 def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
