@@ -162,3 +162,16 @@ def test_chunked_loss_switch_matches_torch_loss():
     ref = model(ids, labels=ids)
     model.cfg.loss_impl, model.cfg.loss_chunk_size = "chunked", 7
     torch.testing.assert_close(model(ids, labels=ids), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_norm_switch_matches_torch_norm():
+    pytest.importorskip("kernels.fused_layernorm")
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=128, max_seq_len=16, attn_impl="torch")
+    model = MPTForCausalLM(cfg)
+    ids = torch.randint(0, 128, (2, 16))
+    ref = model(ids, labels=ids)
+    for m in model.modules():
+        if hasattr(m, "impl"):
+            m.impl = "fused"
+    torch.testing.assert_close(model(ids, labels=ids), ref, rtol=1e-5, atol=1e-5)

@@ -148,3 +148,26 @@ def test_trains_on_a_mixture_built_by_mixtures_build(tmp_path):
     recs = run(cfg)
     assert [r["step"] for r in recs] == [1, 2]
     assert all(np.isfinite(r["loss"]) and r["loss"] > 9 for r in recs)  # random tokens: ~ln(50432)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_then_resume_on_one(mixture, tmp_path):
+    """Two CPU ranks (gloo, FSDP2 sharded over both) train 3 of 6 steps; one rank resumes from that
+    checkpoint (DCP reshards 2 -> 1) and finishes; the exported model loads."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run_dir = tmp_path / "run"
+    common = [f"data.streams={mixture}", f"run_dir={run_dir}", f"model.vocab_size={VOCAB}", "max_steps=6",
+              "global_batch_size=8", "micro_batch_size=2", "progress_bar=false"]
+    from trainer.train import _free_port
+
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_port", str(_free_port()),
+                    "-m", "trainer.train", "--config", TINY, *common, "stop_after=3"],
+                   check=True, cwd=REPO, env=env, timeout=600)
+    meta = json.loads((run_dir / "checkpoints" / "step_000003" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["data"]["sample_in_epoch"] == 24
+    recs = run(_cfg(mixture, run_dir, "max_steps=6", "global_batch_size=8", "micro_batch_size=2"))
+    assert [r["step"] for r in recs] == [4, 5, 6]
+    logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
+    assert logged[-1]["loss"] < logged[0]["loss"]
