@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import Collate, TrainBatches, build_dataset, read_streams, sequence_ids
+from trainer.data import (
+    Collate,
+    TrainBatches,
+    build_dataset,
+    read_streams,
+    sequence_ids,
+)
 
 
 def _write(root: Path, name: str, n: int, seq_len: int = 16, base: int = 0) -> None:
