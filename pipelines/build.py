@@ -158,7 +158,7 @@ def run(args, beam_args) -> int:
     if mixtures is not None and args.mixture not in mixtures:
         raise ConfigError(f"--mixture {args.mixture!r} is not a known mixture; choose one of {', '.join(mixtures)}")
     tok = NeoXTokenizer(args.tokenizer)
-    tok_fp = fingerprint(json.loads(open(tok.path, encoding="utf-8").read()))
+    tok_fp = fingerprint(json.loads(tok.raw))
     demo = args.sources is None
     out = args.out
     if demo:
@@ -182,11 +182,13 @@ def run(args, beam_args) -> int:
         print(f"[{n}] already built with the same inputs and config: skipping (use --force to rebuild)", flush=True)
     t0 = time.time()
     if todo:
-        plan = BuildPlan(out=out, tokenizer_path=tok.path, write_rejects=args.write_rejects,
+        plan = BuildPlan(out=out, tokenizer_json=tok.raw, write_rejects=args.write_rejects,
                          cross_source=args.cross_source_dedupe, sources=todo,
                          files={n: files[n] for n in todo}, num_parts={n: choose_parts(files[n]) for n in todo},
                          extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": tok_fp,
                                           "inputs": [f.path for f in files[n]]} for n in todo})
+        for n in todo:  # leftovers of an interrupted run must not leak into this one
+            fsio.delete_tree(plan.staging(n))
         mb = sum(f.size for n in todo for f in files[n]) / 1e6
         print(f"building {len(todo)} source(s) from {sum(len(files[n]) for n in todo)} file(s), {mb:,.1f} MB on disk "
               f"-> {out}/sources  (workers: {args.workers})", flush=True)

@@ -11,7 +11,11 @@ import tempfile
 import uuid
 from typing import Iterable
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+# Beam picks a codec from the extension by default (".zstd" shards would be zstd-compressed twice): never.
+RAW = CompressionTypes.UNCOMPRESSED
 
 
 def is_remote(path: str) -> bool:
@@ -27,14 +31,14 @@ def exists(path: str) -> bool:
 
 
 def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path) as f:
+    with FileSystems.open(path, compression_type=RAW) as f:
         return f.read()
 
 
 def write_bytes(path: str, data: bytes) -> None:
     """Local: write a temp file beside the target and rename (readers never see a partial file)."""
     if is_remote(path):
-        with FileSystems.create(path) as f:
+        with FileSystems.create(path, compression_type=RAW) as f:
             f.write(data)
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -66,7 +70,7 @@ def upload_tree(local_dir: str, dest: str, last: Iterable[str] = ()) -> None:
     for rel in rels:
         src = os.path.join(local_dir, rel)
         if is_remote(dest):
-            with open(src, "rb") as f, FileSystems.create(join(dest, rel)) as g:
+            with open(src, "rb") as f, FileSystems.create(join(dest, rel), compression_type=RAW) as g:
                 shutil.copyfileobj(f, g, 1 << 22)
         else:
             os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)

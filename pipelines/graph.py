@@ -34,7 +34,7 @@ def choose_parts(files: list[InputFile]) -> int:
 @dataclass(frozen=True)
 class BuildPlan:
     out: str
-    tokenizer_path: str
+    tokenizer_json: str   # the file's text: remote workers cannot read the driver's local path
     write_rejects: bool
     cross_source: bool
     sources: Mapping[str, SourceConfig]
@@ -75,7 +75,7 @@ class WriteParts(beam.DoFn):
 
         quiet_worker_logs()
         logging.getLogger("pipelines.build").setLevel(logging.INFO)
-        self.tokenizer = NeoXTokenizer(self.plan.tokenizer_path)
+        self.tokenizer = NeoXTokenizer(raw=self.plan.tokenizer_json)
 
     def process(self, kv):
         (source, part), groups = kv

@@ -83,11 +83,17 @@ def fingerprint(tokenizer_json: dict) -> str:
 class NeoXTokenizer:
     """Loaded, verified NeoX tokenizer. Picklable (reloads from its path), so Beam can ship it."""
 
-    def __init__(self, path: Optional[str] = None, verify: bool = True):
+    def __init__(self, path: Optional[str] = None, verify: bool = True, raw: Optional[str] = None):
+        """``raw``: the tokenizer.json text itself (how the build ships it to remote workers, which do not
+        have the driver's local files); ``path`` may also be a gs:// or s3:// URL."""
         from tokenizers import Tokenizer
 
-        self.path = resolve_tokenizer_path(path)
-        raw = Path(self.path).read_text(encoding="utf-8")
+        if raw is None:
+            self.path = path if path and "://" in path else resolve_tokenizer_path(path)
+            raw = _read_text(self.path)
+        else:
+            self.path = path or "<tokenizer.json text>"
+        self.raw = raw
         if verify:
             fp = fingerprint(json.loads(raw))
             if fp != EXPECTED_FINGERPRINT:
@@ -98,7 +104,7 @@ class NeoXTokenizer:
         self.verified = verify
 
     def __reduce__(self):
-        return (NeoXTokenizer, (self.path, self.verified))
+        return (NeoXTokenizer, (self.path, self.verified, self.raw))
 
     @property
     def vocab_size(self) -> int:
@@ -120,6 +126,19 @@ class NeoXTokenizer:
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+
+def _read_text(path: str) -> str:
+    if "://" in path:
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                return f.read().decode("utf-8")
+        except Exception as e:
+            raise TokenizerError(f"cannot read tokenizer {path}: {e}") from None
+    return Path(path).read_text(encoding="utf-8")
 
 
 def load_tokenizer(path: Optional[str] = None, verify: bool = True) -> NeoXTokenizer:
