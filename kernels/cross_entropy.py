@@ -8,13 +8,16 @@ dHidden and dWeight before the next chunk, so at most one chunk of logits exists
 backward then only scales the stored gradients by the incoming grad_output: three matmuls per chunk
 in total (logits, dHidden, dWeight), the same as the unchunked forward + backward.
 
-Pure torch, so it runs wherever the model runs (CPU tests included). Under autocast the matmuls run in
-the autocast dtype with fp32 accumulation, and the softmax/logsumexp in fp32, like
-``F.cross_entropy(hidden @ weight.T, labels)`` on upcast logits.
+On CUDA with bf16/fp16 a small Triton kernel turns each chunk's low-precision logits into its loss
+and, in place, its gradient (fp32 math in registers: two reads and one write of the chunk, no fp32
+copy); elsewhere (CPU tests, fp32/fp64) the same steps run in plain torch. Under autocast the matmuls
+run in the autocast dtype with fp32 accumulation, like ``F.cross_entropy(hidden @ weight.T, labels)``
+on upcast logits; dWeight is accumulated in fp32 across chunks.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Tuple
 
 import torch
@@ -22,14 +25,88 @@ import torch
 DEFAULT_CHUNK_SIZE = 4096
 
 
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch without triton
+    triton = None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _ce_rows_kernel(Logits, stride, Labels, Loss, InvDenom, V, ignore_index,
+                        WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+        """One row of low-precision logits: loss = lse - logit[y]; then, in place, the row's gradient
+        (softmax - onehot) / n_valid. Two reads and one write of the row, fp32 math in registers."""
+        row = tl.program_id(0).to(tl.int64)
+        ptr = Logits + row * stride
+        cols = tl.arange(0, BLOCK)
+        y = tl.load(Labels + row)
+        m = tl.full([BLOCK], float("-inf"), tl.float32)
+        acc = tl.zeros([BLOCK], tl.float32)
+        for off in range(0, V, BLOCK):
+            x = tl.load(ptr + off + cols, mask=off + cols < V, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, x)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # lanes past V have seen only -inf
+            acc = acc * tl.exp(m - m_safe) + tl.exp(x - m_safe)
+            m = m_new
+        mx = tl.max(m, 0)
+        lse = mx + tl.log(tl.sum(acc * tl.exp(m - mx), 0))
+        valid = y != ignore_index
+        y_safe = tl.where(valid, y, 0)
+        target = tl.load(ptr + y_safe).to(tl.float32)
+        tl.store(Loss + row, tl.where(valid, lse - target, 0.0))
+        if WRITE_GRAD:
+            scale = tl.where(valid, tl.load(InvDenom), 0.0)
+            for off in range(0, V, BLOCK):
+                idx = off + cols
+                x = tl.load(ptr + idx, mask=idx < V, other=0.0).to(tl.float32)
+                g = tl.exp(x - lse) * scale
+                g = tl.where(idx == y_safe, g - scale, g)
+                tl.store(ptr + idx, g.to(Logits.dtype.element_ty), mask=idx < V)
+
+
+def _use_row_kernel(logits: torch.Tensor) -> bool:
+    on_device = logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter runs on CPU
+    return triton is not None and on_device and logits.dtype in (torch.bfloat16, torch.float16)
+
+
 def _accumulate_dw(dw: torch.Tensor, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """dw (fp32) += g.T @ h, keeping fp32 accumulation without an fp32 copy of g or h on CUDA."""
     if dw.is_cuda and g.dtype in (torch.bfloat16, torch.float16):
         try:
-            return torch.addmm(dw, g.t(), h, out_dtype=torch.float32)
+            return torch.addmm(dw, g.t(), h, out_dtype=torch.float32, out=dw)
         except (TypeError, RuntimeError):
-            pass
+            try:
+                return torch.addmm(dw, g.t(), h, out_dtype=torch.float32)
+            except (TypeError, RuntimeError):
+                pass
     return dw.add_((g.t() @ h).to(dw.dtype))
+
+
+def _chunk_torch(logits_lp, y_safe, valid, inv_denom, acc, need_grad):
+    """Reference path (CPU, fp32/fp64): fp32 copy of the chunk's logits, softmax in place."""
+    logits = logits_lp.to(acc)
+    lse = torch.logsumexp(logits, dim=-1)
+    target = logits.gather(1, y_safe[:, None]).squeeze(1)
+    loss = torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
+    if not need_grad:
+        return loss, None
+    probs = logits.sub_(lse[:, None]).exp_()
+    rows = torch.arange(probs.shape[0], device=probs.device)
+    probs[rows, y_safe] -= valid.to(probs.dtype)
+    probs.mul_((valid.to(acc) * inv_denom)[:, None])
+    return loss, probs.to(logits_lp.dtype)
+
+
+def _chunk_triton(logits_lp, y, inv_denom, ignore_index, need_grad):
+    """CUDA path: the gradient overwrites the low-precision logits; no fp32 copy at all."""
+    c, V = logits_lp.shape
+    loss_rows = torch.empty(c, device=logits_lp.device, dtype=torch.float32)
+    _ce_rows_kernel[(c,)](logits_lp, logits_lp.stride(0), y, loss_rows, inv_denom, V, ignore_index,
+                          WRITE_GRAD=need_grad, BLOCK=4096, num_warps=8)
+    return loss_rows.sum(), (logits_lp if need_grad else None)
 
 
 def _chunked_loss_and_grads(hidden, weight, labels, ignore_index, chunk_size, need_dh, need_dw):
@@ -37,29 +114,28 @@ def _chunked_loss_and_grads(hidden, weight, labels, ignore_index, chunk_size, ne
     acc = torch.promote_types(hidden.dtype, torch.float32)
     valid_all = labels != ignore_index
     denom = valid_all.sum().clamp(min=1).to(acc)
+    inv_denom = (1.0 / denom).to(torch.float32).reshape(1) if acc == torch.float32 else 1.0 / denom
     loss_sum = torch.zeros((), device=hidden.device, dtype=acc)
     dh = torch.empty(hidden.shape if need_dh else (0,), device=hidden.device, dtype=hidden.dtype)
     dw = torch.zeros(weight.shape if need_dw else (0,), device=weight.device, dtype=acc)
+    need_grad = need_dh or need_dw
     for s in range(0, n, chunk_size):
         h = hidden[s:s + chunk_size]
         y = labels[s:s + chunk_size]
-        valid = valid_all[s:s + chunk_size]
-        y_safe = torch.where(valid, y, torch.zeros_like(y))
-        logits = (h @ weight.t()).to(acc)  # (c, V): the only logits alive at any time
-        lse = torch.logsumexp(logits, dim=-1)
-        target = logits.gather(1, y_safe[:, None]).squeeze(1)
-        loss_sum += torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
-        if need_dh or need_dw:
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-            rows = torch.arange(probs.shape[0], device=probs.device)
-            probs[rows, y_safe] -= valid.to(probs.dtype)
-            probs.mul_((valid.to(acc) / denom)[:, None])
-            g = probs.to(hidden.dtype)
-            del logits, probs
-            if need_dh:
-                torch.matmul(g, weight, out=dh[s:s + chunk_size])
-            if need_dw:
-                dw = _accumulate_dw(dw, g, h)
+        logits = h @ weight.t()  # (c, V) in the input dtype: the only logits alive at any time
+        if _use_row_kernel(logits):
+            loss, g = _chunk_triton(logits, y.contiguous(), inv_denom, ignore_index, need_grad)
+        else:
+            valid = valid_all[s:s + chunk_size]
+            y_safe = torch.where(valid, y, torch.zeros_like(y))
+            loss, g = _chunk_torch(logits, y_safe, valid, inv_denom, acc, need_grad)
+        loss_sum += loss
+        del logits
+        if need_dh:
+            torch.matmul(g, weight, out=dh[s:s + chunk_size])
+        if need_dw:
+            dw = _accumulate_dw(dw, g, h)
+        del g
     return loss_sum / denom, dh, dw
 
 

@@ -3,12 +3,19 @@ and at 8k tokens over the 50432 vocabulary it never holds the whole batch's logi
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kernels.cross_entropy import chunked_cross_entropy
 
+ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -152,3 +159,34 @@ def test_inductor_compiled_loss_gpu():
     assert abs(loss.item() - ref.item()) < 2e-3 * ref.item()
     for got, exp in [(h.grad, dh), (w.grad, dw)]:
         assert ((got.float() - exp).norm() / exp.norm()).item() < 1e-2
+
+
+_INTERPRETER_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {root!r})
+    from tests.test_kernels_cross_entropy import _inputs, _reference
+    from kernels.cross_entropy import chunked_cross_entropy
+    torch.manual_seed({seed})
+    for N, V, chunk in [(37, 300, 16), (9, 5000, 4)]:   # V > 4096 exercises the kernel's column loop
+        h, w, y = _inputs(N, 32, V, torch.float16, "cpu", ignore_frac=0.3)
+        loss = chunked_cross_entropy(h, w, y, chunk_size=chunk)
+        loss.backward()
+        ref, dh, dw = _reference(h, w, y)
+        assert abs(loss.item() - ref.item()) < 2e-3 * ref.item(), (loss.item(), ref.item())
+        for got, exp in [(h.grad, dh), (w.grad, dw)]:
+            rel = ((got.double() - exp).norm() / exp.norm()).item()
+            assert rel < 1e-2, rel
+    print("ok")
+    """
+)
+
+
+def test_row_kernel_in_triton_interpreter():
+    """The Triton loss/gradient row kernel, run by Triton's CPU interpreter in fp16."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    seed = int.from_bytes(os.urandom(4), "little")
+    proc = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT.format(root=str(ROOT), seed=seed)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"
