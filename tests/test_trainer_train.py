@@ -171,3 +171,28 @@ def test_torchrun_two_ranks_then_resume_on_one(mixture, tmp_path):
     logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
     assert logged[-1]["loss"] < logged[0]["loss"]
+
+
+def test_meta_init_under_fsdp_shards_first_and_trains(mixture, tmp_path):
+    """``init_device: meta``: shard first, initialise only the shards (DTensor), with MPT's init stds."""
+    import math
+
+    from trainer.train import build_model, setup_distributed
+
+    cfg = _cfg(mixture, tmp_path / "meta", "fsdp=on", "init_device=meta", "max_steps=3",
+               "model.d_model=128", "model.n_layers=3")
+    d = setup_distributed(cfg)
+    try:
+        model = build_model(cfg, d)
+        stds = {n: float(p.full_tensor().std()) for n, p in model.named_parameters()}
+    finally:
+        torch.distributed.destroy_process_group()
+        for k in d.env_set_here:
+            os.environ.pop(k, None)
+    res = math.sqrt(2 * 3)
+    assert stds["transformer.wte.weight"] == pytest.approx(math.sqrt(2 / 128), rel=0.05)
+    assert stds["transformer.blocks.0.attn.out_proj.weight"] == pytest.approx(math.sqrt(2 / 128) / res, rel=0.05)
+    assert stds["transformer.blocks.2.ffn.down_proj.weight"] == pytest.approx(math.sqrt(2 / 512) / res, rel=0.05)
+    assert stds["transformer.norm_f.weight"] == 0.0
+    recs = run(cfg)
+    assert len(recs) == 3 and recs[-1]["loss"] < recs[0]["loss"]

@@ -122,6 +122,7 @@ class TrainConfig:
     fsdp: str | bool = "auto"  # auto (on when launched with torchrun) | on | off
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
+    init_device: str = "full"  # full: init the whole model on every rank, then shard | meta: shard first, init shards
     run_dir: str = "runs/default"  # checkpoints/ and metrics.jsonl go here
     save_every: int = 0  # steps; 0 saves only at the end
     keep_checkpoints: int = 2
@@ -137,6 +138,8 @@ class TrainConfig:
             raise ConfigError(f"precision: {self.precision!r} is not one of bf16, fp32")
         if isinstance(self.fsdp, bool):  # YAML reads a bare on/off as a boolean
             self.fsdp = "on" if self.fsdp else "off"
+        if self.init_device not in ("full", "meta"):
+            raise ConfigError(f"init_device: {self.init_device!r} is not one of full, meta")
         if self.fsdp not in ("auto", "on", "off"):
             raise ConfigError(f"fsdp: {self.fsdp!r} is not one of auto, on, off")
         if self.seq_len > self.model.max_seq_len:

@@ -74,9 +74,17 @@ def _free_port() -> int:
 
 
 def build_model(cfg: TrainConfig, d: Dist) -> MPTForCausalLM:
-    """Full init under the run's seed (identical on every rank), then optional compile and FSDP2."""
+    """``init_device: full``: the whole model is initialised on CPU under the run's seed (identical on
+    every rank and for any world size), moved, then sharded. ``meta``: built without memory, sharded,
+    and only each rank's shards are materialised and initialised (DTensor random ops), for models whose
+    fp32 weights do not fit one device."""
     torch.manual_seed(cfg.seed)
-    model = MPTForCausalLM(cfg.model).to(d.device)
+    meta = cfg.init_device == "meta"
+    if meta:
+        with torch.device("meta"):
+            model = MPTForCausalLM(cfg.model)
+    else:
+        model = MPTForCausalLM(cfg.model).to(d.device)
     if cfg.compile:
         for block in model.transformer.blocks:
             block.compile()
@@ -93,6 +101,10 @@ def build_model(cfg: TrainConfig, d: Dist) -> MPTForCausalLM:
             # the last block's params are needed again right at the start of backward
             fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
         fully_shard(model, mesh=mesh, mp_policy=mp)
+    if meta:
+        model.to_empty(device=d.device)
+        torch.manual_seed(cfg.seed)
+        model.init_weights()
     return model
 
 
