@@ -175,3 +175,10 @@ def test_fused_norm_switch_matches_torch_norm():
         if hasattr(m, "impl"):
             m.impl = "fused"
     torch.testing.assert_close(model(ids, labels=ids), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_backend_is_resolved_once_per_device():
+    cfg = ModelConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=64, max_seq_len=16, attn_impl="auto")
+    model = MPTForCausalLM(cfg)
+    model(torch.randint(0, 64, (1, 8)))
+    assert {b.attn.backend for b in model.transformer.blocks} == {"torch"}  # CPU

@@ -118,7 +118,10 @@ class MPTForCausalLM(nn.Module):
             raise ValueError(f"sequence length {S} exceeds max_seq_len {cfg.max_seq_len}")
         x = tr.wte(input_ids)
         slopes = alibi_slopes(cfg.n_heads, cfg.alibi_bias_max, device=x.device)
-        if seq_id is None and resolve_backend(cfg.attn_impl, x.device) == "flex":
+        if tr.blocks[0].attn.backend == "auto":  # -> a concrete name, once, outside compiled blocks
+            for block in tr.blocks:
+                block.attn.backend = resolve_backend("auto", x.device)
+        if seq_id is None and tr.blocks[0].attn.backend == "flex":
             causal_block_mask(S, x.device)  # built here, outside compiled blocks, then only looked up
         for block in tr.blocks:
             if cfg.activation_checkpointing and self.training:
