@@ -62,12 +62,13 @@ class RandomBatches:
         return self.pool[self.i % len(self.pool)]
 
 
-def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup):
+def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup, norm_impl="torch"):
     from trainer.optim import build_optimizer, build_scheduler
     from trainer.train import Dist, build_model, train_step
 
     cfg = load_config(None, [f"model.preset={preset}", f"model.max_seq_len={seq}", f"seq_len={seq}",
-                             f"model.attn_impl={attn}", f"model.loss_impl={loss_impl}", f"micro_batch_size={mbs}",
+                             f"model.attn_impl={attn}", f"model.loss_impl={loss_impl}", f"model.norm_impl={norm_impl}",
+                             f"micro_batch_size={mbs}",
                              f"global_batch_size={mbs * accum}", "precision=bf16", f"compile={compile_}",
                              "device=cuda", "fsdp=off", "optimizer.warmup_steps=1", "max_steps=1000"])
     d = Dist(device=torch.device("cuda"))
@@ -89,7 +90,7 @@ def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup)
     step_s = start.elapsed_time(end) / 1000 / steps
     seqs_per_s = mbs * accum / step_s
     n_params = cfg.model.num_params()
-    row = {"preset": preset, "seq": seq, "attn": attn, "compile": compile_, "loss_impl": loss_impl, "mbs": mbs, "accum": accum,
+    row = {"preset": preset, "seq": seq, "attn": attn, "compile": compile_, "loss_impl": loss_impl, "norm_impl": norm_impl, "mbs": mbs, "accum": accum,
                "params": n_params, "step_s": step_s, "tok_s_gpu": seqs_per_s * seq, "warmup_s": warm_s, "loss": float(loss),
                "mfu": mfu(n_params, cfg.model.n_layers, cfg.model.d_model, seq, seqs_per_s, 1, 989.5e12),
                "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
@@ -103,6 +104,7 @@ def main(argv=None):
     ap.add_argument("--seqs", type=int, nargs="+", default=[2048, 8192])
     ap.add_argument("--attn", nargs="+", default=["flex"])
     ap.add_argument("--loss-impl", default="torch", choices=["torch", "chunked"])
+    ap.add_argument("--norm-impl", default="torch", choices=["torch", "fused"])
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=3)
@@ -122,7 +124,7 @@ def main(argv=None):
                 while mbs >= 1:
                     try:
                         row = bench_one(preset, seq, attn, mbs, accum, not args.no_compile, args.loss_impl,
-                                        args.steps, args.warmup)
+                                        args.steps, args.warmup, args.norm_impl)
                         break
                     except torch.OutOfMemoryError:
                         print(f"# OOM at {preset}/{seq}/mbs {mbs}; halving", flush=True)
