@@ -95,7 +95,7 @@ def main(argv=None):
                     try:
                         ms = _bench(fn, mode, q, k, v, do)
                         res[mode] = _flops(B, H, S, D, mode) / (ms * 1e-3) / 1e12
-                    except Exception as exc:  # a backend that cannot run here is reported, not hidden
+                    except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is reported, not hidden
                         print(f"# {name} {mode} S={S} D={D} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                         res[mode] = float("nan")
                 if not ceiling:

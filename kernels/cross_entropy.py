@@ -18,7 +18,7 @@ on upcast logits; dWeight is accumulated in fp32 across chunks.
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Tuple  # noqa: UP035 - torch.library's schema inference reads typing forms
 
 import torch
 
@@ -143,7 +143,7 @@ def _chunked_loss_and_grads(hidden, weight, labels, ignore_index, chunk_size, ne
 # instead of tracing it and materialising what the chunking exists to avoid.
 @torch.library.custom_op("mpt_kernels::chunked_ce", mutates_args=())
 def _chunked_ce_op(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int,
-                   chunk_size: int, need_dh: bool, need_dw: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   chunk_size: int, need_dh: bool, need_dw: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: UP006
     return _chunked_loss_and_grads(hidden, weight, labels, ignore_index, chunk_size, need_dh, need_dw)
 
 
@@ -155,7 +155,7 @@ def _chunked_ce_fake(hidden, weight, labels, ignore_index, chunk_size, need_dh, 
 
 
 def _ce_setup(ctx, inputs, output):
-    hidden, weight = inputs[0], inputs[1]
+    weight = inputs[1]
     _, dh, dw = output
     ctx.save_for_backward(dh, dw)
     ctx.need_dh, ctx.need_dw = inputs[5], inputs[6]

@@ -12,7 +12,7 @@ Off CUDA (CPU tests, CI) the same function falls back to the torch LPLayerNorm m
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Tuple  # noqa: UP035 - torch.library's schema inference reads typing forms
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,7 @@ def _warps(block: int) -> int:
 # Custom ops: opaque to torch.compile (with fake implementations), so compiled MPT blocks call the
 # kernels instead of tracing into them.
 @torch.library.custom_op("mpt_kernels::ln_fwd", mutates_args=())
-def _ln_fwd(x2: torch.Tensor, weight: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ln_fwd(x2: torch.Tensor, weight: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: UP006
     M, N = x2.shape
     y = torch.empty((M, N), device=x2.device, dtype=x2.dtype)
     mean = torch.empty(M, device=x2.device, dtype=torch.float32)
@@ -102,7 +102,7 @@ def _ln_fwd_fake(x2, weight, eps):
 
 @torch.library.custom_op("mpt_kernels::ln_bwd", mutates_args=())
 def _ln_bwd(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
-            rstd: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+            rstd: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:  # noqa: UP006
     M, N = x2.shape
     dy2 = dy2 if dy2.stride(-1) == 1 else dy2.contiguous()
     dx = torch.empty((M, N), device=x2.device, dtype=x2.dtype)
@@ -124,7 +124,7 @@ def _ln_bwd_fake(dy2, x2, weight, mean, rstd):
 
 
 def _ln_setup(ctx, inputs, output):
-    x2, weight, eps = inputs
+    x2, weight, _ = inputs
     _, mean, rstd = output
     ctx.save_for_backward(x2, weight, mean, rstd)
 

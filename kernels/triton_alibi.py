@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Tuple
+from typing import Optional, Tuple  # noqa: UP035 - torch.library's schema inference reads typing forms
 
 import torch
 import triton
@@ -364,14 +364,14 @@ def _grad_buffer(x: torch.Tensor, bhsd: bool) -> tuple[torch.Tensor, torch.Tenso
 # for tracing) rather than called from an autograd.Function that Dynamo would have to trace into.
 @torch.library.custom_op("mpt_kernels::alibi_attn_fwd", mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor,
-            seq_id: Optional[torch.Tensor], sm_scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+            seq_id: Optional[torch.Tensor], sm_scale: float) -> Tuple[torch.Tensor, torch.Tensor]:  # noqa: UP006, UP045
     B, H, S, D = q.shape
     has_seq = seq_id is not None
     seq = seq_id if has_seq else slopes  # dummy pointer when unused
     o_buf = torch.empty((B, S, H, D), device=q.device, dtype=q.dtype)
     o = o_buf.transpose(1, 2)
     lse = torch.empty((B * H, S), device=q.device, dtype=torch.float32)
-    grid = lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)
     _fwd_kernel[grid](
         q, k, v, o, lse, slopes, seq,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -390,8 +390,8 @@ def _fwd_fake(q, k, v, slopes, seq_id, sm_scale):
 
 @torch.library.custom_op("mpt_kernels::alibi_attn_bwd", mutates_args=())
 def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o_bshd: torch.Tensor,
-            lse: torch.Tensor, slopes: torch.Tensor, seq_id: Optional[torch.Tensor], sm_scale: float,
-            bhsd_grads: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            lse: torch.Tensor, slopes: torch.Tensor, seq_id: Optional[torch.Tensor], sm_scale: float,  # noqa: UP045
+            bhsd_grads: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: UP006
     B, H, S, D = q.shape
     has_seq = seq_id is not None
     seq = seq_id if has_seq else slopes

@@ -190,6 +190,6 @@ def test_kernels_in_triton_interpreter():
     seed = int.from_bytes(os.urandom(4), "little")
     proc = subprocess.run(
         [sys.executable, "-c", _INTERPRETER_SCRIPT.format(root=str(ROOT), seed=seed)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"

@@ -188,5 +188,5 @@ def test_row_kernel_in_triton_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     seed = int.from_bytes(os.urandom(4), "little")
     proc = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT.format(root=str(ROOT), seed=seed)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"
