@@ -44,8 +44,8 @@ class ModelConfig:
     norm_eps: float = 1e-5
     alibi_bias_max: int = 8
     attn_impl: str = "auto"  # torch | sdpa | flex | flash_attn | triton | auto
-    norm_impl: str = "torch"  # torch | fused
-    loss_impl: str = "torch"  # torch | chunked
+    norm_impl: str = "auto"  # torch | fused | auto (fused Triton LayerNorm on CUDA, torch elsewhere)
+    loss_impl: str = "auto"  # torch | chunked | auto (chunked Triton cross-entropy on CUDA, torch elsewhere)
     loss_chunk_size: int = 8192
     attn_uses_sequence_id: bool = False
     init_div_is_residual: bool = True
@@ -60,7 +60,7 @@ class ModelConfig:
             raise ConfigError(f"model: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.vocab_size >= 2**16 + 1 or self.vocab_size < 2:
             raise ConfigError(f"model.vocab_size {self.vocab_size}: tokens are stored as uint16, use <= 65536")
-        for key, allowed in (("norm_impl", ("torch", "fused")), ("loss_impl", ("torch", "chunked")),
+        for key, allowed in (("norm_impl", ("torch", "fused", "auto")), ("loss_impl", ("torch", "chunked", "auto")),
                              ("attn_impl", ("torch", "sdpa", "flex", "flash_attn", "triton", "auto"))):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"model.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
