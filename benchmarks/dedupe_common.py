@@ -35,15 +35,33 @@ DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", sys.executable)
 # corpus
 
 def build_corpus(fraction: float = 1.0, plants_per_doc: float = 0.5, seed: int = 0):
-    """Every category of ../shared/corpora (the first ``fraction`` of each), plus planted variants.
-    Returns texts, families, pair_j (see pipelines.dedupe.planted.score)."""
+    """Every document of ../shared/corpora plus ``plants_per_doc`` planted variants per document; with
+    ``fraction`` < 1, whole families (an original and its variants) are dropped in a seeded random order
+    until only ``fraction`` of the text bytes is left, so two sizes differ by exactly that factor in bytes
+    and are built from distinct real text. Returns texts, families, pair_j (see planted.score)."""
+    import random
+
     from pipelines.dedupe.planted import corpus_with_plants, load_texts, plant
 
     base = []
     for f in sorted(CORPORA.glob("*.jsonl.zst")):
-        texts = load_texts(f)
-        base += texts[: max(1, int(round(len(texts) * fraction)))]
+        base += load_texts(f)
     plants = plant(base, int(len(base) * plants_per_doc), seed=seed)
+    if fraction < 1.0:
+        fam_bytes = [len(t.encode("utf-8")) for t in base]
+        for pl in plants:
+            fam_bytes[pl.origin] += len(pl.text.encode("utf-8"))
+        order = list(range(len(base)))
+        random.Random(seed).shuffle(order)
+        budget, keep = fraction * sum(fam_bytes), set()
+        for i in order:
+            if fam_bytes[i] <= budget:
+                keep.add(i)
+                budget -= fam_bytes[i]
+        index = {old: new for new, old in enumerate(sorted(keep))}
+        base = [base[i] for i in sorted(keep)]
+        plants = [pl.__class__(pl.text, index[pl.origin], pl.edit, pl.strength, pl.jaccard)
+                  for pl in plants if pl.origin in index]
     return corpus_with_plants(base, plants)
 
 

@@ -1,7 +1,7 @@
 """MinHash near-dup throughput and worker memory: our NearDedupe vs datatrove's MinHash dedupe, same run.
 
-Two corpus sizes from ../shared/corpora with planted variants (half of every category, then all of it:
-about 2x the bytes of distinct real text). Rows:
+Two corpus sizes from ../shared/corpora with planted variants: all of it, and a seeded random half of its
+document families by bytes (so exactly 2x the bytes of distinct real text). Rows:
   * signature stage, 1 core, in-process: the per-document work of stage 1 (normalize, shingle, MinHash,
     band keys) over the same texts -- ours (regex words + datasketch) vs datatrove's
     MinhashDedupSignature.get_shingles + get_signature (spaCy words);
