@@ -38,7 +38,8 @@ def _docs(texts, sources=None):
     return [Document(i, f"doc-{i}", s, t, f"file.jsonl:{i + 1}", {}) for i, (t, s) in enumerate(zip(texts, sources))]
 
 
-def _run(docs, cfg=MinHashConfig(), cross_source=False, tmp_path=None, options=None):
+def _run(docs, cfg=None, cross_source=False, tmp_path=None, options=None):
+    cfg = cfg or MinHashConfig()
     out = str(tmp_path / "rejects")
     with beam.Pipeline(options=options) as p:
         (p | beam.Create(docs, reshuffle=False)

@@ -6,8 +6,6 @@ per-element DoFn or a GroupByKey keyed by something small (band key, group leade
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
