@@ -68,7 +68,9 @@ def fit_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndar
     rng = np.random.default_rng(seed)
     centroids = [x[rng.integers(n)]]
     d2 = np.maximum(0.0, 2.0 - 2.0 * (x @ centroids[0]).astype(np.float64))
-    trials = 2 + int(math.log(k))  # greedy k-means++ (as scikit-learn): best of a few draws per centre
+    # greedy k-means++ (as scikit-learn: best of a few draws per centre) while k is small; plain
+    # k-means++ beyond, where the extra draws would dominate the fit's O(k * n * d) cost
+    trials = 2 + int(math.log(k)) if k <= 256 else 1
     for _ in range(1, k):
         total = float(d2.sum())
         if total <= 0:
