@@ -66,14 +66,20 @@ class _BucketToLeader(beam.DoFn):
         self.multi = Metrics.counter(NS, "colliding_buckets")
 
     def process(self, kv):
+        # two passes over the (re-iterable, lazily paged on Dataflow) grouped values instead of a list:
+        # a hot bucket is streamed, never materialized. A document lands in a bucket at most once (the
+        # key includes the band index), so members need no dedupe.
         _key, uids = kv
-        members = sorted(set(uids))
-        if len(members) < 2:
+        leader, n = None, 0
+        for u in uids:
+            n += 1
+            if leader is None or u < leader:
+                leader = u
+        if n < 2:
             return
         self.multi.inc()
-        self.sizes.update(len(members))
-        leader = members[0]
-        for u in members:
+        self.sizes.update(n)
+        for u in uids:
             yield u, leader
 
 
