@@ -195,31 +195,43 @@ class _ReadDispatch(beam.DoFn):
         yield from self.readers[source].process(f)
 
 
+def _without(docs, removals, label: str):
+    """Documents whose uid has no removal record (a CoGroupByKey on uid; texts travel once)."""
+    return ({"doc": docs | f"{label}DocByUid" >> beam.Map(lambda d: (d.uid, d)),
+             "gone": removals | f"{label}GoneByUid" >> beam.Map(lambda r: (r.uid, None))}
+            | f"{label}Join" >> beam.CoGroupByKey()
+            | f"{label}Drop" >> beam.FlatMap(lambda kv: [] if list(kv[1]["gone"]) else list(kv[1]["doc"])))
+
+
 def _fuzzy_removals(kept, exact_removals, plan: BuildPlan) -> list:
-    """MinHash and SemDedup removals for the sources that ask for them (issue #4's transforms)."""
+    """MinHash removals on exact-dedupe survivors, then SemDedup on near-dedupe survivors (so SemDedup's
+    keep fraction applies to what is left and its duplicate_of always names a kept document)."""
     near = {n: c.dedupe.minhash for n, c in plan.sources.items() if c.dedupe.minhash}
     sem = {n: c.dedupe.semantic for n, c in plan.sources.items() if c.dedupe.semantic}
     if not near and not sem:
         return []
-    survivors = kept
-    if exact_removals is not None:
-        survivors = ({"doc": kept | "DocByUid" >> beam.Map(lambda d: (d.uid, d)),
-                      "gone": exact_removals | "GoneByUid" >> beam.Map(lambda r: (r.uid, None))}
-                     | "JoinExact" >> beam.CoGroupByKey()
-                     | "DropExact" >> beam.FlatMap(lambda kv: [] if list(kv[1]["gone"]) else list(kv[1]["doc"])))
-    out = []
+    survivors = kept if exact_removals is None else _without(kept, exact_removals, "Exact")
+    near_out = []
     if near:
         from pipelines.dedupe.transforms import NearDedupe
-    if sem:
-        from pipelines.dedupe.transforms import SemanticDedupe
     # sources sharing identical settings run in one transform (required for cross-source scope)
     for i, (cfg, srcs) in enumerate(_group_by_config(near).items()):
         sub = survivors | f"NearScope{i}" >> beam.Filter(lambda d, s=frozenset(srcs): d.source in s)
-        out.append(sub | f"NearDedupe{i}" >> NearDedupe(cfg, cross_source=plan.cross_source))
-    for i, (cfg, srcs) in enumerate(_group_by_config(sem).items()):
-        sub = survivors | f"SemScope{i}" >> beam.Filter(lambda d, s=frozenset(srcs): d.source in s)
-        out.append(sub | f"SemanticDedupe{i}" >> SemanticDedupe(cfg))
-    return out
+        near_out.append(sub | f"NearDedupe{i}" >> NearDedupe(cfg, cross_source=plan.cross_source))
+    sem_out = []
+    if sem:
+        from pipelines.dedupe.transforms import SemanticDedupe
+
+        sem_scope = frozenset(sem)
+        sem_in = survivors | "SemSources" >> beam.Filter(lambda d, s=sem_scope: d.source in s)
+        if near_out:
+            near_sem = (near_out | "NearAll" >> beam.Flatten()
+                        | "NearInSem" >> beam.Filter(lambda r, s=sem_scope: r.source in s))
+            sem_in = _without(sem_in, near_sem, "Near")
+        for i, (cfg, srcs) in enumerate(_group_by_config(sem).items()):
+            sub = sem_in | f"SemScope{i}" >> beam.Filter(lambda d, s=frozenset(srcs): d.source in s)
+            sem_out.append(sub | f"SemanticDedupe{i}" >> SemanticDedupe(cfg))
+    return near_out + sem_out
 
 
 def _group_by_config(by_source: Mapping[str, object]) -> dict:
