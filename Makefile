@@ -27,9 +27,11 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+# datatrove for the side-by-side dedupe benchmarks, in its own venv (see requirements-bench.txt);
+# then: DATATROVE_PYTHON=.venv-datatrove/bin/python $(BIN)/python benchmarks/dedupe_speed.py
 bench-deps: install
-	$(BIN)/python -m pip install -q --no-deps -r requirements-bench.txt
+	$(PY) -m venv .venv-datatrove
+	.venv-datatrove/bin/python -m pip install -q -r requirements-bench.txt
 
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^mptdata' \
-	  | grep -viE '^(datatrove|dill|loguru|multiprocess|humanize)==' > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^mptdata' > requirements.lock

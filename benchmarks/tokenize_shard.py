@@ -1,7 +1,8 @@
 """Tokenize-and-shard throughput vs the raw NeoX encode_batch_fast ceiling, measured in the same run.
 
 Rows (all on the same text, the ten categories of ../shared/corpora):
-  ceiling      tokenizers.encode_batch_fast on all cores (rayon, one process), nothing else
+  ceiling      tokenizers.encode_batch_fast, nothing else: one process (rayon threads on all cores), and N
+               processes over the same hash parts; the faster of the two is the ceiling
   stage x1     our build's tokenize-and-shard code (pipelines.shards.tokenize_and_write: batch encode,
                uint16 + EOS, zstd MDS, doc_tokens.npy) in one process, rayon on all cores
   stage xN     the same code in N worker processes over hash parts, as the Beam workers run it
@@ -57,6 +58,31 @@ def ceiling(texts):
     return time.perf_counter() - t, n
 
 
+def _ceiling_worker(texts):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(TOK))
+    t = time.perf_counter()
+    n = 0
+    for i in range(0, len(texts), 512):
+        n += sum(len(e.ids) for e in tok.encode_batch_fast(texts[i:i + 512], add_special_tokens=False))
+    return time.perf_counter() - t, n
+
+
+def ceiling_procs(docs, workers):
+    """The raw encoder in N processes over the same hash parts the stage uses (rayon inside each)."""
+    from pipelines.shards import part_of
+
+    parts = [[] for _ in range(workers)]
+    for d in docs:
+        parts[part_of(d.uid, workers)].append(d.text)
+    with mp.get_context("spawn").Pool(workers) as pool:
+        pool.map(_ceiling_worker, [p[:5] for p in parts], chunksize=1)
+        t = time.perf_counter()
+        res = pool.map(_ceiling_worker, parts, chunksize=1)
+    return time.perf_counter() - t, sum(r[1] for r in res)
+
+
 def _stage_worker(args):
     docs, out = args
     from pipelines.shards import tokenize_and_write
@@ -80,7 +106,8 @@ def stage(docs, workers, tmp):
         res = [_stage_worker(jobs[0])]
     else:
         with mp.get_context("spawn").Pool(workers) as pool:
-            pool.map(_stage_worker, [(jobs[0][0][:5], os.path.join(tmp, "warm"))] * workers)  # load tokenizers
+            # import streaming/tokenizers in every worker before timing
+            pool.map(_stage_worker, [(jobs[0][0][:5], os.path.join(tmp, f"warm{i}")) for i in range(workers)], chunksize=1)
             t = time.perf_counter()
             res = pool.map(_stage_worker, jobs)
     return time.perf_counter() - t, sum(r[1] for r in res)
@@ -145,7 +172,8 @@ def main():
                 runs.append(fn(*a))
             return min(runs)
 
-        rows.append(("ceiling: encode_batch_fast, all cores", *best(ceiling, texts)))
+        rows.append(("ceiling: encode_batch_fast, 1 process (rayon)", *best(ceiling, texts)))
+        rows.append((f"ceiling: encode_batch_fast, {cores} procs", *best(ceiling_procs, docs, cores)))
         rows.append(("stage x1: tokenize_and_write, rayon", *best(stage, docs, 1, tmp)))
         rows.append((f"stage x{cores}: tokenize_and_write, {cores} procs", *best(stage, docs, cores, tmp)))
         rows.append(("llm-foundry-style, 1 process", *best(foundry, texts, tmp)))
@@ -153,9 +181,9 @@ def main():
             rows.append((f"full Beam build, {cores} workers", *best(full_build, tmp, cores)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ceil = mb / rows[0][1]
+    ceil = max(mb / rows[0][1], mb / rows[1][1])  # the faster of the two raw-encoder layouts
     print(f"\n{len(docs):,} docs, {mb:.1f} MB of text, {cores} cores, load avg {os.getloadavg()[0]:.1f}")
-    print(f"| method | seconds | MB/s | Mtok/s | vs ceiling |\n|---|---:|---:|---:|---:|")
+    print("| method | seconds | MB/s | Mtok/s | vs ceiling (best raw row) |\n|---|---:|---:|---:|---:|")
     for name, dt, toks in rows:
         print(f"| {name} | {dt:.2f} | {mb / dt:.2f} | {toks / dt / 1e6:.2f} | {mb / dt / ceil:.0%} |")
 
