@@ -47,17 +47,6 @@ def load_docs():
     return docs
 
 
-def ceiling(texts):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(TOK))
-    t = time.perf_counter()
-    n = 0
-    for i in range(0, len(texts), 512):
-        n += sum(len(e.ids) for e in tok.encode_batch_fast(texts[i:i + 512], add_special_tokens=False))
-    return time.perf_counter() - t, n
-
-
 def _ceiling_worker(texts):
     from tokenizers import Tokenizer
 
@@ -67,6 +56,10 @@ def _ceiling_worker(texts):
     for i in range(0, len(texts), 512):
         n += sum(len(e.ids) for e in tok.encode_batch_fast(texts[i:i + 512], add_special_tokens=False))
     return time.perf_counter() - t, n
+
+
+def ceiling(texts):
+    return _ceiling_worker(texts)
 
 
 def ceiling_procs(docs, workers):

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping
 
 import apache_beam as beam
 

@@ -12,7 +12,7 @@ import os
 import posixpath
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import apache_beam as beam
 import orjson

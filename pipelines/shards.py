@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import shutil
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import xxhash

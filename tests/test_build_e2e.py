@@ -1,10 +1,8 @@
 """CPU end-to-end builds through the real Beam local runner (multi-process), read back with streaming."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from pipelines.registry import SOURCE_NAMES

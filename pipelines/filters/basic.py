@@ -9,9 +9,14 @@ from pipelines.filters import register
 _WORD = re.compile(r"\S+")
 
 
-def count_words(text: str) -> int:
-    """Whitespace-separated words: MPT's mC4 200+ words rule counts this way."""
-    return sum(1 for _ in _WORD.finditer(text))
+def count_upto(pattern: re.Pattern, text: str, limit: int) -> int:
+    """Matches of ``pattern`` in ``text``, counting no further than ``limit`` (early exit for keep rules)."""
+    n = 0
+    for _ in pattern.finditer(text):
+        n += 1
+        if n >= limit:
+            break
+    return n
 
 
 @register("min_words", min_words=1)
@@ -22,12 +27,8 @@ def min_words(text: str, meta: Mapping[str, str], min_words: int):
     """
     if min_words <= 1:
         return None if text.strip() else (0.0, "empty after whitespace strip")
-    n = 0
-    for _ in _WORD.finditer(text):
-        n += 1
-        if n >= min_words:
-            return None
-    return float(n), f"{n} < {min_words} words"
+    n = count_upto(_WORD, text, min_words)
+    return None if n >= min_words else (float(n), f"{n} < {min_words} words")
 
 
 @register("min_chars", min_chars=1)

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 
 from pipelines.filters import register
+from pipelines.filters.basic import count_upto
 from pipelines.filters.text_stats import analyze
 
 # ---------------------------------------------------------------------------------------------
@@ -131,12 +132,8 @@ _STOP_WORD = re.compile(r"\b(?:" + "|".join(STOP_WORDS) + r")\b", re.IGNORECASE)
 @register("gopher_stop_words", min_stop_words=2)
 def gopher_stop_words(text: str, meta: Mapping[str, str], min_stop_words: int):
     """Fewer than 2 occurrences of {the, be, to, of, and, that, have, with} (Gopher A.1.1)."""
-    n = 0
-    for _ in _STOP_WORD.finditer(text):
-        n += 1
-        if n >= min_stop_words:
-            return None
-    return float(n), f"{n} stop words < {min_stop_words}"
+    n = count_upto(_STOP_WORD, text, min_stop_words)
+    return None if n >= min_stop_words else (float(n), f"{n} stop words < {min_stop_words}")
 
 
 # ---------------------------------------------------------------------------------------------
