@@ -154,6 +154,10 @@ def run(args, beam_args) -> int:
     from pipelines.readers import expand_inputs
     from tokenization import NeoXTokenizer, fingerprint
 
+    from apache_beam.io.filesystems import FileSystems
+
+    options = beam_options(beam_args, args.workers)
+    FileSystems.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
     mixtures = known_mixtures()
     if mixtures is not None and args.mixture not in mixtures:
         raise ConfigError(f"--mixture {args.mixture!r} is not a known mixture; choose one of {', '.join(mixtures)}")
@@ -192,7 +196,7 @@ def run(args, beam_args) -> int:
         mb = sum(f.size for n in todo for f in files[n]) / 1e6
         print(f"building {len(todo)} source(s) from {sum(len(files[n]) for n in todo)} file(s), {mb:,.1f} MB on disk "
               f"-> {out}/sources  (workers: {args.workers})", flush=True)
-        with beam.Pipeline(options=beam_options(beam_args, args.workers)) as p:
+        with beam.Pipeline(options=options) as p:
             build_graph(p, plan)
         staging = fsio.join(out, ".staging")
         if not fsio.is_remote(out) and os.path.isdir(staging) and not os.listdir(staging):
