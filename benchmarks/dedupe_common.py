@@ -34,6 +34,15 @@ DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", sys.executable)
 # ---------------------------------------------------------------------------------------------------
 # corpus
 
+def print_table(head: tuple, rows: list) -> None:
+    """One Markdown table, columns padded to their widest cell (both dedupe benchmarks print this way)."""
+    w = [max(len(str(r[k])) for r in [*rows, head]) for k in range(len(head))]
+    print("| " + " | ".join(str(h).ljust(w[k]) for k, h in enumerate(head)) + " |")
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(v).ljust(w[k]) for k, v in enumerate(r)) + " |")
+
+
 def build_corpus(fraction: float = 1.0, plants_per_doc: float = 0.5, seed: int = 0):
     """Every document of ../shared/corpora plus ``plants_per_doc`` planted variants per document; with
     ``fraction`` < 1, whole families (an original and its variants) are dropped in a seeded random order

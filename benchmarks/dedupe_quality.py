@@ -25,7 +25,8 @@ from pathlib import Path
 
 from scipy.stats import binom
 
-from benchmarks.dedupe_common import CORPORA, build_corpus, measure, read_datatrove, read_ours, write_shards
+from benchmarks.dedupe_common import (CORPORA, build_corpus, measure, print_table, read_datatrove, read_ours,
+                                      write_shards)
 from pipelines.dedupe.config import MinHashConfig
 from pipelines.dedupe.minhash import SignatureSpec, collision_probability, exact_jaccard
 from pipelines.dedupe.planted import score
@@ -103,14 +104,7 @@ def main(argv=None):
         rows.append((f"merged, {name}, {len(ids)} pairs", f"{mo:.3f} (theory {th:.3f})",
                      f"{md:.3f} (theory {thd:.3f})", ""))
 
-    w = [max(len(str(r[k])) for r in rows + [("metric", "ours (NearDedupe)", "datatrove 0.10.1", "ours/dt")])
-         for k in range(4)]
-    line = "| " + " | ".join(h.ljust(w[k]) for k, h in
-                             enumerate(("metric", "ours (NearDedupe)", "datatrove 0.10.1", "ours/dt"))) + " |"
-    print(line)
-    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(v).ljust(w[k]) for k, v in enumerate(r)) + " |")
+    print_table(("metric", "ours (NearDedupe)", "datatrove 0.10.1", "ours/dt"), rows)
     return 0
 
 

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.dedupe_common import (CORPORA, DATATROVE_PYTHON, ROOT, build_corpus, measure, read_datatrove,
-                                      read_ours, write_shards)
+                                      print_table, read_ours, write_shards)
 from pipelines.dedupe.planted import score
 
 
@@ -79,11 +79,7 @@ def main(argv=None):
 
     head = ("stage", "text MB", "tool", "wall s", "MB/s/core", "worker peak MiB", "driver peak MiB",
             "F1 / P / R (J>=0.8)", "ours faster by")
-    w = [max(len(str(r[k])) for r in rows + [head]) for k in range(len(head))]
-    print("| " + " | ".join(h.ljust(w[k]) for k, h in enumerate(head)) + " |")
-    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(v).ljust(w[k]) for k, v in enumerate(r)) + " |")
+    print_table(head, rows)
     return 0
 
 
