@@ -38,46 +38,42 @@ LOG2E = 1.4426950408889634
 _SUPPORTED_HEAD_DIMS = (64, 128)
 
 
+def _configs(table):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) rows -> autotune configs."""
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st) for bm, bn, w, st in table]
+
+
 def _fwd_configs():
-    cfgs = []
-    for bm, bn, warps, stages in [
+    return _configs([
         (128, 64, 4, 3),
         (128, 64, 8, 3),
         (128, 128, 8, 2),
         (128, 128, 8, 3),
         (64, 64, 4, 4),
-    ]:
-        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
-    return cfgs
+    ])
 
 
 def _bwd_kv_configs():
     # BLOCK_N: keys owned by a program; BLOCK_M: query rows streamed per step.
-    cfgs = []
-    for bm, bn, warps, stages in [
+    return _configs([
         (64, 128, 8, 2),
         (64, 128, 8, 3),
         (64, 128, 4, 3),
         (32, 128, 4, 3),
         (32, 64, 4, 4),
         (64, 64, 4, 3),
-    ]:
-        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
-    return cfgs
+    ])
 
 
 def _bwd_q_configs():
-    cfgs = []
-    for bm, bn, warps, stages in [
+    return _configs([
         (128, 64, 8, 2),
         (128, 64, 8, 3),
         (128, 64, 4, 3),
         (128, 32, 4, 3),
         (128, 128, 8, 2),
         (64, 64, 4, 3),
-    ]:
-        cfgs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
-    return cfgs
+    ])
 
 
 def _keep_small_for_short(configs, named_args, **kwargs):

@@ -39,6 +39,20 @@ def raw_tokenizer(tokenizer_path):
     return Tokenizer.from_file(tokenizer_path)
 
 
+def run_in_triton_interpreter(script: str) -> None:
+    """Run a kernel-test script (a template with {root} and {seed}) under TRITON_INTERPRET=1 on the CPU in a
+    fresh process, with a random seed that the failure message names."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    seed = int.from_bytes(os.urandom(4), "little")
+    proc = subprocess.run([sys.executable, "-c", script.format(root=str(REPO), seed=seed)],
+                          check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+
+
 def read_shared_category(name: str) -> list[dict]:
     import zstandard
 

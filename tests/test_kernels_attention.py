@@ -11,9 +11,6 @@ still checks the kernel's indexing, masking and ALiBi arithmetic.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import pytest
 import torch
 
 from kernels.attention import alibi_slopes, torch_attention
+from tests.conftest import run_in_triton_interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -185,11 +183,4 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
 
 def test_kernels_in_triton_interpreter():
     """The same Triton source, run by Triton's CPU interpreter (fp16: the interpreter has no bf16 dot)."""
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    seed = int.from_bytes(os.urandom(4), "little")
-    proc = subprocess.run(
-        [sys.executable, "-c", _INTERPRETER_SCRIPT.format(root=str(ROOT), seed=seed)],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    run_in_triton_interpreter(_INTERPRETER_SCRIPT)

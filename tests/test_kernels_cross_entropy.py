@@ -3,9 +3,6 @@ and at 8k tokens over the 50432 vocabulary it never holds the whole batch's logi
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.cross_entropy import chunked_cross_entropy
+from tests.conftest import run_in_triton_interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -184,9 +182,4 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
 
 def test_row_kernel_in_triton_interpreter():
     """The Triton loss/gradient row kernel, run by Triton's CPU interpreter in fp16."""
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    seed = int.from_bytes(os.urandom(4), "little")
-    proc = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT.format(root=str(ROOT), seed=seed)],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    run_in_triton_interpreter(_INTERPRETER_SCRIPT)

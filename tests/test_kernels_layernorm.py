@@ -6,9 +6,6 @@ References: ``F.layer_norm`` in float64 for the numbers, and ``kernels.layernorm
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.fused_layernorm import fused_layernorm
+from tests.conftest import run_in_triton_interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -102,12 +100,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
 
 
 def test_kernels_in_triton_interpreter():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    seed = int.from_bytes(os.urandom(4), "little")
-    proc = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT.format(root=str(ROOT), seed=seed)],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "ok" in proc.stdout, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    run_in_triton_interpreter(_INTERPRETER_SCRIPT)
 
 
 @cuda
