@@ -1,7 +1,7 @@
 """Filter-stage throughput and rejection rates per source, against the NeoX tokenizer as the ceiling.
 
 For every source sample in ../shared/corpora (or --corpora DIR) this runs the source's DEFAULT filter
-chain (pipelines.registry) over every document and, in the same run and on the same texts, the raw
+chain (contract.registry) over every document and, in the same run and on the same texts, the raw
 GPT-NeoX-20B tokenizer (``encode_batch_fast``). Both speeds are MB of UTF-8 text per CPU-second (one
 core), best of --repeat runs, so contention from other processes affects them alike; ratio = filter /
 tokenizer, and "share" = filter time / (filter + tokenize time), the filter stage's part of the work
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.filters import build_chain
 from pipelines.filters.text_stats import char_class_table
-from pipelines.registry import SOURCES
+from contract.registry import SOURCES
 
 SHARED = ROOT.parent / "shared"
 META_KEYS = ("url", "lang", "path", "title")

@@ -38,7 +38,7 @@ print("RESULT " + json.dumps({"rc": rc, "seconds": dt,
 def make_corpus(root: Path, copies: int) -> tuple[Path, float]:
     import zstandard
 
-    from pipelines.registry import SOURCE_NAMES
+    from contract.registry import SOURCE_NAMES
 
     cfg, nbytes = {"sources": {}}, 0
     for n in SOURCE_NAMES:

@@ -35,7 +35,7 @@ TOK = SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
 def load_docs():
     import zstandard
 
-    from pipelines.registry import SOURCE_NAMES
+    from contract.registry import SOURCE_NAMES
     from pipelines.schema import Document
 
     docs = []
@@ -129,7 +129,7 @@ def full_build(tmp, workers):
     import yaml
 
     from pipelines.build import main
-    from pipelines.registry import SOURCE_NAMES
+    from contract.registry import SOURCE_NAMES
 
     cfg = {"sources": {n: {"inputs": [str(SHARED / "corpora" / f"{n}.jsonl.zst")], "id_field": "id", "text_field": "text",
                            "dedupe": {"exact": True}} for n in SOURCE_NAMES}}

@@ -16,7 +16,7 @@ import numpy as np
 from mixtures.build import build_mixture
 from mixtures.spec import MIXTURE_NAMES
 from mixtures.synthetic import random_lengths, write_source
-from pipelines.registry import SOURCE_NAMES
+from contract.registry import SOURCE_NAMES
 
 
 def main() -> None:

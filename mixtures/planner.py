@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pipelines.registry import SOURCES
+from contract.registry import SOURCES
 from mixtures.spec import MixtureSpec, PartSpec
 
 DEMO_MIN_SAMPLES_PER_PART = 256

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from pipelines.registry import CODE_SOURCES, SOURCE_NAMES
+from contract.registry import CODE_SOURCES, SOURCE_NAMES
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 MIXTURE_NAMES: tuple[str, ...] = tuple(sorted(p.stem for p in SPECS_DIR.glob("*.yaml")))

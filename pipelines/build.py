@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from pipelines import fsio
 from pipelines.config import ConfigError, SourceConfig, load_sources, source_config
-from pipelines.registry import SOURCE_NAMES
+from contract.registry import SOURCE_NAMES
 
 log = logging.getLogger("pipelines.build")
 CODE_VERSION = "1"  # bump when output bytes change for the same inputs (invalidates resume)

@@ -12,7 +12,7 @@ import yaml
 
 from pipelines.dedupe.config import DedupeConfig, DedupeConfigError, parse_dedupe
 from pipelines.filters import FilterChain, FilterConfigError, build_chain
-from pipelines.registry import SOURCE_NAMES, SOURCES
+from contract.registry import SOURCE_NAMES, SOURCES
 
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
 _KEYS = {"inputs", "format", "text_field", "id_field", "meta_fields", "filters", "dedupe"}

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import zstandard
 
-from pipelines.registry import SOURCE_NAMES
+from contract.registry import SOURCE_NAMES
 
 DEMO_VERSION = 2
 BOILERPLATE = [

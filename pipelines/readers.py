@@ -21,7 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import SourceConfig, infer_format
-from pipelines.registry import SOURCE_INDEX
+from contract.registry import SOURCE_INDEX
 from pipelines.schema import Document, Reject, make_uid
 
 PARQUET_BATCH_ROWS = 2048

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipelines.registry import SOURCE_NAMES
+from contract.registry import SOURCE_NAMES
 from pipelines.stats import accounted
 from tests.conftest import CORPORA, load_stats, needs_shared, read_mds, read_shared_category, run_build
 

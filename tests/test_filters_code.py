@@ -26,7 +26,7 @@ def reason(name, text, meta=None, **params):
 
 
 def test_ordinary_file_passes_code_chain():
-    from pipelines.registry import SOURCES
+    from contract.registry import SOURCES
 
     chain = build_chain("default", SOURCES["stack_selected"].filters)
     assert chain(PY, {"lang": "Python", "path": "tools/walk.py"}) is None
@@ -102,7 +102,7 @@ Run `walker DIR` and read the list from standard output.
 
 
 def test_ordinary_readme_passes_markdown_chain():
-    from pipelines.registry import SOURCES
+    from contract.registry import SOURCES
 
     chain = build_chain("default", SOURCES["stack_markdown"].filters)
     assert chain(README, {"path": "README.md"}) is None

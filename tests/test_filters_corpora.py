@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.filters import build_chain
-from pipelines.registry import SOURCES
+from contract.registry import SOURCES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CORPORA = SHARED / "corpora"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pipelines.filters import RULES, BoundRule, _load_rule_modules, build_chain
 from pipelines.filters.text_stats import analyze
-from pipelines.registry import SOURCES
+from contract.registry import SOURCES
 
 _load_rule_modules()
 

@@ -22,7 +22,7 @@ from mixtures.pack import dir_sha256
 from mixtures.planner import boosted_shares
 from mixtures.spec import load_spec
 from mixtures.synthetic import random_lengths, read_documents, read_mds, write_source
-from pipelines.registry import SOURCE_NAMES
+from contract.registry import SOURCE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 NO_LONG = "rp_stackexchange"          # a source without any long document
@@ -211,7 +211,7 @@ def test_streaming_dataset_from_streams_yaml(sources, tmp_path):
 
 @pytest.mark.parametrize("name,props", [("mpt30b_2k", "mpt30b_proportion"), ("mpt7b_2k", "mpt7b_proportion")])
 def test_2k_mixtures_build(sources, tmp_path, name, props):
-    from pipelines.registry import SOURCES
+    from contract.registry import SOURCES
 
     m = build_mixture(name, sources, str(tmp_path), demo=True, progress=False)
     assert m["seq_len"] == 2048 and list(m["parts"]) == ["main"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mixtures.planner import (DEMO_MIN_SAMPLES_PER_PART, boosted_shares, largest_remainder, long_mask,
                               plan_mixture, select_documents, stream_rng)
 from mixtures.spec import load_spec
-from pipelines.registry import SOURCE_NAMES
+from contract.registry import SOURCE_NAMES
 
 
 def _doc_tokens(seed=0, n=400, long_per_source=None):

@@ -8,7 +8,7 @@ import yaml
 
 from mixtures.planner import boosted_shares
 from mixtures.spec import MIXTURE_NAMES, SpecError, load_spec, parse_spec, parse_tokens
-from pipelines.registry import CODE_SOURCES, SOURCE_NAMES, SOURCES
+from contract.registry import CODE_SOURCES, SOURCE_NAMES, SOURCES
 
 
 def test_builtin_names():

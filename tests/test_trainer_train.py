@@ -134,7 +134,7 @@ def test_trains_on_a_mixture_built_by_mixtures_build(tmp_path):
     packed 2048-token samples feed the trainer unchanged."""
     build = pytest.importorskip("mixtures.build")
     synthetic = pytest.importorskip("mixtures.synthetic")
-    from pipelines.registry import SOURCE_NAMES
+    from contract.registry import SOURCE_NAMES
 
     sources = tmp_path / "sources"
     for i, name in enumerate(SOURCE_NAMES):
