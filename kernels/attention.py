@@ -190,19 +190,32 @@ if _flash_attn_available():
 BACKEND_NAMES = ("torch", "sdpa", "flex", "flash_attn", "triton", "auto")
 
 
-def resolve_backend(backend: str, device=None) -> str:
-    """Turn ``auto`` into a concrete name: triton on CUDA when ``kernels.triton_alibi`` imports, else
-    flex on CUDA, else the torch reference."""
+def triton_head_dims() -> tuple[int, ...]:
+    """Head dims the Triton kernel supports (empty when it cannot be imported here)."""
+    try:
+        from kernels.triton_alibi import SUPPORTED_HEAD_DIMS
+    except Exception:  # noqa: BLE001 - no triton / no GPU toolchain
+        return ()
+    return tuple(SUPPORTED_HEAD_DIMS)
+
+
+def resolve_backend(backend: str, device=None, head_dim: int | None = None) -> str:
+    """Turn ``auto`` into a concrete name: on CUDA the Triton kernel when it imports and supports
+    ``head_dim`` (64, 80, 96, 112, 128; benchmarks/RESULTS.md has the measurements behind this), else
+    FlexAttention (any head dim); off CUDA the torch reference."""
     if backend != "auto":
         return backend
     on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
-    if on_cuda and _triton_available():
-        return "triton"
-    return "flex" if on_cuda else "torch"
+    if not on_cuda:
+        return "torch"
+    if head_dim is None or head_dim in triton_head_dims():
+        if _triton_available():
+            return "triton"
+    return "flex"
 
 
-def get_backend(backend: str, device=None) -> AttentionFn:
-    name = resolve_backend(backend, device)
+def get_backend(backend: str, device=None, head_dim: int | None = None) -> AttentionFn:
+    name = resolve_backend(backend, device, head_dim)
     if name == "triton":
         from kernels.triton_alibi import triton_alibi_attention
 
@@ -217,4 +230,5 @@ def get_backend(backend: str, device=None) -> AttentionFn:
 
 def attention(q, k, v, slopes, *, backend: str = "torch", seq_id=None, softmax_scale=None):
     """Causal ALiBi attention (B, H, S, D) -> (B, H, S, D) with the named backend."""
-    return get_backend(backend, q.device)(q, k, v, slopes, seq_id=seq_id, softmax_scale=softmax_scale)
+    fn = get_backend(backend, q.device, q.shape[-1])
+    return fn(q, k, v, slopes, seq_id=seq_id, softmax_scale=softmax_scale)

@@ -35,7 +35,8 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
-_SUPPORTED_HEAD_DIMS = (64, 128)
+SUPPORTED_HEAD_DIMS = (64, 80, 96, 112, 128)
+_SUPPORTED_HEAD_DIMS = SUPPORTED_HEAD_DIMS
 
 
 def _configs(table):
@@ -87,7 +88,8 @@ def _keep_small_for_short(configs, named_args, **kwargs):
 
 
 def _even(meta):
-    return meta["S"] % meta["BLOCK_M"] == 0 and meta["S"] % meta["BLOCK_N"] == 0
+    """No bounds masks at all: S is a multiple of both tiles and the head dim is not padded."""
+    return meta["S"] % meta["BLOCK_M"] == 0 and meta["S"] % meta["BLOCK_N"] == 0 and meta["D"] == meta["DP"]
 
 
 @triton.jit
@@ -102,9 +104,10 @@ def _ld(ptrs, mask, other, EVEN: tl.constexpr):
 @triton.jit
 def _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
               slope2, qk_scale, offs_m, offs_d,
-              MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK, EVEN: tl.constexpr):
+              MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK, EVEN: tl.constexpr,
+              D: tl.constexpr):
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    kt = _ld(k_base + offs_n[None, :] * sks + offs_d[:, None], offs_n[None, :] < S, 0.0, EVEN)
+    kt = _ld(k_base + offs_n[None, :] * sks + offs_d[:, None], (offs_n[None, :] < S) & (offs_d[:, None] < D), 0.0, EVEN)
     qk = tl.dot(q, kt)
     # log2-score minus the row term slope*m: u = qk*scale + slope*(n0 - m0 + n)
     c = slope2 * (start_n - start_m + tl.arange(0, BLOCK_N)).to(tl.float32)
@@ -124,7 +127,7 @@ def _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
-    v = _ld(v_base + offs_n[:, None] * svs + offs_d[None, :], offs_n[:, None] < S, 0.0, EVEN)
+    v = _ld(v_base + offs_n[:, None] * svs + offs_d[None, :], (offs_n[:, None] < S) & (offs_d[None, :] < D), 0.0, EVEN)
     acc = tl.dot(p.to(v.dtype), v, acc)
     return acc, l_i, m_new
 
@@ -136,7 +139,7 @@ def _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_
 def _fwd_kernel(Q, K, V, O, LSE, Slopes, SeqId,
                 sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sob, soh, sos, ssb,
                 H, S, qk_scale,
-                D: tl.constexpr, HAS_SEQ: tl.constexpr,
+                D: tl.constexpr, DP: tl.constexpr, HAS_SEQ: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN: tl.constexpr):
     # heaviest (last) query blocks first: better tail balance under causal masking
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -146,15 +149,16 @@ def _fwd_kernel(Q, K, V, O, LSE, Slopes, SeqId,
     slope2 = tl.load(Slopes + h) * 1.4426950408889634
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, D)
+    offs_d = tl.arange(0, DP)
     q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
     k_base = K + b.to(tl.int64) * skb + h.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + h.to(tl.int64) * svh
-    q = tl.load(q_base + offs_m[:, None] * sqs + offs_d[None, :], mask=offs_m[:, None] < S, other=0.0)
+    q = tl.load(q_base + offs_m[:, None] * sqs + offs_d[None, :], mask=(offs_m[:, None] < S) & (offs_d[None, :] < D),
+                other=0.0)
     r = slope2 * tl.arange(0, BLOCK_M).to(tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    acc = tl.zeros([BLOCK_M, DP], tl.float32)
     SeqK = SeqId + b.to(tl.int64) * ssb
     if HAS_SEQ:
         sq = tl.load(SeqK + offs_m, mask=offs_m < S, other=-1)
@@ -162,39 +166,41 @@ def _fwd_kernel(Q, K, V, O, LSE, Slopes, SeqId,
         sq = offs_m  # unused
     for start_n in range(0, start_m, BLOCK_N):
         acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                                  slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK, EVEN)
+                                  slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK, EVEN, D)
     for start_n in range(start_m, start_m + BLOCK_M, BLOCK_N):
         acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, r, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                                  slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK, EVEN)
+                                  slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK, EVEN, D)
     acc = acc / l_i[:, None]
     o_base = O + b.to(tl.int64) * sob + h.to(tl.int64) * soh
-    tl.store(o_base + offs_m[:, None] * sos + offs_d[None, :], acc.to(O.dtype.element_ty), mask=offs_m[:, None] < S)
+    tl.store(o_base + offs_m[:, None] * sos + offs_d[None, :], acc.to(O.dtype.element_ty),
+             mask=(offs_m[:, None] < S) & (offs_d[None, :] < D))
     tl.store(LSE + bh.to(tl.int64) * S + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < S)
 
 
 @triton.jit
 def _bwd_delta_kernel(O, DO, Delta, sob, soh, sos, sdb, sdh, sds, H, S,
-                      D: tl.constexpr, BLOCK: tl.constexpr):
+                      D: tl.constexpr, DP: tl.constexpr, BLOCK: tl.constexpr):
     """Delta_i = rowsum(O_i * dO_i), the softmax-backward correction term."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
     offs = pid * BLOCK + tl.arange(0, BLOCK)
-    offs_d = tl.arange(0, D)
+    offs_d = tl.arange(0, DP)
     o = tl.load(O + b.to(tl.int64) * sob + h.to(tl.int64) * soh + offs[:, None] * sos + offs_d[None, :],
-                mask=offs[:, None] < S, other=0.0).to(tl.float32)
+                mask=(offs[:, None] < S) & (offs_d[None, :] < D), other=0.0).to(tl.float32)
     do = tl.load(DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + offs[:, None] * sds + offs_d[None, :],
-                 mask=offs[:, None] < S, other=0.0).to(tl.float32)
+                 mask=(offs[:, None] < S) & (offs_d[None, :] < D), other=0.0).to(tl.float32)
     tl.store(Delta + bh.to(tl.int64) * S + offs, tl.sum(o * do, 1), mask=offs < S)
 
 
 @triton.jit
 def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                  start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                 MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_M: tl.constexpr, SeqQ, EVEN: tl.constexpr):
+                 MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_M: tl.constexpr, SeqQ, EVEN: tl.constexpr,
+                 D: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    qt = _ld(q_base + offs_m[None, :] * sqs + offs_d[:, None], offs_m[None, :] < S, 0.0, EVEN)
+    qt = _ld(q_base + offs_m[None, :] * sqs + offs_d[:, None], (offs_m[None, :] < S) & (offs_d[:, None] < D), 0.0, EVEN)
     lse = _ld(lse_base + offs_m, offs_m < S, float("inf"), EVEN)
     qkt = tl.dot(k, qt)  # (BLOCK_N, BLOCK_M)
     # t - lse = qk*scale + slope*(j - i) - lse; j - i = (n0 - i) + n, with bj = slope*n
@@ -205,7 +211,7 @@ def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sq
     if HAS_SEQ:
         sq = tl.load(SeqQ + offs_m, mask=offs_m < S, other=-1)
         pt = tl.where(sk[:, None] == sq[None, :], pt, 0.0)
-    do = _ld(do_base + offs_m[:, None] * sds + offs_d[None, :], offs_m[:, None] < S, 0.0, EVEN)
+    do = _ld(do_base + offs_m[:, None] * sds + offs_d[None, :], (offs_m[:, None] < S) & (offs_d[None, :] < D), 0.0, EVEN)
     dv = tl.dot(pt.to(do.dtype), do, dv)
     dpt = tl.dot(v, tl.trans(do))
     di = _ld(delta_base + offs_m, offs_m < S, 0.0, EVEN)
@@ -222,7 +228,7 @@ def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
                    sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sdb, sdh, sds,
                    sdkb, sdkh, sdks, sdvb, sdvh, sdvs, ssb,
                    H, S, qk_scale, sm_scale,
-                   D: tl.constexpr, HAS_SEQ: tl.constexpr,
+                   D: tl.constexpr, DP: tl.constexpr, HAS_SEQ: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN: tl.constexpr):
     # first key blocks see the most queries: run them first
     pid_n = tl.program_id(0)
@@ -232,11 +238,11 @@ def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
     slope2 = tl.load(Slopes + h) * 1.4426950408889634
     start_n = pid_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, D)
+    offs_d = tl.arange(0, DP)
     k = tl.load(K + b.to(tl.int64) * skb + h.to(tl.int64) * skh + offs_n[:, None] * sks + offs_d[None, :],
-                mask=offs_n[:, None] < S, other=0.0)
+                mask=(offs_n[:, None] < S) & (offs_d[None, :] < D), other=0.0)
     v = tl.load(V + b.to(tl.int64) * svb + h.to(tl.int64) * svh + offs_n[:, None] * svs + offs_d[None, :],
-                mask=offs_n[:, None] < S, other=0.0)
+                mask=(offs_n[:, None] < S) & (offs_d[None, :] < D), other=0.0)
     q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
     do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh
     lse_base = LSE + bh.to(tl.int64) * S
@@ -247,30 +253,32 @@ def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
     else:
         sk = offs_n  # unused
     bj = slope2 * tl.arange(0, BLOCK_N).to(tl.float32)
-    dk = tl.zeros([BLOCK_N, D], tl.float32)
-    dv = tl.zeros([BLOCK_N, D], tl.float32)
+    dk = tl.zeros([BLOCK_N, DP], tl.float32)
+    dv = tl.zeros([BLOCK_N, DP], tl.float32)
     for start_m in range(start_n, start_n + BLOCK_N, BLOCK_M):
         dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                               start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                              True, HAS_SEQ, BLOCK_M, SeqQ, EVEN)
+                              True, HAS_SEQ, BLOCK_M, SeqQ, EVEN, D)
     for start_m in range(start_n + BLOCK_N, S, BLOCK_M):
         dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                               start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                              False, HAS_SEQ, BLOCK_M, SeqQ, EVEN)
+                              False, HAS_SEQ, BLOCK_M, SeqQ, EVEN, D)
     dk = dk * sm_scale
     tl.store(DK + b.to(tl.int64) * sdkb + h.to(tl.int64) * sdkh + offs_n[:, None] * sdks + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=offs_n[:, None] < S)
+             dk.to(DK.dtype.element_ty), mask=(offs_n[:, None] < S) & (offs_d[None, :] < D))
     tl.store(DV + b.to(tl.int64) * sdvb + h.to(tl.int64) * sdvh + offs_n[:, None] * sdvs + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=offs_n[:, None] < S)
+             dv.to(DV.dtype.element_ty), mask=(offs_n[:, None] < S) & (offs_d[None, :] < D))
 
 
 @triton.jit
 def _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
                 slope2, qk_scale, offs_m, offs_d,
-                MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK, EVEN: tl.constexpr):
+                MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_N: tl.constexpr, SeqK, EVEN: tl.constexpr,
+                D: tl.constexpr):
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    kt = _ld(k_base + offs_n[None, :] * sks + offs_d[:, None], offs_n[None, :] < S, 0.0, EVEN)
-    vt = _ld(v_base + offs_n[None, :] * svs + offs_d[:, None], offs_n[None, :] < S, 0.0, EVEN)
+    kvm = (offs_n[None, :] < S) & (offs_d[:, None] < D)
+    kt = _ld(k_base + offs_n[None, :] * sks + offs_d[:, None], kvm, 0.0, EVEN)
+    vt = _ld(v_base + offs_n[None, :] * svs + offs_d[:, None], kvm, 0.0, EVEN)
     qk = tl.dot(q, kt)
     c = slope2 * (start_n - start_m + tl.arange(0, BLOCK_N)).to(tl.float32)
     p = tl.math.exp2(qk * qk_scale + c[None, :] - a[:, None])
@@ -292,7 +300,7 @@ def _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n
 def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
                   sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sdb, sdh, sds, sdqb, sdqh, sdqs, ssb,
                   H, S, qk_scale, sm_scale,
-                  D: tl.constexpr, HAS_SEQ: tl.constexpr,
+                  D: tl.constexpr, DP: tl.constexpr, HAS_SEQ: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     bh = tl.program_id(1)
@@ -301,11 +309,11 @@ def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
     slope2 = tl.load(Slopes + h) * 1.4426950408889634
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, D)
+    offs_d = tl.arange(0, DP)
     q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + offs_m[:, None] * sqs + offs_d[None, :],
-                mask=offs_m[:, None] < S, other=0.0)
+                mask=(offs_m[:, None] < S) & (offs_d[None, :] < D), other=0.0)
     do = tl.load(DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + offs_m[:, None] * sds + offs_d[None, :],
-                 mask=offs_m[:, None] < S, other=0.0)
+                 mask=(offs_m[:, None] < S) & (offs_d[None, :] < D), other=0.0)
     lse = tl.load(LSE + bh.to(tl.int64) * S + offs_m, mask=offs_m < S, other=float("inf"))
     di = tl.load(Delta + bh.to(tl.int64) * S + offs_m, mask=offs_m < S, other=0.0)
     a = lse + slope2 * tl.arange(0, BLOCK_M).to(tl.float32)
@@ -316,16 +324,21 @@ def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
         sq = tl.load(SeqK + offs_m, mask=offs_m < S, other=-1)
     else:
         sq = offs_m  # unused
-    dq = tl.zeros([BLOCK_M, D], tl.float32)
+    dq = tl.zeros([BLOCK_M, DP], tl.float32)
     for start_n in range(start_m, start_m + BLOCK_M, BLOCK_N):
         dq = _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                         slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK, EVEN)
+                         slope2, qk_scale, offs_m, offs_d, True, HAS_SEQ, BLOCK_N, SeqK, EVEN, D)
     for start_n in range(0, start_m, BLOCK_N):
         dq = _bwd_q_tile(dq, q, do, a, di, sq, k_base, v_base, sks, svs, start_m, start_n, S,
-                         slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK, EVEN)
+                         slope2, qk_scale, offs_m, offs_d, False, HAS_SEQ, BLOCK_N, SeqK, EVEN, D)
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * sdqb + h.to(tl.int64) * sdqh + offs_m[:, None] * sdqs + offs_d[None, :],
-             dq.to(DQ.dtype.element_ty), mask=offs_m[:, None] < S)
+             dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < S) & (offs_d[None, :] < D))
+
+
+def _pad(d: int) -> int:
+    """Head dims that are not a power of 2 (80, 96, 112) run in the next power-of-2 tile, masked."""
+    return triton.next_power_of_2(d)
 
 
 def _check(q, k, v, slopes, seq_id):
@@ -373,7 +386,7 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Ten
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         seq.stride(0) if has_seq else 0,
-        H, S, sm_scale * LOG2E, D=D, HAS_SEQ=has_seq,
+        H, S, sm_scale * LOG2E, D=D, DP=_pad(D), HAS_SEQ=has_seq,
     )
     return o_buf, lse
 
@@ -396,7 +409,7 @@ def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     delta = torch.empty_like(lse)
     _bwd_delta_kernel[(triton.cdiv(S, 128), B * H)](
         o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        H, S, D=D, BLOCK=128,
+        H, S, D=D, DP=_pad(D), BLOCK=128,
     )
     (dq_buf, dq), (dk_buf, dk), (dv_buf, dv) = (_grad_buffer(t, bhsd_grads) for t in (q, k, v))
     ss = seq.stride(0) if has_seq else 0
@@ -406,14 +419,14 @@ def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), ss,
-        H, S, qk_scale, sm_scale, D=D, HAS_SEQ=has_seq,
+        H, S, qk_scale, sm_scale, D=D, DP=_pad(D), HAS_SEQ=has_seq,
     )
     _bwd_q_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)](
         q, k, v, do, dq, lse, delta, slopes, seq,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2), ss,
-        H, S, qk_scale, sm_scale, D=D, HAS_SEQ=has_seq,
+        H, S, qk_scale, sm_scale, D=D, DP=_pad(D), HAS_SEQ=has_seq,
     )
     return dq_buf, dk_buf, dv_buf
 

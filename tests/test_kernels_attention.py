@@ -71,7 +71,7 @@ def _check_against_reference(B, H, S, D, dtype, *, seq=False, fused_qkv=False, s
 @cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("D", [64, 80, 96, 112, 128])
 def test_matches_reference(dtype, D):
     _check_against_reference(2, 4, 512, D, dtype)
 
@@ -86,7 +86,7 @@ def test_odd_heads_and_lengths(H, S):
 
 @cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("D", [64, 112, 128])
 def test_packed_documents(D):
     _check_against_reference(2, 4, 700, D, torch.bfloat16, seq=True)
 
@@ -130,7 +130,7 @@ def test_rejects_unsupported_inputs():
     from kernels.triton_alibi import triton_alibi_attention
 
     slopes = alibi_slopes(2, device="cuda")
-    q = torch.randn(1, 2, 16, 96, device="cuda", dtype=torch.bfloat16)
+    q = torch.randn(1, 2, 16, 48, device="cuda", dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="head dim"):
         triton_alibi_attention(q, q, q, slopes)
     q = torch.randn(1, 2, 16, 64, device="cuda", dtype=torch.float32)
@@ -180,7 +180,85 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     """
 )
 
+_INTERPRETER_HEAD_DIMS_SCRIPT = textwrap.dedent(
+    """
+    import torch, sys
+    sys.path.insert(0, {root!r})
+    from tests.test_kernels_attention import _check_against_reference
+    torch.manual_seed({seed})
+    _check_against_reference(1, 2, 77, 112, torch.float16, device="cpu")  # MPT-30B: 7168 / 64 heads
+    _check_against_reference(1, 2, 128, 112, torch.float16, seq=True, fused_qkv=True, device="cpu")
+    _check_against_reference(1, 2, 96, 80, torch.float16, device="cpu")
+    _check_against_reference(1, 2, 70, 96, torch.float16, seq=True, device="cpu")
+    print("ok")
+    """
+)
+
 
 def test_kernels_in_triton_interpreter():
     """The same Triton source, run by Triton's CPU interpreter (fp16: the interpreter has no bf16 dot)."""
     run_in_triton_interpreter(_INTERPRETER_SCRIPT)
+
+
+def test_head_dims_in_triton_interpreter():
+    """Head dims that are not a power of 2 (80, 96, 112) run padded to the next power-of-2 tile with
+    the padding masked off: same Triton source, CPU interpreter, forward and backward."""
+    run_in_triton_interpreter(_INTERPRETER_HEAD_DIMS_SCRIPT)
+
+
+def test_every_preset_resolves_to_a_backend_that_supports_its_head_dim():
+    """``attn_impl: auto`` on CUDA must never pick a kernel that rejects the model's head dim (MPT-30B's
+    112 did, before 80/96/112 were added). Every preset and every shipped config is checked."""
+    import yaml
+
+    from kernels.attention import resolve_backend, triton_head_dims
+    from trainer.config import PRESETS
+
+    pytest.importorskip("triton")
+    dims = {name: d // h for name, (d, h, _) in PRESETS.items()}
+    for cfg_path in sorted((ROOT / "trainer" / "configs").glob("*.yaml")):
+        model = (yaml.safe_load(cfg_path.read_text()) or {}).get("model", {})
+        if "preset" in model:
+            assert model["preset"] in dims, cfg_path
+        elif "d_model" in model:
+            dims[cfg_path.name] = model["d_model"] // model["n_heads"]
+    assert dims["30b"] == 112
+    supported = triton_head_dims()
+    assert set(supported) >= {64, 80, 96, 112, 128}
+    for name, hd in dims.items():
+        backend = resolve_backend("auto", "cuda", head_dim=hd)
+        assert backend in ("triton", "flex"), (name, hd, backend)
+        if backend == "triton":
+            assert hd in supported, (name, hd)
+    # a head dim the kernel does not have falls back to flex, which takes any
+    assert resolve_backend("auto", "cuda", head_dim=48) == "flex"
+    assert resolve_backend("auto", "cpu", head_dim=112) == "torch"
+
+
+@cuda
+@pytest.mark.gpu
+def test_mpt_with_head_dim_112_trains_with_auto():
+    """A small MPT with MPT-30B's head dim (112) and ``attn_impl: auto``: loss and gradients in bf16
+    match the torch reference backend."""
+    from trainer.config import ModelConfig
+    from trainer.model import MPTForCausalLM
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=448, n_heads=4, n_layers=2, vocab_size=50432, max_seq_len=512, attn_impl="auto")
+    model = MPTForCausalLM(cfg).cuda()
+    ids = torch.randint(0, 50432, (2, 512), device="cuda")
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(ids, labels=ids)
+        loss.backward()
+        return float(loss), torch.cat([p.grad.flatten().float() for p in model.parameters()])
+
+    loss, grad = loss_and_grads()
+    assert model.transformer.blocks[0].attn.backend == "triton"
+    for b in model.transformer.blocks:
+        b.attn.backend = "torch"
+    ref_loss, ref_grad = loss_and_grads()
+    assert abs(loss - ref_loss) / ref_loss < 1e-2
+    assert _rel(grad, ref_grad.double()) < 5e-2

@@ -121,7 +121,7 @@ class MPTForCausalLM(nn.Module):
         slopes = alibi_slopes(cfg.n_heads, cfg.alibi_bias_max, device=x.device)
         if tr.blocks[0].attn.backend == "auto":  # -> a concrete name, once, outside compiled blocks
             for block in tr.blocks:
-                block.attn.backend = resolve_backend("auto", x.device)
+                block.attn.backend = resolve_backend("auto", x.device, head_dim=cfg.d_model // cfg.n_heads)
         if seq_id is None and tr.blocks[0].attn.backend == "flex":
             causal_block_mask(S, x.device)  # built here, outside compiled blocks, then only looked up
         for block in tr.blocks:
