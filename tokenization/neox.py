@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -56,15 +56,70 @@ def resolve_tokenizer_path(path: Optional[str] = None) -> str:
         if p.is_file():
             return str(p)
         tried.append(f"local cache {p} (absent)")
+    hub = _try_hub_once()
+    if hub.path:
+        return hub.path
+    tried.append(f"Hugging Face hub {HF_REPO} ({hub.why})")
+    # One line (the build prints it as its one-paragraph error): every place tried, then the fix.
+    raise TokenizerError(
+        "GPT-NeoX-20B tokenizer not found; tried " + "; ".join(tried)
+        + f". Fix: pass --tokenizer /path/to/tokenizer.json, set ${ENV_VAR}, or copy the file to {cache_path()}.")
+
+
+# One hub attempt, bounded: huggingface_hub's own downloader retries a connection error or a 5xx five
+# times with exponential backoff (about 20 s and a page of "Retrying in Ns" warnings on an offline
+# machine) before giving up. We probe the file's URL once, briefly, and only hand over to
+# hf_hub_download (which then has a reachable hub) when the probe answers.
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+class _HubResult(NamedTuple):
+    path: Optional[str]
+    why: str = ""          # one line: why the hub gave nothing
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).splitlines()[0][:160] if str(e) else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _hub_endpoint() -> str:
+    """$HF_ENDPOINT read now (huggingface_hub reads it once, at import), else the public hub."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _try_hub_once(timeout: float = HUB_PROBE_TIMEOUT_S) -> _HubResult:
+    """Exactly one HTTP request to the hub (a HEAD of the tokenizer's resolve URL, no redirects followed,
+    ``timeout`` seconds at most); download through ``hf_hub_download`` only if it answered.
+
+    $HF_HUB_OFFLINE (huggingface_hub's own switch) skips the request altogether."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return _HubResult(None, "skipped: HF_HUB_OFFLINE is set")
+    import urllib.error
+    import urllib.request
+
+    endpoint = _hub_endpoint()
+    url = f"{endpoint}/{HF_REPO}/resolve/main/tokenizer.json"
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # a 3xx already proves the hub is there
+            return None
+
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            pass
+    except urllib.error.HTTPError as e:
+        if not 300 <= e.code < 400:
+            return _HubResult(None, f"{url} answered HTTP {e.code}")
+    except Exception as e:  # DNS failure, refused, timeout, proxy ...
+        return _HubResult(None, f"{url} unreachable: {_one_line(e)}")
     try:
         from huggingface_hub import hf_hub_download
 
-        return hf_hub_download(HF_REPO, "tokenizer.json")
-    except Exception as e:  # offline, no hub package, auth ...
-        tried.append(f"Hugging Face hub {HF_REPO} ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
-    raise TokenizerError(
-        "GPT-NeoX-20B tokenizer not found. Tried:\n  - " + "\n  - ".join(tried)
-        + f"\nFix: pass --tokenizer /path/to/tokenizer.json, set {ENV_VAR}, or copy the file to {cache_path()}.")
+        return _HubResult(hf_hub_download(HF_REPO, "tokenizer.json", endpoint=endpoint))
+    except Exception as e:  # no hub package, auth, disk ...
+        return _HubResult(None, _one_line(e))
 
 
 def fingerprint(tokenizer_json: dict) -> str:
