@@ -58,7 +58,9 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
         d.env_set_here = tuple(k for k in defaults if k not in os.environ)
         for k in d.env_set_here:
             os.environ[k] = defaults[k]
-        dist.init_process_group("nccl" if want_cuda else "gloo")
+        # device_id binds NCCL to this rank's GPU up front (barriers and the first collective then
+        # cannot pick another rank's device)
+        dist.init_process_group("nccl" if want_cuda else "gloo", device_id=device if want_cuda else None)
         d.initialized_here = True
     if dist.is_initialized():
         d.rank, d.world = dist.get_rank(), dist.get_world_size()
@@ -239,6 +241,8 @@ def _run(cfg: TrainConfig, d: Dist) -> list[dict]:
             rec = {"step": step, "loss": loss_v, "lr": lr, "grad_norm": float(grad_norm),
                    "tokens": step * tokens_per_step, "step_time_s": dt,
                    "tokens_per_s": tokens_per_step / dt, "tokens_per_s_per_gpu": tokens_per_step / dt / d.world}
+            if d.device.type == "cuda":  # this rank's high-water mark; under FSDP every rank is alike
+                rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(d.device) / 2**30
             if peak:
                 rec["mfu"] = mfu(n_params, cfg.model.n_layers, cfg.model.d_model, cfg.seq_len,
                                  cfg.global_batch_size / dt, d.world, peak)
