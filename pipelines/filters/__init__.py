@@ -80,7 +80,7 @@ def _load_rule_modules() -> None:
     # Imported for their @register side effects.
     from pipelines.filters import basic  # noqa: F401
 
-    for mod in ("c4", "gopher", "code", "markdown"):
+    for mod in ("c4", "gopher", "code", "markdown", "olmo"):
         try:
             __import__(f"pipelines.filters.{mod}")
         except ModuleNotFoundError as e:  # a rule module not written yet

@@ -1,0 +1,117 @@
+"""OLMo / OLMoE rules (pipelines.filters.olmo) on hand-made positive and negative cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipelines.filters import RULES, build_chain
+from pipelines.filters.olmo import longest_periodic_run, top_k_tokens
+
+
+def run(rule, text, meta=None, **params):
+    return build_chain([{rule: params}] if params else [rule])(text, meta or {})
+
+
+PROSE = ("The committee met on Tuesday to review the budget. Members asked why the road repairs had "
+         "been delayed, and the engineer explained that the contractor had run out of asphalt. ") * 3
+
+
+def test_registered_with_the_papers_thresholds():
+    assert RULES["olmo_repeated_ngrams"].defaults == {"min_repeats": 32, "min_period": 1, "max_period": 13}
+    assert RULES["olmo_min_stars"].defaults["min_stars"] == 2
+    assert RULES["olmo_top_words"].defaults == {"max_top1": 0.30, "max_top2": 0.50}
+
+
+# --- repeated n-grams -------------------------------------------------------------------------
+
+def test_periodic_run_exact():
+    ids = np.array([9, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 7])
+    assert longest_periodic_run(ids) == (3, 3, 1)            # "1 2 3" x3 (+ "1 2") starting at 1
+    assert longest_periodic_run(np.array([5, 5, 1, 2, 1, 2, 1, 2, 1]))[:2] == (3, 2)
+    assert longest_periodic_run(np.arange(50))[0] == 1       # nothing repeats
+    assert longest_periodic_run(np.zeros(40, dtype=int))[:2] == (40, 1)
+
+
+@pytest.mark.parametrize("n,rejected", [(31, False), (32, True), (200, True)])
+def test_repeated_unigram_boundary_at_32(n, rejected):
+    text = "Intro line. " + "spam " * n + "and a normal ending."
+    res = run("olmo_repeated_ngrams", text)
+    assert (res is not None) == rejected
+    if rejected:
+        assert res[0] == "olmo_repeated_ngrams" and res[1] == n
+
+
+def test_repeated_13_gram_caught_14_gram_not():
+    gram13 = " ".join(f"w{i}" for i in range(13))
+    gram14 = " ".join(f"w{i}" for i in range(14))
+    assert run("olmo_repeated_ngrams", (gram13 + " ") * 32) is not None
+    assert run("olmo_repeated_ngrams", (gram14 + " ") * 40) is None
+    assert run("olmo_repeated_ngrams", (gram14 + " ") * 40, max_period=14) is not None
+
+
+def test_repeated_lines_with_punctuation_and_unaligned_start():
+    table = "x = [" + "0x00, " * 40 + "0x01]"                # period 2: "0x00" ","
+    res = run("olmo_repeated_ngrams", table)
+    assert res is not None and "2-gram" in res[2]
+    lines = "header\n" + "| --- | --- |\n" * 33
+    assert run("olmo_repeated_ngrams", lines) is not None
+
+
+def test_repetition_negatives():
+    assert run("olmo_repeated_ngrams", PROSE * 5) is None   # repeated paragraphs: period far above 13 tokens
+    assert run("olmo_repeated_ngrams", " " * 5000 + "word") is None   # whitespace is not a token here
+    assert run("olmo_repeated_ngrams", "") is None
+    counting = " ".join(str(i) for i in range(500))
+    assert run("olmo_repeated_ngrams", counting) is None
+
+
+# --- GitHub stars -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stars,rejected", [("0", True), ("1", True), ("1.0", True), ("2", False), ("2.0", False),
+                                            ("15342", False), ("", True), ("None", True), ("null", True)])
+def test_min_stars(stars, rejected):
+    res = run("olmo_min_stars", "print('hi')\n", {"max_stars_count": stars})
+    assert (res is not None) == rejected
+
+
+def test_min_stars_absent_key_keeps_by_default_and_rejects_on_request():
+    assert run("olmo_min_stars", "code", {"lang": "Python"}) is None
+    res = run("olmo_min_stars", "code", {}, if_missing="reject")
+    assert res is not None and math.isnan(res[1]) and "no max_stars_count" in res[2]
+
+
+def test_min_stars_configurable_threshold_and_key():
+    assert run("olmo_min_stars", "code", {"stars": "5"}, key="stars", min_stars=10) is not None
+    assert run("olmo_min_stars", "code", {"stars": "10"}, key="stars", min_stars=10) is None
+    res = run("olmo_min_stars", "code", {"max_stars_count": "many"})
+    assert res is not None and "not a number" in res[2]
+
+
+# --- most frequent words ----------------------------------------------------------------------
+
+def test_top_k_tokens_follow_dolma_split():
+    assert top_k_tokens("fooBar(x, y)") == ["foo", "Bar", "(", "x", ",", "y", ")"]
+    assert top_k_tokens("  \n ") == []
+
+
+def test_top_word_over_30_percent():
+    hexdump = "static const unsigned char data[] = {" + "0x00, 0x1f, 0x00, 0x00, " * 50 + "};"
+    res = run("olmo_top_words", hexdump)
+    assert res is not None and "top word" in res[2]
+
+
+def test_top_two_words_over_50_percent():
+    # "a" and "b" each ~27% (top-1 rule does not fire), together ~54%
+    text = " ".join(["a b"] * 27 + [f"w{i}" for i in range(46)])
+    res = run("olmo_top_words", text)
+    assert res is not None and "top two words" in res[2] and 0.5 < res[1] < 0.6
+
+
+def test_top_words_negatives():
+    assert run("olmo_top_words", PROSE) is None
+    code = ("def area(radius):\n    \"\"\"Area of a circle.\"\"\"\n    return math.pi * radius ** 2\n\n\n"
+            "def circumference(radius):\n    return 2 * math.pi * radius\n")
+    assert run("olmo_top_words", code) is None
+    assert run("olmo_top_words", "") is None
