@@ -1,0 +1,116 @@
+"""Sanity warnings for a built source: say it out loud when a source is mostly thrown away.
+
+Two situations silently gut a source, and both have happened with real configs:
+
+1. One rule rejects more than half of a source (a threshold meant for another kind of text, a
+   language list that misses the corpus's main language ...).
+2. A metadata field a rule needs is absent from most documents: ``code_language`` rejects every
+   document whose language it cannot find (no ``lang``, no known ``path`` extension, no shebang), so a
+   Stack export read without ``meta_fields: [lang, path]`` loses nearly everything to it; the opposite
+   failure is a rule that keeps what it cannot check (``md_language``, ``olmo_min_stars``) and so
+   silently does nothing.
+
+``warnings_for(stats, meta_missing)`` turns a source's stats into one sentence per problem (naming the
+source, the rule, the share, and what to change); the build logs them and the summary prints them.
+Pure functions of their inputs, no Beam.
+
+``NEEDS_META`` maps each rule that reads ``meta`` to its requirements. A requirement is a key, or
+alternatives joined by ``|`` that are satisfied by any one of them (``code_language`` can use ``lang``
+or the file's ``path``). ``missing_requirements(meta, rules)`` is what the build counts per document
+(a document misses ``"lang|path"`` when it has neither) so that ``meta_missing`` reads
+``{requirement: documents lacking it}``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional
+
+# rule -> requirements it reads from Document.meta (grep "meta" in pipelines/filters/*.py)
+NEEDS_META: dict[str, tuple[str, ...]] = {
+    "code_language": ("lang|path|max_stars_repo_path",),
+    "md_language": ("lang|path|max_stars_repo_path",),
+    "olmo_min_stars": ("max_stars_count",),
+}
+
+# What a rule does with a document that lacks its metadata (completes the warning sentence).
+MISSING_EFFECT: dict[str, str] = {
+    "code_language": "rejects them unless a shebang names the language",
+    "md_language": "keeps them without checking",
+    "olmo_min_stars": "keeps them without checking (if_missing: keep)",
+}
+
+MAX_RULE_SHARE = 0.5      # one rule rejecting more than this share of what was read
+MAX_MISSING_SHARE = 0.5   # a needed metadata requirement absent from more than this share
+
+
+def satisfied(meta: Optional[Mapping[str, str]], requirement: str) -> bool:
+    """True when ``meta`` has a non-empty value for the key, or for one of the ``|`` alternatives."""
+    if not meta:
+        return False
+    return any(str(meta.get(k) or "").strip() for k in requirement.split("|"))
+
+
+def missing_requirements(meta: Optional[Mapping[str, str]], rules: Iterable[str]) -> list[str]:
+    """The requirements of ``rules`` (their NEEDS_META entries, each once) that ``meta`` does not meet."""
+    seen: list[str] = []
+    for rule in rules:
+        for req in NEEDS_META.get(rule, ()):
+            if req not in seen:
+                seen.append(req)
+    return [r for r in seen if not satisfied(meta, r)]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _keys_hint(requirement: str) -> str:
+    keys = requirement.split("|")
+    return keys[0] if len(keys) == 1 else " or ".join(f"{k!r}" for k in keys)
+
+
+def warnings_for(stats: Mapping, meta_missing: Optional[Mapping[str, int]] = None, *,
+                 max_rule_share: float = MAX_RULE_SHARE, max_missing_share: float = MAX_MISSING_SHARE) -> list[str]:
+    """One human sentence per problem in one source's stats (``OUT/stats/<source>.json``).
+
+    ``meta_missing``: ``{requirement: documents lacking it}`` (see ``missing_requirements``); when None,
+    ``stats["meta_missing"]`` is used if present. Shares are of the documents read, malformed ones
+    excluded (they never reach a rule). Rules named in ``stats["filters"]`` (the chain, when the build
+    records it) limit which rules a missing requirement is blamed on. Sorted: rejection warnings by
+    share, then metadata warnings by share.
+    """
+    source = stats.get("source", "?")
+    read = int(stats.get("read", 0)) - int(stats.get("malformed", 0))
+    if read <= 0:
+        return []
+    out: list[tuple[int, float, str]] = []
+    for rule, n in (stats.get("rejected") or {}).items():
+        share = int(n) / read
+        if share > max_rule_share:
+            fix = (f"check that the rule and its thresholds fit this corpus, override them ({{{rule}: {{...}}}}) "
+                   f"or drop {rule} from {source}'s filters")
+            if rule in NEEDS_META:
+                reqs = ", ".join(_keys_hint(r) for r in NEEDS_META[rule])
+                fix = (f"{rule} reads {reqs} from the metadata, so first make sure meta_fields for {source} in "
+                       f"the sources YAML names the input's fields; then " + fix)
+            out.append((0, -share, (
+                f"{source}: filter rule {rule} rejected {int(n):,} of {read:,} documents ({_pct(share)}), more "
+                f"than {_pct(max_rule_share)} of the source; {fix}.")))
+    if meta_missing is None:
+        meta_missing = stats.get("meta_missing") or {}
+    chain = stats.get("filters")
+    for req, n in meta_missing.items():
+        share = int(n) / read
+        if share <= max_missing_share:
+            continue
+        rules = [r for r, reqs in NEEDS_META.items() if req in reqs and (chain is None or r in chain)]
+        if not rules:
+            continue
+        effects = "; ".join(f"{r} {MISSING_EFFECT.get(r, 'cannot check them')}" for r in rules)
+        keys = req.split("|")
+        what = f"metadata field {keys[0]!r}" if len(keys) == 1 else "metadata fields " + " / ".join(
+            repr(k) for k in keys) + " (any one)"
+        out.append((1, -share, (
+            f"{source}: {what} absent from {int(n):,} of {read:,} documents ({_pct(share)}); {effects}. "
+            f"If the input has it, add it to meta_fields for {source} in the sources YAML (a dotted path, e.g. "
+            f"meta.{keys[0]}); otherwise drop {', '.join(rules)} from {source}'s filters.")))
+    return [s for _, _, s in sorted(out)]
