@@ -12,6 +12,10 @@ positions and vocab 50368 (we count our own parameters, alibi/no-bias/50432).
 
     python benchmarks/train_mfu.py                         # 125m, 350m, 1b at 2048 and 8192, flex
     python benchmarks/train_mfu.py --presets 1b --seqs 2048 --attn flex triton --json out.jsonl
+    python benchmarks/train_mfu.py --presets 30b --layers 2 --seqs 2048 --attn auto   # MPT-30B-shaped block (head dim 112)
+
+``--mbs`` overrides the micro-batch of the SHAPES table (halved on OOM down to 1); ``--layers`` keeps a
+preset's width and heads but cuts its depth (a 30b-shaped 2-layer model fits one GPU with AdamW state).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ PUBLISHED = {("760m", 2048): (34.90, 63147), ("760m", 8192): (34.84, 41825),
              ("1b", 2048): (41.82, 45455), ("1b", 8192): (37.73, 29157)}
 # micro-batch x accumulation per (preset, seq) that fits one 80 GB card with unsharded AdamW state.
 SHAPES = {("125m", 2048): (16, 2), ("350m", 2048): (12, 2), ("760m", 2048): (8, 2), ("1b", 2048): (8, 2),
-          ("125m", 8192): (4, 2), ("350m", 8192): (3, 2), ("760m", 8192): (2, 2), ("1b", 8192): (2, 2)}
+          ("125m", 8192): (4, 2), ("350m", 8192): (3, 2), ("760m", 8192): (2, 2), ("1b", 8192): (2, 2),
+          # one 141 GB H200: 7b's fp32 weights + grads + AdamW state are ~108 GB, so the micro-batch is small
+          ("7b", 2048): (2, 2), ("30b", 2048): (8, 2)}
 
 
 def matmul_ceiling(n: int = 8192, reps: int = 20) -> float:
@@ -62,15 +68,23 @@ class RandomBatches:
         return self.pool[self.i % len(self.pool)]
 
 
-def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup, norm_impl="torch"):
+def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup, norm_impl="torch", layers=None,
+              ckpt=False):
+    from trainer.config import PRESETS
     from trainer.optim import build_optimizer, build_scheduler
     from trainer.train import Dist, build_model, train_step
 
-    cfg = load_config(None, [f"model.preset={preset}", f"model.max_seq_len={seq}", f"seq_len={seq}",
+    if layers:  # the preset's width and heads, fewer layers
+        d_model, n_heads, _ = PRESETS[preset]
+        size = [f"model.d_model={d_model}", f"model.n_heads={n_heads}", f"model.n_layers={layers}"]
+    else:
+        size = [f"model.preset={preset}"]
+    cfg = load_config(None, [*size, f"model.max_seq_len={seq}", f"seq_len={seq}",
                              f"model.attn_impl={attn}", f"model.loss_impl={loss_impl}", f"model.norm_impl={norm_impl}",
                              f"micro_batch_size={mbs}",
                              f"global_batch_size={mbs * accum}", "precision=bf16", f"compile={compile_}",
-                             "device=cuda", "fsdp=off", "optimizer.warmup_steps=1", "max_steps=1000"])
+                             "device=cuda", "fsdp=off", "optimizer.warmup_steps=1", "max_steps=1000",
+                             f"model.activation_checkpointing={str(ckpt).lower()}"])
     d = Dist(device=torch.device("cuda"))
     model = build_model(cfg, d)
     opt = build_optimizer(model.parameters(), cfg.optimizer)
@@ -90,7 +104,9 @@ def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup,
     step_s = start.elapsed_time(end) / 1000 / steps
     seqs_per_s = mbs * accum / step_s
     n_params = cfg.model.num_params()
-    row = {"preset": preset, "seq": seq, "attn": attn, "compile": compile_, "loss_impl": loss_impl, "norm_impl": norm_impl, "mbs": mbs, "accum": accum,
+    attn_used = model.transformer.blocks[0].attn.backend  # auto -> the concrete backend it resolved to
+    row = {"preset": preset + (f"/{cfg.model.n_layers}L" if layers else ""), "seq": seq, "attn_resolved": attn_used,
+           "ckpt": ckpt, "attn": attn, "compile": compile_, "loss_impl": loss_impl, "norm_impl": norm_impl, "mbs": mbs, "accum": accum,
                "params": n_params, "step_s": step_s, "tok_s_gpu": seqs_per_s * seq, "warmup_s": warm_s, "loss": float(loss),
                "mfu": mfu(n_params, cfg.model.n_layers, cfg.model.d_model, seq, seqs_per_s, 1, 989.5e12),
                "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
@@ -103,8 +119,11 @@ def main(argv=None):
     ap.add_argument("--presets", nargs="+", default=["125m", "350m", "1b"])
     ap.add_argument("--seqs", type=int, nargs="+", default=[2048, 8192])
     ap.add_argument("--attn", nargs="+", default=["flex"])
-    ap.add_argument("--loss-impl", default="torch", choices=["torch", "chunked"])
-    ap.add_argument("--norm-impl", default="torch", choices=["torch", "fused"])
+    ap.add_argument("--loss-impl", default="torch", choices=["torch", "chunked", "auto"])
+    ap.add_argument("--norm-impl", default="torch", choices=["torch", "fused", "auto"])
+    ap.add_argument("--layers", type=int, help="override the preset's n_layers (e.g. 2 for a 30b-shaped block)")
+    ap.add_argument("--mbs", type=int, help="micro-batch to start from (default: the SHAPES table)")
+    ap.add_argument("--ckpt", action="store_true", help="activation checkpointing")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=3)
@@ -121,10 +140,11 @@ def main(argv=None):
         for preset in args.presets:
             for attn in args.attn:
                 mbs, accum = SHAPES.get((preset, seq), (1, 2))
+                mbs = args.mbs or mbs
                 while mbs >= 1:
                     try:
                         row = bench_one(preset, seq, attn, mbs, accum, not args.no_compile, args.loss_impl,
-                                        args.steps, args.warmup, args.norm_impl)
+                                        args.steps, args.warmup, args.norm_impl, args.layers, args.ckpt)
                         break
                     except torch.OutOfMemoryError:
                         print(f"# OOM at {preset}/{seq}/mbs {mbs}; halving", flush=True)
@@ -153,7 +173,7 @@ def main(argv=None):
     for r in rows:
         pub = PUBLISHED.get((r["preset"], r["seq"]))
         pub_s = f"{pub[0]:.2f} ({pub[1]:,})" if pub else "-"
-        print(f"| {r['preset']} | {r['seq']} | {r['attn']} | {r['mbs']}x{r['accum']} | {r['step_s']:.3f} | "
+        print(f"| {r['preset']} | {r['seq']} | {r['attn']}->{r['attn_resolved']} | {r['mbs']}x{r['accum']} | {r['step_s']:.3f} | "
               f"{r['tok_s_gpu']:,.0f} | {100 * r['mfu']:.1f} | {r['mfu_vs_ceiling']:.2f} | {r['peak_mem_gb']:.1f} | "
               f"{r['warmup_s']:.0f} | {pub_s} |")
 

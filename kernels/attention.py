@@ -208,9 +208,8 @@ def resolve_backend(backend: str, device=None, head_dim: int | None = None) -> s
     on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     if not on_cuda:
         return "torch"
-    if head_dim is None or head_dim in triton_head_dims():
-        if _triton_available():
-            return "triton"
+    if (head_dim is None or head_dim in triton_head_dims()) and _triton_available():
+        return "triton"
     return "flex"
 
 

@@ -198,7 +198,7 @@ def _bwd_delta_kernel(O, DO, Delta, sob, soh, sos, sdb, sdh, sds, H, S,
 def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                  start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
                  MASK: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_M: tl.constexpr, SeqQ, EVEN: tl.constexpr,
-                 D: tl.constexpr):
+                 D: tl.constexpr, dqa_base, ONE_PASS: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
     qt = _ld(q_base + offs_m[None, :] * sqs + offs_d[:, None], (offs_m[None, :] < S) & (offs_d[:, None] < D), 0.0, EVEN)
     lse = _ld(lse_base + offs_m, offs_m < S, float("inf"), EVEN)
@@ -217,18 +217,27 @@ def _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sq
     di = _ld(delta_base + offs_m, offs_m < S, 0.0, EVEN)
     dst = pt * (dpt - di[None, :])
     dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk)
+    if ONE_PASS:
+        # dQ_i += dS_ij K_j for this key block, straight into an fp32 accumulator: no second pass that
+        # recomputes QK^T and dP per query block (5 matmuls per tile pair instead of 7)
+        dq_part = tl.dot(tl.trans(dst.to(k.dtype)), k)
+        dq_ptrs = dqa_base + offs_m[:, None] * D + offs_d[None, :]
+        if EVEN:
+            tl.atomic_add(dq_ptrs, dq_part, sem="relaxed")
+        else:
+            tl.atomic_add(dq_ptrs, dq_part, mask=(offs_m[:, None] < S) & (offs_d[None, :] < D), sem="relaxed")
     return dk, dv
 
 
-@triton.autotune(configs=_bwd_kv_configs(), key=["S", "D", "HAS_SEQ"],
-                 prune_configs_by={"early_config_prune": _keep_small_for_short})
+@triton.autotune(configs=_bwd_kv_configs(), key=["S", "D", "HAS_SEQ", "ONE_PASS"],
+                 prune_configs_by={"early_config_prune": _keep_small_for_short}, reset_to_zero=["DQA"])
 @triton.heuristics({"EVEN": _even})
 @triton.jit
-def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
+def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId, DQA,
                    sqb, sqh, sqs, skb, skh, sks, svb, svh, svs, sdb, sdh, sds,
                    sdkb, sdkh, sdks, sdvb, sdvh, sdvs, ssb,
                    H, S, qk_scale, sm_scale,
-                   D: tl.constexpr, DP: tl.constexpr, HAS_SEQ: tl.constexpr,
+                   D: tl.constexpr, DP: tl.constexpr, HAS_SEQ: tl.constexpr, ONE_PASS: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN: tl.constexpr):
     # first key blocks see the most queries: run them first
     pid_n = tl.program_id(0)
@@ -247,6 +256,7 @@ def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
     do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh
     lse_base = LSE + bh.to(tl.int64) * S
     delta_base = Delta + bh.to(tl.int64) * S
+    dqa_base = DQA + bh.to(tl.int64) * S * D  # fp32 (B, H, S, D), used when ONE_PASS
     SeqQ = SeqId + b.to(tl.int64) * ssb
     if HAS_SEQ:
         sk = tl.load(SeqQ + offs_n, mask=offs_n < S, other=-2)
@@ -258,11 +268,11 @@ def _bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, Delta, Slopes, SeqId,
     for start_m in range(start_n, start_n + BLOCK_N, BLOCK_M):
         dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                               start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                              True, HAS_SEQ, BLOCK_M, SeqQ, EVEN, D)
+                              True, HAS_SEQ, BLOCK_M, SeqQ, EVEN, D, dqa_base, ONE_PASS)
     for start_m in range(start_n + BLOCK_N, S, BLOCK_M):
         dk, dv = _bwd_kv_tile(dk, dv, k, v, bj, sk, q_base, do_base, lse_base, delta_base, sqs, sds,
                               start_n, start_m, S, slope2, qk_scale, offs_n, offs_d,
-                              False, HAS_SEQ, BLOCK_M, SeqQ, EVEN, D)
+                              False, HAS_SEQ, BLOCK_M, SeqQ, EVEN, D, dqa_base, ONE_PASS)
     dk = dk * sm_scale
     tl.store(DK + b.to(tl.int64) * sdkb + h.to(tl.int64) * sdkh + offs_n[:, None] * sdks + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=(offs_n[:, None] < S) & (offs_d[None, :] < D))
@@ -334,6 +344,19 @@ def _bwd_q_kernel(Q, K, V, DO, DQ, LSE, Delta, Slopes, SeqId,
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * sdqb + h.to(tl.int64) * sdqh + offs_m[:, None] * sdqs + offs_d[None, :],
              dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < S) & (offs_d[None, :] < D))
+
+
+# Backward schedule. split (default): dK/dV over key blocks, then dQ over query blocks (recomputes QK^T
+# and dP; deterministic). one_pass: the dK/dV kernel also adds dS K into an fp32 dQ accumulator with
+# atomics (FlashAttention-2's CUDA schedule; 5 matmuls per tile pair instead of 7, not bitwise
+# deterministic). benchmarks/attention.py times both; set with set_backward().
+BACKWARD = {"one_pass": os.environ.get("MPT_ALIBI_BWD", "split") == "one_pass"}
+
+
+def set_backward(mode: str) -> None:
+    if mode not in ("split", "one_pass"):
+        raise ValueError(f"backward mode must be 'split' or 'one_pass', got {mode!r}")
+    BACKWARD["one_pass"] = mode == "one_pass"
 
 
 def _pad(d: int) -> int:
@@ -414,13 +437,19 @@ def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     (dq_buf, dq), (dk_buf, dk), (dv_buf, dv) = (_grad_buffer(t, bhsd_grads) for t in (q, k, v))
     ss = seq.stride(0) if has_seq else 0
     qk_scale = sm_scale * LOG2E
+    one_pass = BACKWARD["one_pass"]
+    # fp32 dQ accumulator; a 1-element dummy when unused (autotuning zeroes it between trials)
+    dqa = torch.zeros((B, H, S, D) if one_pass else (1,), device=q.device, dtype=torch.float32)
     _bwd_kv_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_N"]), B * H)](
-        q, k, v, do, dk, dv, lse, delta, slopes, seq,
+        q, k, v, do, dk, dv, lse, delta, slopes, seq, dqa,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), ss,
-        H, S, qk_scale, sm_scale, D=D, DP=_pad(D), HAS_SEQ=has_seq,
+        H, S, qk_scale, sm_scale, D=D, DP=_pad(D), HAS_SEQ=has_seq, ONE_PASS=one_pass,
     )
+    if one_pass:
+        dq.copy_(dqa.mul_(sm_scale))
+        return dq_buf, dk_buf, dv_buf
     _bwd_q_kernel[lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)](
         q, k, v, do, dq, lse, delta, slopes, seq,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),

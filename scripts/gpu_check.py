@@ -40,7 +40,7 @@ def backends():
 
 def attention_rows(names):
     rows = []
-    shapes = [(2, 16, 2048, 128), (2, 12, 1000, 64)]
+    shapes = [(2, 16, 2048, 128), (2, 12, 1000, 64), (1, 8, 1024, 112)]  # 112: MPT-30B
     for B, H, S, D in shapes:
         for use_seq in (False, True):
             g = torch.Generator(device="cuda").manual_seed(S + use_seq)

@@ -35,9 +35,18 @@ def _packed_seq_id(B: int, S: int, device, n_docs: int = 4) -> torch.Tensor:
     return torch.cumsum(cuts.to(torch.int32), dim=1)
 
 
-def _check_against_reference(B, H, S, D, dtype, *, seq=False, fused_qkv=False, scale=None, device="cuda"):
-    from kernels.triton_alibi import triton_alibi_attention
+def _check_against_reference(B, H, S, D, dtype, *, seq=False, fused_qkv=False, scale=None, device="cuda",
+                             backward="split"):
+    from kernels.triton_alibi import set_backward, triton_alibi_attention
 
+    set_backward(backward)
+    try:
+        _check(B, H, S, D, dtype, seq, fused_qkv, scale, device, triton_alibi_attention)
+    finally:
+        set_backward("split")
+
+
+def _check(B, H, S, D, dtype, seq, fused_qkv, scale, device, triton_alibi_attention):
     if fused_qkv:
         # the trainer's layout: one (B, S, 3, H, D) projection, q/k/v are strided views of it
         qkv = torch.randn(B, S, 3, H, D, device=device, dtype=dtype)
@@ -74,6 +83,16 @@ def _check_against_reference(B, H, S, D, dtype, *, seq=False, fused_qkv=False, s
 @pytest.mark.parametrize("D", [64, 80, 96, 112, 128])
 def test_matches_reference(dtype, D):
     _check_against_reference(2, 4, 512, D, dtype)
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("seq", [False, True])
+@pytest.mark.parametrize("D", [64, 112, 128])
+def test_one_pass_backward(D, seq):
+    """The one-pass backward (dQ accumulated with atomics in the dK/dV kernel) matches the reference."""
+    _check_against_reference(2, 4, 1000, D, torch.bfloat16, seq=seq, backward="one_pass")
+    _check_against_reference(1, 4, 2048, D, torch.bfloat16, fused_qkv=True, backward="one_pass")
 
 
 @cuda
@@ -190,6 +209,10 @@ _INTERPRETER_HEAD_DIMS_SCRIPT = textwrap.dedent(
     _check_against_reference(1, 2, 128, 112, torch.float16, seq=True, fused_qkv=True, device="cpu")
     _check_against_reference(1, 2, 96, 80, torch.float16, device="cpu")
     _check_against_reference(1, 2, 70, 96, torch.float16, seq=True, device="cpu")
+    # the one-pass backward (dQ by atomics from the dK/dV kernel)
+    _check_against_reference(1, 2, 77, 112, torch.float16, device="cpu", backward="one_pass")
+    _check_against_reference(2, 2, 130, 64, torch.float16, seq=True, fused_qkv=True, scale=0.2, device="cpu",
+                             backward="one_pass")
     print("ok")
     """
 )
