@@ -1,0 +1,363 @@
+"""Benchmark decontamination: find (or cut out) training text that shares a 13-gram with evaluation data.
+
+Why 13 words: GPT-3 (Brown et al. 2020, appendix C) flags a training document that shares any 13-gram
+with a benchmark example (N is each benchmark's 5th-percentile example length in words, bounded to
+[8, 13]; 13 for most). Later open recipes use the same kind of long exact-overlap test (Llama 2, section
+A.6, counts overlapping token n-grams of 10 or more; OLMo's Dolma removes training documents whose
+paragraphs appear in its Paloma evaluation data). One shared n-gram is enough: a 13-word sequence is
+almost never shared by chance, while a benchmark example leaked into a web page shares many.
+
+Normalization (the same on both sides, so the comparison is exact on normalized text): words are
+Unicode ``\\w+`` runs of the lower-cased text, so case, punctuation and whitespace differences vanish
+("Paris, France." and "paris france" match); digits are kept. This is the regex the near-dup stage
+uses (``pipelines.dedupe.minhash.words``) and what GPT-3 did (lower-case, strip punctuation, split on
+whitespace).
+
+Short evaluation texts: an eval text with fewer than ``n`` words but at least ``min_eval_words`` (8,
+GPT-3's floor) is indexed whole, as one m-gram matched against the documents' m-grams; shorter ones
+are skipped (and counted in ``EvalIndex.skipped_short``): a 5-word answer like "the capital of france
+is" is everywhere and would flag half the web.
+
+Index and memory: each n-gram is a 64-bit hash: word hashes (xxh3-64) folded with a polynomial over
+uint64 (as the near-dup shingles), then a 64-bit finalizer. The index keeps one sorted ``uint64`` array
+per n-gram length plus a ``uint16`` eval-source id per entry, so **10 bytes per distinct eval n-gram**
+(about 26 bytes transiently while building: the concatenated hashes, ids and the sort order); e.g.
+10 M eval n-grams (all of MMLU, HellaSwag, ARC, GSM8K ... together are well under that) take ~100 MB
+on every worker. Documents are never indexed: each is hashed and looked up (``np.searchsorted``)
+independently, so the stage scales like a filter. A false match needs a 64-bit collision: with 10 M
+index entries and 10^12 document n-grams the expected number is ~0.5 in total, i.e. nil per document.
+When several eval sources hold the same n-gram, the first source in sorted name order is reported.
+
+Modes: ``document`` drops a document with any match (``find``); ``spans`` cuts every matching word run
+out of the text instead (``remove_spans``), keeping the rest of the document.
+
+Eval data: JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``) or directories of them
+(searched recursively), local or any Beam filesystem (``gs://``, ``s3://``), globs allowed. Each line's
+``text_field`` (a dotted path) is the eval text; a list of strings gives one eval text per element
+(e.g. answer choices). The eval source name is the file's path relative to the directory given (or
+its base name), without the extension: ``mmlu/test``.
+
+No Beam import at module level: only ``load_eval_texts`` touches Beam's FileSystems, lazily.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import xxhash
+
+WORD_RE = re.compile(r"\w+", re.UNICODE)   # same as pipelines.dedupe.minhash.WORD_RE
+MODES = ("document", "spans")
+EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+class DecontamError(ValueError):
+    """A configuration or eval-data problem; the message names the file or key."""
+
+
+@dataclass(frozen=True)
+class DecontamConfig:
+    """Frozen and picklable: ship it to workers, build the index there (or ship the index)."""
+
+    eval_paths: tuple[str, ...]            # files, directories or globs; local, gs://, s3://
+    n: int = 13                            # n-gram length in words (GPT-3)
+    mode: str = "document"                 # "document": drop the document | "spans": cut the matches
+    text_field: str = "text"               # dotted path in each eval JSON line
+    min_eval_words: int = 8                # shorter eval texts are skipped (GPT-3's lower bound for N)
+
+    def __post_init__(self):
+        if isinstance(self.eval_paths, str):
+            object.__setattr__(self, "eval_paths", (self.eval_paths,))
+        else:
+            object.__setattr__(self, "eval_paths", tuple(self.eval_paths))
+        if not self.eval_paths:
+            raise DecontamError("decontam.eval_paths: give at least one eval file, directory or glob")
+        if self.mode not in MODES:
+            raise DecontamError(f"decontam.mode: expected one of {MODES}, got {self.mode!r}")
+        if not 1 <= self.min_eval_words <= self.n:
+            raise DecontamError(f"decontam: need 1 <= min_eval_words ({self.min_eval_words}) <= n ({self.n})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization and hashing (shared by both sides)
+# ---------------------------------------------------------------------------------------------
+
+
+def word_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Normalized words (lower-cased ``\\w+`` runs) and their character spans in ``text``."""
+    ws, spans = [], []
+    for m in WORD_RE.finditer(text):
+        ws.append(m.group(0).lower())
+        spans.append(m.span())
+    return ws, spans
+
+
+def words(text: str) -> list[str]:
+    return WORD_RE.findall(text.lower())
+
+
+def _word_hashes(ws: Sequence[str]) -> np.ndarray:
+    h = xxhash.xxh3_64_intdigest
+    return np.fromiter((h(w.encode("utf-8")) for w in ws), dtype=np.uint64, count=len(ws))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads the polynomial's structure over all 64 bits."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
+    """64-bit hash of every word n-gram (one per start position) from the words' hashes."""
+    count = len(wh) - n + 1
+    if count <= 0:
+        return np.empty(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        acc = wh[:count].copy()
+        for j in range(1, n):
+            acc = acc * _MULT + wh[j:j + count]
+        return _mix(acc + np.uint64(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading eval texts
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _strip_ext(name: str) -> str:
+    for ext in sorted(EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def list_eval_files(paths: Iterable[str]) -> list[tuple[str, str]]:
+    """``(path, eval_source_name)`` for every eval file under ``paths``, sorted, no duplicates.
+
+    Raises DecontamError naming a path that matches nothing."""
+    found: dict[str, str] = {}
+    for p in paths:
+        files: list[tuple[str, str]] = []
+        if _is_remote(p):
+            from apache_beam.io.filesystems import FileSystems
+
+            is_dir = p.endswith("/") or (not _has_glob(p) and not p.endswith(EXTENSIONS))
+            pattern = p.rstrip("/") + "/**" if is_dir else p
+            try:
+                metas = FileSystems.match([pattern])[0].metadata_list
+            except Exception as e:  # Beam raises BeamIOError when nothing matches
+                raise DecontamError(f"decontam eval path {p}: cannot list it ({type(e).__name__}: {e})") from None
+            prefix = p.rstrip("/") + "/"
+            for m in metas:
+                if m.path.endswith(EXTENSIONS):
+                    name = m.path[len(prefix):] if is_dir else m.path.rsplit("/", 1)[-1]
+                    files.append((m.path, _strip_ext(name)))
+        elif os.path.isdir(p):
+            for d, _, fns in os.walk(p):
+                for fn in fns:
+                    if fn.endswith(EXTENSIONS):
+                        full = os.path.join(d, fn)
+                        files.append((full, _strip_ext(os.path.relpath(full, p).replace(os.sep, "/"))))
+        else:
+            import glob
+
+            for full in glob.glob(p, recursive=True) if _has_glob(p) else ([p] if os.path.isfile(p) else []):
+                if os.path.isfile(full):
+                    files.append((full, _strip_ext(os.path.basename(full))))
+        if not files:
+            raise DecontamError(f"decontam eval path {p}: no {'/'.join(EXTENSIONS)} file found there")
+        for path, name in files:
+            found.setdefault(path, name)
+    return sorted(found.items(), key=lambda kv: (kv[1], kv[0]))
+
+
+def _open_lines(path: str) -> Iterator[bytes]:
+    if _is_remote(path):
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    else:
+        raw = open(path, "rb")
+    with raw:
+        if path.endswith(".gz"):
+            stream = gzip.GzipFile(fileobj=raw)
+        elif path.endswith((".zst", ".zstd")):
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        else:
+            stream = raw
+        yield from io.BufferedReader(stream) if not isinstance(stream, io.BufferedReader) else stream
+
+
+def _get_path(rec, dotted: str):
+    cur = rec
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise KeyError(dotted)
+        cur = cur[part]
+    return cur
+
+
+def load_eval_texts(cfg: DecontamConfig) -> Iterator[tuple[str, str]]:
+    """``(eval_source, text)`` for every eval text, file by file in sorted order.
+
+    A file with no usable ``text_field`` value at all is a configuration error (named); single bad
+    lines are skipped."""
+    for path, name in list_eval_files(cfg.eval_paths):
+        n_texts = 0
+        try:
+            for line in _open_lines(path):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    value = _get_path(json.loads(line), cfg.text_field)
+                except (ValueError, KeyError):
+                    continue
+                values = value if isinstance(value, list) else [value]
+                for v in values:
+                    if isinstance(v, str) and v.strip():
+                        n_texts += 1
+                        yield name, v
+        except (OSError, EOFError) as e:
+            raise DecontamError(f"decontam eval file {path}: cannot read it ({type(e).__name__}: {e})") from None
+        if n_texts == 0:
+            raise DecontamError(f"decontam eval file {path}: no line has a string field {cfg.text_field!r} "
+                                f"(set decontam.text_field)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The index
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalIndex:
+    """Hashed eval n-grams -> eval source. Picklable (numpy arrays and a tuple of names)."""
+
+    n: int
+    sources: tuple[str, ...]
+    keys: dict[int, np.ndarray]            # n-gram length -> sorted unique uint64 hashes
+    source_ids: dict[int, np.ndarray]      # n-gram length -> uint16 index into ``sources``, per key
+    eval_texts: int = 0
+    skipped_short: int = 0
+    per_source: dict[str, int] = field(default_factory=dict)   # eval texts indexed per source
+
+    @classmethod
+    def build(cls, cfg: DecontamConfig) -> "EvalIndex":
+        return cls.from_texts(load_eval_texts(cfg), n=cfg.n, min_eval_words=cfg.min_eval_words)
+
+    @classmethod
+    def from_texts(cls, pairs: Iterable[tuple[str, str]], n: int = 13, min_eval_words: int = 8) -> "EvalIndex":
+        """Index ``(eval_source, text)`` pairs; see the module docstring for short texts."""
+        chunks: dict[int, list[np.ndarray]] = {}
+        chunk_src: dict[int, list[str]] = {}
+        counts: Counter = Counter()
+        skipped = total = 0
+        for source, text in pairs:
+            ws = words(text)
+            if len(ws) < min_eval_words:
+                skipped += 1
+                continue
+            m = min(n, len(ws))
+            h = ngram_hashes(_word_hashes(ws), m)
+            chunks.setdefault(m, []).append(h)
+            chunk_src.setdefault(m, []).append(source)
+            counts[source] += 1
+            total += 1
+        names = tuple(sorted(counts))
+        if len(names) > np.iinfo(np.uint16).max:
+            raise DecontamError(f"decontam: {len(names)} eval sources; at most 65535 are supported")
+        sid = {s: i for i, s in enumerate(names)}
+        keys, ids = {}, {}
+        for m, hs in chunks.items():
+            k = np.concatenate(hs)
+            s = np.concatenate([np.full(len(h), sid[src], dtype=np.uint16) for h, src in zip(hs, chunk_src[m])])
+            order = np.lexsort((s, k))                     # by hash, then by source name order
+            k, s = k[order], s[order]
+            first = np.ones(len(k), dtype=bool)
+            first[1:] = k[1:] != k[:-1]
+            keys[m], ids[m] = k[first], s[first]
+        return cls(n, names, keys, ids, total, skipped, dict(sorted(counts.items())))
+
+    @property
+    def num_ngrams(self) -> int:
+        return int(sum(len(k) for k in self.keys.values()))
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(k.nbytes for k in self.keys.values()) + sum(s.nbytes for s in self.source_ids.values()))
+
+    def _matches(self, wh: np.ndarray) -> Iterator[tuple[int, int, int]]:
+        """``(start_word, length, source_id)`` for every matching position, each length in turn."""
+        for m in sorted(self.keys, reverse=True):
+            keys = self.keys[m]
+            h = ngram_hashes(wh, m)
+            if not len(h) or not len(keys):
+                continue
+            pos = np.searchsorted(keys, h)
+            pos[pos == len(keys)] = 0
+            hit = np.flatnonzero(keys[pos] == h)
+            for i in hit:
+                yield int(i), m, int(self.source_ids[m][pos[i]])
+
+    def find(self, text: str) -> Optional[tuple[str, str]]:
+        """The first shared n-gram in document order (longest length first at a tie) as
+        ``(normalized n-gram text, eval source)``, or None when the document is clean."""
+        ws = words(text)
+        if len(ws) < min(self.keys, default=self.n + 1):
+            return None
+        best = None
+        for start, m, sid in self._matches(_word_hashes(ws)):
+            if best is None or (start, -m) < (best[0], -best[1]):
+                best = (start, m, sid)
+        if best is None:
+            return None
+        start, m, sid = best
+        return " ".join(ws[start:start + m]), self.sources[sid]
+
+    def remove_spans(self, text: str) -> tuple[str, int]:
+        """Cut every matching word run out of ``text``: overlapping or adjacent matches merge into one
+        span, cut from its first word's first character to its last word's last character (the
+        surrounding whitespace and punctuation stay). Returns ``(new_text, spans_removed)``; the text is
+        returned unchanged (the same object) when nothing matches."""
+        ws, spans = word_spans(text)
+        if len(ws) < min(self.keys, default=self.n + 1):
+            return text, 0
+        covered = [(s, s + m) for s, m, _ in self._matches(_word_hashes(ws))]
+        if not covered:
+            return text, 0
+        covered.sort()
+        merged = [list(covered[0])]
+        for s, e in covered[1:]:
+            if s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        out, last = [], 0
+        for s, e in merged:
+            out.append(text[last:spans[s][0]])
+            last = spans[e - 1][1]
+        out.append(text[last:])
+        return "".join(out), len(merged)

@@ -1,0 +1,109 @@
+"""Benchmark decontamination (pipelines.decontam) on hand-made eval files and documents."""
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+
+import pytest
+import zstandard
+
+from pipelines.decontam import DecontamConfig, DecontamError, EvalIndex, list_eval_files, load_eval_texts
+
+Q1 = "Which of the following best describes the primary function of mitochondria in eukaryotic cells today"
+Q2 = "A train leaves the station at noon travelling at sixty miles per hour towards the distant city"
+SHORT = "Name the largest planet in our solar system"       # 8 words: indexed whole
+TINY = "What is two plus two"                                # 5 words: skipped
+
+
+def write_jsonl(path, rows, opener=open):
+    with opener(path, "wt", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+@pytest.fixture
+def evals(tmp_path):
+    d = tmp_path / "evals"
+    (d / "mmlu").mkdir(parents=True)
+    write_jsonl(d / "mmlu" / "test.jsonl", [{"question": {"text": Q1}}, {"question": {"text": TINY}}, {"other": 1}])
+    write_jsonl(d / "trains.jsonl.gz", [{"question": {"text": Q2}}], opener=gzip.open)
+    with open(d / "quiz.jsonl.zst", "wb") as f:
+        f.write(zstandard.ZstdCompressor().compress((json.dumps({"question": {"text": [SHORT, ""]}}) + "\n").encode()))
+    (d / "README.md").write_text("not an eval file")
+    return d
+
+
+@pytest.fixture
+def index(evals):
+    return EvalIndex.build(DecontamConfig((str(evals),), text_field="question.text"))
+
+
+def test_loads_every_format_and_names_sources(evals, index):
+    assert [name for _, name in list_eval_files([str(evals)])] == ["mmlu/test", "quiz", "trains"]
+    assert index.sources == ("mmlu/test", "quiz", "trains")
+    assert index.eval_texts == 3 and index.skipped_short == 1
+    assert index.per_source == {"mmlu/test": 1, "quiz": 1, "trains": 1}
+    # Q1 and Q2 have 15 and 17 words -> 3 + 5 13-grams, SHORT is one 8-gram
+    assert index.num_ngrams == 3 + 5 + 1 and index.nbytes == 10 * index.num_ngrams
+
+
+def test_find_reports_ngram_and_source_despite_case_and_punctuation(index):
+    doc = ("Study guide.\n\nQ: which of the following BEST describes the primary function of mitochondria, "
+           "in eukaryotic cells? Discuss.")
+    hit = index.find(doc)
+    assert hit == ("which of the following best describes the primary function of mitochondria in eukaryotic",
+                   "mmlu/test")                        # the first 13 words of the overlap
+    assert index.find("Trains leave stations. " + Q2.upper() + "!") [1] == "trains"
+
+
+def test_short_eval_matched_whole_and_clean_documents_pass(index):
+    assert index.find(f"Quiz night: {SHORT}? Jupiter.") == (SHORT.lower(), "quiz")
+    assert index.find("What is two plus two? Four, said everyone.") is None     # the 5-word eval was skipped
+    near = Q1.replace("mitochondria", "ribosomes")                                 # no 13 consecutive words shared
+    assert index.find(near) is None
+    twelve = " ".join(Q1.split()[:12])
+    assert index.find(twelve + " and nothing else") is None
+
+
+def test_remove_spans_cuts_only_the_overlap(index):
+    doc = f"Before. {Q1}. Middle text stays. {Q2} after"
+    new, n = index.remove_spans(doc)
+    assert n == 2
+    assert new == "Before. . Middle text stays.  after"
+    assert index.find(new) is None
+    clean = "nothing to see here at all, just ordinary words in an ordinary sentence of some length"
+    assert index.remove_spans(clean) == (clean, 0)
+
+
+def test_overlapping_matches_merge_into_one_span(index):
+    new, n = index.remove_spans(Q1 + " " + Q1)      # adjacent copies: one merged run
+    assert n == 1 and new.strip() == ""
+
+
+def test_first_source_in_name_order_wins_for_shared_ngrams():
+    idx = EvalIndex.from_texts([("zeta", Q1), ("alpha", Q1)])
+    assert idx.find(Q1)[1] == "alpha" and idx.num_ngrams == 3
+
+
+def test_config_is_frozen_picklable_and_validated(evals, index):
+    cfg = DecontamConfig([str(evals)], mode="spans")
+    assert cfg.eval_paths == (str(evals),)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    with pytest.raises(Exception):
+        cfg.n = 8
+    idx2 = pickle.loads(pickle.dumps(index))
+    assert idx2.find(Q2) == index.find(Q2)
+    with pytest.raises(DecontamError, match="mode"):
+        DecontamConfig(("x",), mode="paragraphs")
+    with pytest.raises(DecontamError, match="min_eval_words"):
+        DecontamConfig(("x",), min_eval_words=20)
+
+
+def test_errors_name_the_file_or_path(tmp_path, evals):
+    with pytest.raises(DecontamError, match="nowhere"):
+        list(load_eval_texts(DecontamConfig((str(tmp_path / "nowhere"),))))
+    with pytest.raises(DecontamError, match=r"test\.jsonl.*'text'"):
+        list(load_eval_texts(DecontamConfig((str(evals / "mmlu" / "test.jsonl"),))))   # default field absent
+    assert [n for n, _ in load_eval_texts(DecontamConfig((str(evals / "*.jsonl.gz"),), text_field="question.text"))] \
+        == ["trains"]
