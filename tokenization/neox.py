@@ -14,6 +14,8 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from tokenization.fast import build_fast_encoder, requested_encoder
+
 EOS_ID = 0          # <|endoftext|>
 PAD_ID = 1          # <|padding|>
 VOCAB_SIZE = 50277  # tokenizer vocabulary incl. added tokens
@@ -168,8 +170,36 @@ class NeoXTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: Sequence[str], eos: bool = True) -> list[np.ndarray]:
-        """Token arrays (uint16), each followed by EOS when ``eos``; no offsets computed (encode_batch_fast)."""
+    @property
+    def encoder(self) -> str:
+        """Which encoder ``encode_batch`` uses here: "fastokens" or "tokenizers" (see tokenization/fast.py)."""
+        fast = self._fast_encoder()
+        return fast.name if fast is not None else "tokenizers"
+
+    def _fast_encoder(self, encoder: Optional[str] = None):
+        """Built lazily once per process and choice (pickling and Beam workers are unchanged); None = tokenizers."""
+        key = requested_encoder(encoder)
+        cache = self.__dict__.setdefault("_fast", {})
+        if key not in cache:
+            cache[key] = build_fast_encoder(self.raw, self._tok, self.verified, key)
+        return cache[key]
+
+    def encode_batch(self, texts: Sequence[str], eos: bool = True, encoder: Optional[str] = None) -> list[np.ndarray]:
+        """Token arrays (uint16), each followed by EOS when ``eos``; ids identical to ``tokenizers``.
+        ``encoder``: None (``$NEOX_ENCODER``, default auto: fastokens when installed and verified),
+        "tokenizers" (the reference) or "fastokens"."""
+        fast = self._fast_encoder(encoder)
+        if fast is not None:
+            try:
+                return fast.encode_batch(texts, eos)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # lone surrogates, a Rust panic ...: the reference decides (and raises its own error)
+                pass
+        return self.encode_batch_reference(texts, eos)
+
+    def encode_batch_reference(self, texts: Sequence[str], eos: bool = True) -> list[np.ndarray]:
+        """The reference path: ``tokenizers`` encode_batch_fast."""
         encs = self._tok.encode_batch_fast(list(texts), add_special_tokens=False)
         out = []
         for e in encs:
