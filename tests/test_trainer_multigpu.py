@@ -122,3 +122,36 @@ def test_two_gpus_save_resume_on_one_and_two(mixture, tmp_path):
         loss_rtol=2e-3)
     print("2 GPUs straight:", [round(r["loss"], 6) for r in straight])
     print("1 GPU resumed  :", [round(r["loss"], 6) for r in recs])
+
+
+def test_scaling_benchmark_plan_shards_state_and_skips_what_cannot_fit():
+    """``benchmarks/train_scaling.py --plan``: 16 B/param of fp32 state split over the GPUs; 30b does not
+    fit 2 H200s (and says how many it needs), 7b does; 8 GPUs run every model."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from train_scaling import plan
+
+    two = {(r["preset"], r["seq"]): r for r in plan(["1b", "7b", "30b"], [2048, 8192], 2, 140.0)}
+    assert two[("7b", 2048)]["state_gib_per_gpu"] == pytest.approx(16 * two[("7b", 2048)]["params"] / 2 / 2**30)
+    assert two[("7b", 2048)]["skip"] is None and two[("1b", 8192)]["skip"] is None
+    assert "needs >= 4" in two[("30b", 8192)]["skip"]
+    assert all(r["skip"] is None for r in plan(["1b", "7b", "30b"], [2048, 8192], 8, 140.0))
+    r = plan(["7b"], [2048], 8, 140.0, ["7b:2048:3x2:ac"])[0]
+    assert (r["mbs"], r["accum"], r["ac"]) == (3, 2, True)
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_runs_under_torchrun_on_two_cpu_ranks(tmp_path):
+    """The benchmark's own code path (process group, FSDP2, timing, all-reduced table) on 2 gloo ranks."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "rows.jsonl"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(_free_port()), str(REPO / "benchmarks" / "train_scaling.py"),
+                          "--device", "cpu", "--presets", "custom", "--seqs", "128", "--no-compile", "--attn", "torch",
+                          "--steps", "2", "--warmup", "1", "--shape", "custom:128:2x2", "--json", str(out),
+                          "--set", "model.d_model=64", "model.n_heads=4", "model.n_layers=2", "model.vocab_size=512"],
+                         check=True, cwd=REPO, env=env, timeout=600, capture_output=True, text=True)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["gpus"] == 2 and rows[0]["mbs"] == 2 and rows[0]["accum"] == 2
+    assert rows[0]["tok_s_gpu"] == pytest.approx(2 * 2 * 128 / rows[0]["step_s"])
+    assert 5.5 < rows[0]["loss"] < 7.5  # random tokens over 512 ids: about ln(512)
+    assert "| custom | 128 | 2 | 2x2 | no |" in res.stdout
