@@ -70,7 +70,8 @@ def test_diff_checkpoints_across_sharding(mixture, tmp_path):
 
 
 def _save_on_two_resume_on_one_and_two(mixture, tmp_path, extra: list[str], loss_rtol: float):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
     common = ["max_steps=6", "global_batch_size=8", "micro_batch_size=2", "optimizer.warmup_steps=2", *extra]
 
     def torchrun(run_dir, *more):
@@ -142,7 +143,8 @@ def test_scaling_benchmark_plan_shards_state_and_skips_what_cannot_fit():
 @pytest.mark.slow
 def test_scaling_benchmark_runs_under_torchrun_on_two_cpu_ranks(tmp_path):
     """The benchmark's own code path (process group, FSDP2, timing, all-reduced table) on 2 gloo ranks."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
     out = tmp_path / "rows.jsonl"
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(_free_port()), str(REPO / "benchmarks" / "train_scaling.py"),
