@@ -107,6 +107,8 @@ def build_fast_encoder(raw_json: str, reference_tok, verified: bool, name: str =
     if name == "tokenizers":
         return None
     strict = name == "fastokens"
+    if not verified and not strict:  # verify=False: an explicit choice of another tokenizer.json, no warning
+        return None
     try:
         if not verified:
             raise RuntimeError("the fast encoder is only validated for the fingerprint-verified NeoX tokenizer")
