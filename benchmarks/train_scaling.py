@@ -86,6 +86,20 @@ def plan(presets, seqs, world: int, gpu_gib: float, overrides=(), extra=()) -> l
     return out
 
 
+def scaling_table(rows: list[dict]) -> list[str]:
+    """Markdown rows per (model, seq) over GPU counts: tok/s/GPU, MFU, memory, and the scaling efficiency
+    (tok/s/GPU over the 1-GPU row of the same model and seq, when there is one; shapes may differ)."""
+    out = ["| model | seq | GPUs | mbs x acc | act. ckpt | tok/s/GPU | MFU % | peak alloc GiB | vs 1 GPU (per GPU) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    rows = sorted(rows, key=lambda r: (r["seq"], r["params"], r["gpus"]))
+    for r in rows:
+        base = next((b for b in rows if (b["preset"], b["seq"], b["gpus"]) == (r["preset"], r["seq"], 1)), None)
+        eff = f"{r['tok_s_gpu'] / base['tok_s_gpu']:.2f}" if base else "-"
+        out.append(f"| {r['preset']} | {r['seq']} | {r['gpus']} | {r['mbs']}x{r['accum']} | {'yes' if r['ac'] else 'no'} | "
+                   f"{r['tok_s_gpu']:,.0f} | {100 * r['mfu']:.1f} | {r['peak_alloc_gb']:.1f} | {eff} |")
+    return out
+
+
 def parse_shape(text: str):
     preset, seq, mb, *flags = text.split(":")
     mbs, accum = (int(x) for x in mb.lower().split("x"))
@@ -182,7 +196,11 @@ def main(argv=None):
     ap.add_argument("--plan", type=int, metavar="WORLD",
                     help="print what a launch on WORLD GPUs of --gpu-gib would run or skip, and exit (no GPU needed)")
     ap.add_argument("--gpu-gib", type=float, default=140.0, help="GPU memory for --plan (H200: 140)")
+    ap.add_argument("--report", metavar="JSONL", help="print the scaling table of rows from earlier --json runs, and exit")
     args = ap.parse_args(argv)
+    if args.report:
+        print("\n".join(scaling_table([json.loads(x) for x in Path(args.report).read_text().splitlines() if x.strip()])))
+        return
     if args.plan:
         for r in plan(args.presets, args.seqs, args.plan, args.gpu_gib, args.shape, args.set):
             print(f"{r['preset']}/{r['seq']} on {r['gpus']}: {r['mbs']}x{r['accum']}{' ac' if r['ac'] else ''}, "
