@@ -14,7 +14,8 @@ boundaries); ``reject`` prints the audit record(s) of a document id from ``OUT/r
 ``--write-rejects``). Random picks are reproducible: the same ``--seed`` picks the same documents.
 
 Paths come from ``contract.layout`` only. ``OUT`` may be local or remote (``gs://``, ``s3://``,
-through Beam's FileSystems; only the shard files a command needs are fetched). Every error names the
+through Beam's FileSystems; only the shard files a command needs are fetched); Beam filesystem options
+(``--s3_endpoint_url=...``, ``--s3_region_name=...``, GCS project ...) are accepted as the build takes them. Every error names the
 file it could not find and exits with status 2.
 """
 from __future__ import annotations
@@ -424,7 +425,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # OUT alone (or OUT --json) means summary
     if argv and not argv[0].startswith("-") and (len(argv) == 1 or argv[1] not in COMMANDS):
         argv.insert(1, "summary")
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if not a.startswith("--")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:  # Beam filesystem options for a remote OUT, e.g. --s3_endpoint_url=... (as the build takes them)
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        FileSystems.set_options(PipelineOptions(extra))
     try:
         if args.command in (None, "summary"):
             summary = summarize(args.out)
