@@ -3,6 +3,8 @@
 Rows (all on the same text, the ten categories of ../shared/corpora):
   ceiling      tokenizers.encode_batch_fast, nothing else: one process (rayon threads on all cores), and N
                processes over the same hash parts; the faster of the two is the ceiling
+  fast ceiling the same with the adopted fast encoder (fastokens, tokenization/fast.py), when installed;
+               the stage rows use whichever encoder NeoXTokenizer.encode_batch selects ($NEOX_ENCODER)
   stage x1     our build's tokenize-and-shard code (pipelines.shards.tokenize_and_write: batch encode,
                uint16 + EOS, zstd MDS, doc_tokens.npy) in one process, rayon on all cores
   stage xN     the same code in N worker processes over hash parts, as the Beam workers run it
@@ -47,7 +49,18 @@ def load_docs():
     return docs
 
 
-def _ceiling_worker(texts):
+def _ceiling_worker(texts, encoder="tokenizers"):
+    """The raw encoder alone: ``tokenizers`` encode_batch_fast, or (encoder="fastokens") the adopted fast
+    encoder's encode_batch_flat (tokenization/fast.py), same batches."""
+    if encoder == "fastokens":
+        from tokenization.fast import FastokensEncoder
+
+        enc = FastokensEncoder(TOK.read_text(encoding="utf-8"))
+        t = time.perf_counter()
+        n = 0
+        for i in range(0, len(texts), 512):
+            n += len(enc.encode_flat(texts[i:i + 512])[0])
+        return time.perf_counter() - t, n
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(TOK))
@@ -58,22 +71,35 @@ def _ceiling_worker(texts):
     return time.perf_counter() - t, n
 
 
-def ceiling(texts):
-    return _ceiling_worker(texts)
+def _ceiling_worker_fast(texts):
+    return _ceiling_worker(texts, "fastokens")
 
 
-def ceiling_procs(docs, workers):
+def ceiling(texts, encoder="tokenizers"):
+    return _ceiling_worker(texts, encoder)
+
+
+def ceiling_procs(docs, workers, encoder="tokenizers"):
     """The raw encoder in N processes over the same hash parts the stage uses (rayon inside each)."""
     from pipelines.shards import part_of
 
+    fn = _ceiling_worker_fast if encoder == "fastokens" else _ceiling_worker
     parts = [[] for _ in range(workers)]
     for d in docs:
         parts[part_of(d.uid, workers)].append(d.text)
     with mp.get_context("spawn").Pool(workers) as pool:
-        pool.map(_ceiling_worker, [p[:5] for p in parts], chunksize=1)
+        pool.map(fn, [p[:5] for p in parts], chunksize=1)
         t = time.perf_counter()
-        res = pool.map(_ceiling_worker, parts, chunksize=1)
+        res = pool.map(fn, parts, chunksize=1)
     return time.perf_counter() - t, sum(r[1] for r in res)
+
+
+def fast_available() -> bool:
+    try:
+        import fastokens  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _stage_worker(args):
@@ -167,6 +193,9 @@ def main():
 
         rows.append(("ceiling: encode_batch_fast, 1 process (rayon)", *best(ceiling, texts)))
         rows.append((f"ceiling: encode_batch_fast, {cores} procs", *best(ceiling_procs, docs, cores)))
+        if fast_available():
+            rows.append(("fast ceiling: fastokens encode_batch_flat, 1 process", *best(ceiling, texts, "fastokens")))
+            rows.append((f"fast ceiling: fastokens, {cores} procs", *best(ceiling_procs, docs, cores, "fastokens")))
         rows.append(("stage x1: tokenize_and_write, rayon", *best(stage, docs, 1, tmp)))
         rows.append((f"stage x{cores}: tokenize_and_write, {cores} procs", *best(stage, docs, cores, tmp)))
         rows.append(("llm-foundry-style, 1 process", *best(foundry, texts, tmp)))
@@ -174,9 +203,9 @@ def main():
             rows.append((f"full Beam build, {cores} workers", *best(full_build, tmp, cores)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ceil = max(mb / rows[0][1], mb / rows[1][1])  # the faster of the two raw-encoder layouts
+    ceil = max(mb / rows[0][1], mb / rows[1][1])  # the faster of the two tokenizers raw-encoder layouts
     print(f"\n{len(docs):,} docs, {mb:.1f} MB of text, {cores} cores, load avg {os.getloadavg()[0]:.1f}")
-    print("| method | seconds | MB/s | Mtok/s | vs ceiling (best raw row) |\n|---|---:|---:|---:|---:|")
+    print("| method | seconds | MB/s | Mtok/s | vs ceiling (best tokenizers raw row) |\n|---|---:|---:|---:|---:|")
     for name, dt, toks in rows:
         print(f"| {name} | {dt:.2f} | {mb / dt:.2f} | {toks / dt / 1e6:.2f} | {mb / dt / ceil:.0%} |")
 
