@@ -73,3 +73,20 @@ def test_deterministic_per_document_and_idempotent():
 def test_placeholders_are_what_fineweb_uses():
     assert EMAIL_PLACEHOLDERS == ("email@example.com", "firstname.lastname@example.org")
     assert len(IP_PLACEHOLDERS) == 6 and all(is_public_ip(ip) for ip in IP_PLACEHOLDERS)
+
+
+def test_markdown_emphasis_and_mailto_keep_their_punctuation():
+    out, n, _ = mask_pii("**bob@corp.io** and [mail](mailto:eve@corp.io) and --al@corp.io")
+    assert n == 3
+    assert out == (f"**{EMAIL_PLACEHOLDERS[0]}** and [mail](mailto:{EMAIL_PLACEHOLDERS[1]}) and "
+                   f"--{EMAIL_PLACEHOLDERS[0]}")
+
+
+def test_long_base64_run_with_an_at_sign_stays_linear():
+    """A 1 MB inline image and one address: FineWeb's leading \\b made this quadratic (~30 min); the
+    run-start anchor makes it one pass. No timing assert: a regression simply does not finish."""
+    import base64
+
+    blob = base64.b64encode(bytes(range(256)) * 3000).decode()   # ~1 MB of [A-Za-z0-9+/=]
+    out, n, _ = mask_pii(f"![img](data:image/png;base64,{blob}) write to me@x.org")
+    assert n == 1 and out.endswith(f"write to {EMAIL_PLACEHOLDERS[0]}") and blob in out
