@@ -5,11 +5,12 @@ Source: OLMoE (Muennighoff et al. 2024, "OLMoE: Open Mixture-of-Experts Language
 removes all documents with a sequence of 32 or more repeated n-grams, where an n-gram is any span of 1 to
 13 tokens. For the StarCoder subset, we also remove any document from a repository with fewer than 2 stars
 on GitHub, whose most frequent word constitutes over 30% of the document, or whose top-2 most frequent
-words constitute over 50% of the document." OLMo 2 and Dolma 1.7's StarCoder subset use the same rules;
-the repetition rule is also OLMo-core's training-time instance filter (``InstanceFilterConfig(
-repetition_max_period=13, repetition_min_period=1, repetition_max_count=32)``, a sequence is dropped
-when ``times >= 32``), added there "to mitigate possible training loss spikes". The word-frequency rule
-was meant for files "encoded in binary format or containing mostly numerical content".
+words constitute over 50% of the document." OLMo 2 (Team OLMo 2024, "2 OLMo 2 Furious", OLMo 2 Mix
+1124, the same data) gives the reasons: the word-frequency rule removes StarCoder files "encoded in
+binary format or containing mostly numerical content", the repetition rule is there "to mitigate
+possible training loss spikes". The repetition rule is also OLMo-core's training-time instance filter
+(``InstanceFilterConfig(repetition_max_period=13, repetition_min_period=1, repetition_max_count=32)``;
+an instance is dropped when a periodic run has ``times >= 32``).
 
 How each is measured here:
 
