@@ -28,8 +28,12 @@ independently, so the stage scales like a filter. A false match needs a 64-bit c
 index entries and 10^12 document n-grams the expected number is ~0.5 in total, i.e. nil per document.
 When several eval sources hold the same n-gram, the first source in sorted name order is reported.
 
-Modes: ``document`` drops a document with any match (``find``); ``spans`` cuts every matching word run
-out of the text instead (``remove_spans``), keeping the rest of the document.
+Modes: ``document`` drops a document with any match (``find``). ``spans`` is GPT-3's training-set
+filter (appendix C, "initial training set filtering"): cut each colliding n-gram "as well as a 200
+character window around it", discard the remaining pieces shorter than 200 characters, and drop the
+whole document when it was "split into more than 10 pieces" (``remove_spans``; kept pieces are joined
+with a blank line). GPT-3 also ignored 13-grams that matched more than 10 training documents (common
+phrases, legal boilerplate); that needs a corpus-wide count and is not done here.
 
 Eval data: JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``) or directories of them
 (searched recursively), local or any Beam filesystem (``gs://``, ``s3://``), globs allowed. Each line's
@@ -72,6 +76,9 @@ class DecontamConfig:
     mode: str = "document"                 # "document": drop the document | "spans": cut the matches
     text_field: str = "text"               # dotted path in each eval JSON line
     min_eval_words: int = 8                # shorter eval texts are skipped (GPT-3's lower bound for N)
+    window_chars: int = 200                # spans mode: characters also cut on each side of a match (GPT-3)
+    min_piece_chars: int = 200             # spans mode: shorter leftover pieces are dropped (GPT-3)
+    max_pieces: int = 10                   # spans mode: more pieces than this -> whole document dropped (GPT-3)
 
     def __post_init__(self):
         if isinstance(self.eval_paths, str):
@@ -82,6 +89,8 @@ class DecontamConfig:
             raise DecontamError("decontam.eval_paths: give at least one eval file, directory or glob")
         if self.mode not in MODES:
             raise DecontamError(f"decontam.mode: expected one of {MODES}, got {self.mode!r}")
+        if min(self.window_chars, self.min_piece_chars) < 0 or self.max_pieces < 1:
+            raise DecontamError("decontam: window_chars and min_piece_chars must be >= 0 and max_pieces >= 1")
         if not 1 <= self.min_eval_words <= self.n:
             raise DecontamError(f"decontam: need 1 <= min_eval_words ({self.min_eval_words}) <= n ({self.n})")
 
@@ -263,13 +272,19 @@ class EvalIndex:
     eval_texts: int = 0
     skipped_short: int = 0
     per_source: dict[str, int] = field(default_factory=dict)   # eval texts indexed per source
+    window_chars: int = 200                # spans mode, see DecontamConfig
+    min_piece_chars: int = 200
+    max_pieces: int = 10
 
     @classmethod
     def build(cls, cfg: DecontamConfig) -> "EvalIndex":
-        return cls.from_texts(load_eval_texts(cfg), n=cfg.n, min_eval_words=cfg.min_eval_words)
+        return cls.from_texts(load_eval_texts(cfg), n=cfg.n, min_eval_words=cfg.min_eval_words,
+                              window_chars=cfg.window_chars, min_piece_chars=cfg.min_piece_chars,
+                              max_pieces=cfg.max_pieces)
 
     @classmethod
-    def from_texts(cls, pairs: Iterable[tuple[str, str]], n: int = 13, min_eval_words: int = 8) -> "EvalIndex":
+    def from_texts(cls, pairs: Iterable[tuple[str, str]], n: int = 13, min_eval_words: int = 8,
+                   window_chars: int = 200, min_piece_chars: int = 200, max_pieces: int = 10) -> "EvalIndex":
         """Index ``(eval_source, text)`` pairs; see the module docstring for short texts."""
         chunks: dict[int, list[np.ndarray]] = {}
         chunk_src: dict[int, list[str]] = {}
@@ -299,7 +314,8 @@ class EvalIndex:
             first = np.ones(len(k), dtype=bool)
             first[1:] = k[1:] != k[:-1]
             keys[m], ids[m] = k[first], s[first]
-        return cls(n, names, keys, ids, total, skipped, dict(sorted(counts.items())))
+        return cls(n, names, keys, ids, total, skipped, dict(sorted(counts.items())),
+                   window_chars, min_piece_chars, max_pieces)
 
     @property
     def num_ngrams(self) -> int:
@@ -338,26 +354,29 @@ class EvalIndex:
         return " ".join(ws[start:start + m]), self.sources[sid]
 
     def remove_spans(self, text: str) -> tuple[str, int]:
-        """Cut every matching word run out of ``text``: overlapping or adjacent matches merge into one
-        span, cut from its first word's first character to its last word's last character (the
-        surrounding whitespace and punctuation stay). Returns ``(new_text, spans_removed)``; the text is
-        returned unchanged (the same object) when nothing matches."""
+        """GPT-3's span filter (module docstring): returns ``(new_text, spans_removed)``.
+
+        Every matching word run, widened by ``window_chars`` on each side, is cut; cuts that overlap or
+        have no word between them merge and count as one span. The pieces left between cuts that are shorter than ``min_piece_chars``
+        (after stripping) are dropped and the rest joined with a blank line. A document cut into more than
+        ``max_pieces`` pieces comes back as ``""`` (drop it; count it as contaminated). Nothing matched:
+        ``(text, 0)`` with the same object."""
         ws, spans = word_spans(text)
         if len(ws) < min(self.keys, default=self.n + 1):
             return text, 0
-        covered = [(s, s + m) for s, m, _ in self._matches(_word_hashes(ws))]
-        if not covered:
+        cuts = sorted((max(0, spans[s][0] - self.window_chars), min(len(text), spans[s + m - 1][1] + self.window_chars))
+                      for s, m, _ in self._matches(_word_hashes(ws)))
+        if not cuts:
             return text, 0
-        covered.sort()
-        merged = [list(covered[0])]
-        for s, e in covered[1:]:
-            if s <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], e)
+        merged = [list(cuts[0])]
+        for a, b in cuts[1:]:
+            if a <= merged[-1][1] or not WORD_RE.search(text, merged[-1][1], a):   # overlap, or no word between
+                merged[-1][1] = max(merged[-1][1], b)
             else:
-                merged.append([s, e])
-        out, last = [], 0
-        for s, e in merged:
-            out.append(text[last:spans[s][0]])
-            last = spans[e - 1][1]
-        out.append(text[last:])
-        return "".join(out), len(merged)
+                merged.append([a, b])
+        bounds = [0] + [x for ab in merged for x in ab] + [len(text)]
+        pieces = [text[bounds[i]:bounds[i + 1]] for i in range(0, len(bounds), 2)]
+        pieces = [p.strip() for p in pieces if p.strip()]
+        if len(pieces) > self.max_pieces:
+            return "", len(merged)
+        return "\n\n".join(p for p in pieces if len(p) >= self.min_piece_chars), len(merged)

@@ -66,19 +66,39 @@ def test_short_eval_matched_whole_and_clean_documents_pass(index):
     assert index.find(twelve + " and nothing else") is None
 
 
-def test_remove_spans_cuts_only_the_overlap(index):
-    doc = f"Before. {Q1}. Middle text stays. {Q2} after"
+FILLER = "Ordinary prose about gardening, the weather and the price of bread in small towns. " * 4   # ~340 chars
+
+
+def test_remove_spans_follows_gpt3_window_and_pieces(index):
+    doc = f"{FILLER}{Q1}. {FILLER}"
     new, n = index.remove_spans(doc)
-    assert n == 2
-    assert new == "Before. . Middle text stays.  after"
-    assert index.find(new) is None
-    clean = "nothing to see here at all, just ordinary words in an ordinary sentence of some length"
+    assert n == 1 and index.find(new) is None
+    # 200 characters on each side of the 13-gram run go too: each leftover piece is ~340 - 200 chars
+    # (< 200, so dropped) -> nothing is left
+    assert new == ""
+    long_doc = f"{FILLER * 2}{Q1}. {FILLER * 2}"
+    new, n = index.remove_spans(long_doc)
+    assert n == 1 and new.count("\n\n") == 1 and len(new) <= len(long_doc) - len(Q1) - 400 + 2
+    assert new.startswith(FILLER.strip()[:50]) and new.endswith(FILLER.strip()[-50:])
+    clean = FILLER
     assert index.remove_spans(clean) == (clean, 0)
 
 
-def test_overlapping_matches_merge_into_one_span(index):
-    new, n = index.remove_spans(Q1 + " " + Q1)      # adjacent copies: one merged run
-    assert n == 1 and new.strip() == ""
+def test_remove_spans_exact_cut_without_window():
+    idx = EvalIndex.from_texts([("mmlu", Q1), ("trains", Q2)], window_chars=0, min_piece_chars=0)
+    new, n = idx.remove_spans(f"Before. {Q1}. Middle text stays. {Q2} after")
+    assert n == 2 and new == "Before.\n\n. Middle text stays.\n\nafter"
+    new, n = idx.remove_spans(Q1 + " " + Q1)          # adjacent copies merge into one span
+    assert n == 1 and new == ""
+
+
+def test_too_many_pieces_drops_the_document():
+    idx = EvalIndex.from_texts([("mmlu", Q1)], window_chars=0, min_piece_chars=0, max_pieces=3)
+    doc = " x ".join([Q1] * 5) + " end"                 # 5 cuts -> 5 pieces: "x" four times, "end"
+    new, n = idx.remove_spans(doc)
+    assert n == 5 and new == ""
+    new, n = idx.remove_spans(" x ".join([Q1] * 2) + " end")
+    assert n == 2 and new == "x\n\nend"
 
 
 def test_first_source_in_name_order_wins_for_shared_ngrams():
@@ -98,6 +118,9 @@ def test_config_is_frozen_picklable_and_validated(evals, index):
         DecontamConfig(("x",), mode="paragraphs")
     with pytest.raises(DecontamError, match="min_eval_words"):
         DecontamConfig(("x",), min_eval_words=20)
+    with pytest.raises(DecontamError, match="max_pieces"):
+        DecontamConfig(("x",), max_pieces=0)
+    assert EvalIndex.build(DecontamConfig((str(evals),), text_field="question.text", window_chars=7)).window_chars == 7
 
 
 def test_errors_name_the_file_or_path(tmp_path, evals):
