@@ -1,8 +1,9 @@
 """Benchmark decontamination: find (or cut out) training text that shares a 13-gram with evaluation data.
 
-Why 13 words: GPT-3 (Brown et al. 2020, appendix C) flags a training document that shares any 13-gram
-with a benchmark example (N is each benchmark's 5th-percentile example length in words, bounded to
-[8, 13]; 13 for most). Later open recipes use the same kind of long exact-overlap test (Llama 2, section
+Why 13 words: GPT-3 (Brown et al. 2020, appendix C) filtered its training data on 13-gram overlaps with
+every benchmark, and for its overlap analysis called a benchmark example "dirty" when it shared an
+N-gram with training data (N = the benchmark's 5th-percentile example length in words, within [8, 13];
+13 for most). Later open recipes use the same kind of long exact-overlap test (Llama 2, section
 A.6, counts overlapping token n-grams of 10 or more; OLMo's Dolma removes training documents whose
 paragraphs appear in its Paloma evaluation data). One shared n-gram is enough: a 13-word sequence is
 almost never shared by chance, while a benchmark example leaked into a web page shares many.
@@ -10,8 +11,8 @@ almost never shared by chance, while a benchmark example leaked into a web page 
 Normalization (the same on both sides, so the comparison is exact on normalized text): words are
 Unicode ``\\w+`` runs of the lower-cased text, so case, punctuation and whitespace differences vanish
 ("Paris, France." and "paris france" match); digits are kept. This is the regex the near-dup stage
-uses (``pipelines.dedupe.minhash.words``) and what GPT-3 did (lower-case, strip punctuation, split on
-whitespace).
+uses (``pipelines.dedupe.minhash.words``) and close to GPT-3's "ignoring all punctuation, whitespace,
+and casing" (one difference: an apostrophe splits a word here, "don't" -> "don t", on both sides alike).
 
 Short evaluation texts: an eval text with fewer than ``n`` words but at least ``min_eval_words`` (8,
 GPT-3's floor) is indexed whole, as one m-gram matched against the documents' m-grams; shorter ones
