@@ -53,7 +53,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import xxhash
@@ -381,3 +381,32 @@ class EvalIndex:
         if len(pieces) > self.max_pieces:
             return "", len(merged)
         return "\n\n".join(p for p in pieces if len(p) >= self.min_piece_chars), len(merged)
+
+
+class DecontamResult(NamedTuple):
+    """What the build does with one document: ``text`` None -> remove it (stats key and reject record);
+    ``text`` changed -> keep the cut text; ``ngram``/``eval_source`` name the first overlap ("" if clean)."""
+
+    text: Optional[str]
+    spans_removed: int
+    ngram: str
+    eval_source: str
+
+    @property
+    def contaminated(self) -> bool:
+        return bool(self.eval_source)
+
+
+def decontaminate(index: EvalIndex, mode: str, text: str) -> DecontamResult:
+    """One document through the stage: ``find`` first (the cheap test every document pays), then in
+    ``spans`` mode ``remove_spans`` on the few that matched; an empty cut result means remove."""
+    hit = index.find(text)
+    if hit is None:
+        return DecontamResult(text, 0, "", "")
+    ngram, source = hit
+    if mode == "document":
+        return DecontamResult(None, 0, ngram, source)
+    if mode != "spans":
+        raise DecontamError(f"decontam.mode: expected one of {MODES}, got {mode!r}")
+    new, n = index.remove_spans(text)
+    return DecontamResult(new if new.strip() else None, n, ngram, source)

@@ -8,7 +8,8 @@ import pickle
 import pytest
 import zstandard
 
-from pipelines.decontam import DecontamConfig, DecontamError, EvalIndex, list_eval_files, load_eval_texts
+from pipelines.decontam import (DecontamConfig, DecontamError, EvalIndex, decontaminate, list_eval_files,
+                                 load_eval_texts)
 
 Q1 = "Which of the following best describes the primary function of mitochondria in eukaryotic cells today"
 Q2 = "A train leaves the station at noon travelling at sixty miles per hour towards the distant city"
@@ -176,3 +177,19 @@ def test_remote_eval_directory_through_beam_filesystems(evals, monkeypatch):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_decontaminate_per_mode(index):
+    clean = index.__class__.from_texts([("x", Q2)])
+    r = decontaminate(index, "document", FILLER)
+    assert r.text is FILLER and not r.contaminated
+    r = decontaminate(index, "document", FILLER + Q1)
+    assert r.text is None and r.eval_source == "mmlu/test" and r.ngram.startswith("which of the following")
+    long_doc = f"{FILLER * 2}{Q1}. {FILLER * 2}"
+    r = decontaminate(index, "spans", long_doc)
+    assert r.text and r.spans_removed == 1 and r.contaminated and index.find(r.text) is None
+    r = decontaminate(index, "spans", f"{FILLER}{Q1}")          # nothing left after the cut: remove
+    assert r.text is None and r.spans_removed == 1
+    assert decontaminate(clean, "spans", FILLER).text is FILLER
+    with pytest.raises(DecontamError, match="mode"):
+        decontaminate(index, "paragraphs", Q1)
