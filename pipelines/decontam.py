@@ -53,6 +53,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -381,6 +382,14 @@ class EvalIndex:
         if len(pieces) > self.max_pieces:
             return "", len(merged)
         return "\n\n".join(p for p in pieces if len(p) >= self.min_piece_chars), len(merged)
+
+
+@lru_cache(maxsize=4)
+def cached_index(cfg: DecontamConfig) -> EvalIndex:
+    """One index per config per process (configs are frozen, so hashable): call it from a DoFn's
+    ``setup`` so each worker process reads the eval files once instead of unpickling a large index per
+    bundle."""
+    return EvalIndex.build(cfg)
 
 
 class DecontamResult(NamedTuple):

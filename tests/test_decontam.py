@@ -8,7 +8,7 @@ import pickle
 import pytest
 import zstandard
 
-from pipelines.decontam import (DecontamConfig, DecontamError, EvalIndex, decontaminate, list_eval_files,
+from pipelines.decontam import (DecontamConfig, DecontamError, EvalIndex, cached_index, decontaminate, list_eval_files,
                                  load_eval_texts)
 
 Q1 = "Which of the following best describes the primary function of mitochondria in eukaryotic cells today"
@@ -113,6 +113,8 @@ def test_config_is_frozen_picklable_and_validated(evals, index):
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     with pytest.raises(Exception):
         cfg.n = 8
+    cfg2 = DecontamConfig((str(evals),), text_field="question.text")
+    assert cached_index(cfg2) is cached_index(DecontamConfig([str(evals)], text_field="question.text"))
     idx2 = pickle.loads(pickle.dumps(index))
     assert idx2.find(Q2) == index.find(Q2)
     with pytest.raises(DecontamError, match="mode"):
