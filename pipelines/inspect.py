@@ -212,8 +212,9 @@ def render_summary(summary: dict) -> str:
         if warns:
             parts += ["", "Warnings:", *(f"  ! {w}" for w in warns)]
     for name, m in summary["mixtures"].items():
-        parts += ["", f"Mixture {name}{' [demo]' if m['demo'] else ''}: {_fmt_int(m['samples'])} samples x "
-                      f"{m['seq_len']} tokens per epoch (budget {_fmt_int(m['budget_tokens'])} tokens, seed {m['seed']})"]
+        parts += ["", (f"Mixture {name}{' [demo]' if m['demo'] else ''}: {_fmt_int(m['samples'])} samples x "
+                       f"{m['seq_len']} tokens per epoch (budget {_fmt_int(m['budget_tokens'])} tokens, "
+                       f"seed {m['seed']})")]
         rows = [[s["part"] or "-", s["source"] or "-", _fmt_pct(s["planned_share"]), _fmt_pct(s["realized_share"]),
                  _fmt_int(s["choose"]), f"{s['epochs']:.2f}" if isinstance(s["epochs"], (int, float)) else "-"]
                 for s in m["streams"]]
@@ -282,7 +283,7 @@ def decode_docs(out: str, source: str, n: int, seed: int, chars: int, tok) -> li
         tokens = np.asarray(sample["tokens"])
         body = tokens[:-1] if len(tokens) and int(tokens[-1]) == 0 else tokens   # drop the EOS every doc ends with
         text, cut = _tokens_text(tok, body, chars)
-        docs.append({"source": source, "index": i, "id": sample.get("id"), "tokens": int(len(tokens)),
+        docs.append({"source": source, "index": i, "id": sample.get("id"), "tokens": len(tokens),
                      "text": text, "truncated": cut})
     return docs
 
@@ -314,7 +315,7 @@ def decode_samples(out: str, mixture: str, part: Optional[str], source: Optional
             tokens = np.asarray(sample["tokens"])
             text, cut = _tokens_text(tok, tokens, chars)
             out_rows.append({"stream": name, "part": st.get("part"), "source": st.get("source"), "sample": i,
-                             "tokens": int(len(tokens)), "documents": int((tokens == 0).sum()),
+                             "tokens": len(tokens), "documents": int((tokens == 0).sum()),
                              "text": text, "truncated": cut})
     return out_rows
 

@@ -1,6 +1,7 @@
 """Benchmark decontamination (pipelines.decontam) on hand-made eval files and documents."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import pickle
@@ -8,8 +9,15 @@ import pickle
 import pytest
 import zstandard
 
-from pipelines.decontam import (DecontamConfig, DecontamError, EvalIndex, cached_index, decontaminate, list_eval_files,
-                                 load_eval_texts)
+from pipelines.decontam import (
+    DecontamConfig,
+    DecontamError,
+    EvalIndex,
+    cached_index,
+    decontaminate,
+    list_eval_files,
+    load_eval_texts,
+)
 
 Q1 = "Which of the following best describes the primary function of mitochondria in eukaryotic cells today"
 Q2 = "A train leaves the station at noon travelling at sixty miles per hour towards the distant city"
@@ -111,7 +119,7 @@ def test_config_is_frozen_picklable_and_validated(evals, index):
     cfg = DecontamConfig([str(evals)], mode="spans")
     assert cfg.eval_paths == (str(evals),)
     assert pickle.loads(pickle.dumps(cfg)) == cfg
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.n = 8
     cfg2 = DecontamConfig((str(evals),), text_field="question.text")
     assert cached_index(cfg2) is cached_index(DecontamConfig([str(evals)], text_field="question.text"))

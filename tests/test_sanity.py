@@ -18,7 +18,7 @@ def test_needs_meta_covers_every_rule_that_reads_meta():
     readers = set()
     for f in (REPO / "pipelines" / "filters").glob("*.py"):
         src = f.read_text(encoding="utf-8")
-        for m in re.finditer(r'@register\("(\w+)"[^\n]*\)\ndef \w+\([^)]*\):(.*?)(?=\n@register|\Z)', src, re.S):
+        for m in re.finditer(r'@register\("(\w+)"[^\n]*\)\ndef \w+\([^)]*\):(.*?)(?=\n@register|\Z)', src, re.DOTALL):
             body = m.group(2)
             if re.search(r"\bmeta\b\s*(?:\.get|\[|or\b)|detect_language\(text, meta\)|\(meta or", body):
                 readers.add(m.group(1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from typing import ClassVar
 
 import pytest
 
@@ -15,7 +16,7 @@ from tokenization import TokenizerError, resolve_tokenizer_path
 
 
 class _CountingHub(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
     def _answer(self):
         type(self).hits.append(f"{self.command} {self.path}")
