@@ -446,7 +446,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.json:
                 print(json.dumps(recs, indent=1))
             elif not recs:
-                print(f"{args.id}: no reject record (searched {layout.join(args.out, 'rejects')}); it was kept or "
+                print(f"{args.id}: no reject record (searched {layout.rejects_dir(args.out, '*')}); it was kept or "
                       f"the id is spelled differently (ids are the id_field value or FILE:LINE)")
             else:
                 for rec in recs:
