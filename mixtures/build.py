@@ -35,7 +35,8 @@ from mixtures.planner import Plan, long_mask, plan_mixture, stream_rng
 from mixtures.report import write_report
 from mixtures.sources import (SourceDataError, SourceInfo, demo_sources, is_remote, iter_documents, load_source,
                               source_present)
-from mixtures.spec import MIXTURE_NAMES, SpecError, load_spec, parse_tokens, spec_path
+from contract.config import ConfigError
+from mixtures.spec import MIXTURE_NAMES, load_spec, parse_tokens, spec_path
 
 MANIFEST_FORMAT = "mptdata.mixture/1"
 
@@ -129,7 +130,7 @@ def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | No
     try:
         spec = load_spec(name)
         spec_file = str(spec_path(name))
-    except SpecError as e:
+    except ConfigError as e:
         raise MixtureError(str(e)) from e
     for label, p in (("sources dir", sources_dir), ("output dir", out_dir)):
         if is_remote(p):
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                   "they supply. Pass --tokens N to set it yourself.", file=sys.stderr)
         manifest = build_mixture(args.mixture, args.sources_dir, out, tokens=tokens, seed=args.seed,
                                  allow_missing=args.allow_missing_sources, demo=demo, progress=not args.quiet)
-    except (MixtureError, SpecError) as e:
+    except (MixtureError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.quiet:

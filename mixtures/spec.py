@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from contract.config import ConfigError
 from contract.registry import CODE_SOURCES, SOURCE_NAMES
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
@@ -46,10 +47,6 @@ MIXTURE_NAMES: tuple[str, ...] = tuple(sorted(p.stem for p in SPECS_DIR.glob("*.
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PROPORTION_TOL = 1e-6
-
-
-class SpecError(ValueError):
-    """A mixture spec is malformed; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class MixtureSpec:
 def parse_tokens(value: Any, where: str) -> int:
     """Parse a token count: 50000000000, "50B", "1T", "2.5M" (decimal suffixes)."""
     if isinstance(value, bool):
-        raise SpecError(f"{where}: expected a token count like 50B or 1000000, got {value!r}")
+        raise ConfigError(f"{where}: expected a token count like 50B or 1000000, got {value!r}")
     if isinstance(value, int):
         n = value
     elif isinstance(value, float) and value.is_integer():
@@ -96,125 +93,125 @@ def parse_tokens(value: Any, where: str) -> int:
     elif isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KkMmBbGgTt]?)\s*", value.replace("_", ""))
         if not m:
-            raise SpecError(f"{where}: expected a token count like 50B, 1T or 1000000, got {value!r}")
+            raise ConfigError(f"{where}: expected a token count like 50B, 1T or 1000000, got {value!r}")
         n = int(round(float(m.group(1)) * _SUFFIX[m.group(2).upper()]))
     else:
-        raise SpecError(f"{where}: expected a token count like 50B or 1000000, got {value!r}")
+        raise ConfigError(f"{where}: expected a token count like 50B or 1000000, got {value!r}")
     if n <= 0:
-        raise SpecError(f"{where}: the token count must be positive, got {value!r}")
+        raise ConfigError(f"{where}: the token count must be positive, got {value!r}")
     return n
 
 
 def _num(value: Any, where: str, *, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
     if positive and not value > 0:
-        raise SpecError(f"{where}: must be > 0, got {value!r}")
+        raise ConfigError(f"{where}: must be > 0, got {value!r}")
     return float(value)
 
 
 def _source_list(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"{where}: expected a list of source names, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of source names, got {value!r}")
     unknown = [v for v in value if v not in SOURCE_NAMES]
     if unknown:
-        raise SpecError(f"{where}: unknown source(s) {unknown}; known sources: {', '.join(SOURCE_NAMES)}")
+        raise ConfigError(f"{where}: unknown source(s) {unknown}; known sources: {', '.join(SOURCE_NAMES)}")
     if len(set(value)) != len(value):
-        raise SpecError(f"{where}: a source is listed twice: {value}")
+        raise ConfigError(f"{where}: a source is listed twice: {value}")
     return tuple(s for s in SOURCE_NAMES if s in value)
 
 
 def _part(name: str, obj: Any, where: str) -> PartSpec:
     if not isinstance(obj, dict):
-        raise SpecError(f"{where}: expected a mapping with weight/select/weighting, got {obj!r}")
+        raise ConfigError(f"{where}: expected a mapping with weight/select/weighting, got {obj!r}")
     known = {"weight", "select", "weighting", "proportions", "sources", "code_multiplier", "code_boost_mode"}
     extra = sorted(set(obj) - known)
     if extra:
-        raise SpecError(f"{where}: unknown key(s) {extra}; allowed: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(known)}")
     if not _NAME_RE.match(name) or "__" in name:
-        raise SpecError(f"{where}: part name {name!r} must be a plain folder name (letters, digits, _ . -, no '__')")
+        raise ConfigError(f"{where}: part name {name!r} must be a plain folder name (letters, digits, _ . -, no '__')")
     weight = _num(obj.get("weight", 1.0), f"{where}.weight")
     select = obj.get("select", "all")
     if select not in ("all", "long"):
-        raise SpecError(f"{where}.select: expected 'all' or 'long', got {select!r}")
+        raise ConfigError(f"{where}.select: expected 'all' or 'long', got {select!r}")
     weighting = obj.get("weighting", "proportions" if "proportions" in obj else "natural")
     if weighting not in ("proportions", "natural"):
-        raise SpecError(f"{where}.weighting: expected 'proportions' or 'natural', got {weighting!r}")
+        raise ConfigError(f"{where}.weighting: expected 'proportions' or 'natural', got {weighting!r}")
     proportions: dict[str, float] = {}
     if weighting == "proportions":
         props = obj.get("proportions")
         if not isinstance(props, dict) or not props:
-            raise SpecError(f"{where}.proportions: weighting 'proportions' needs a mapping source -> proportion")
+            raise ConfigError(f"{where}.proportions: weighting 'proportions' needs a mapping source -> proportion")
         unknown = [k for k in props if k not in SOURCE_NAMES]
         if unknown:
-            raise SpecError(f"{where}.proportions: unknown source(s) {unknown}; known: {', '.join(SOURCE_NAMES)}")
+            raise ConfigError(f"{where}.proportions: unknown source(s) {unknown}; known: {', '.join(SOURCE_NAMES)}")
         for k, v in props.items():
             proportions[k] = _num(v, f"{where}.proportions.{k}")
         total = sum(proportions.values())
         if abs(total - 1.0) > _PROPORTION_TOL:
-            raise SpecError(f"{where}.proportions: must sum to 1, they sum to {total:.9g}")
+            raise ConfigError(f"{where}.proportions: must sum to 1, they sum to {total:.9g}")
         if "sources" in obj:
-            raise SpecError(f"{where}.sources: not used with weighting 'proportions' (the proportions name the sources)")
+            raise ConfigError(f"{where}.sources: not used with weighting 'proportions' (the proportions name the sources)")
         sources = tuple(s for s in SOURCE_NAMES if s in proportions)
         proportions = {s: proportions[s] for s in sources}
     else:
         if "proportions" in obj:
-            raise SpecError(f"{where}.proportions: not used with weighting 'natural'; set weighting: proportions")
+            raise ConfigError(f"{where}.proportions: not used with weighting 'natural'; set weighting: proportions")
         sources = _source_list(obj["sources"], f"{where}.sources") if "sources" in obj else SOURCE_NAMES
         if not sources:
-            raise SpecError(f"{where}.sources: a part needs at least one source")
+            raise ConfigError(f"{where}.sources: a part needs at least one source")
     mult = _num(obj.get("code_multiplier", 1.0), f"{where}.code_multiplier")
     mode = obj.get("code_boost_mode", "share")
     if mode not in ("share", "weight"):
-        raise SpecError(f"{where}.code_boost_mode: expected 'share' or 'weight', got {mode!r}")
+        raise ConfigError(f"{where}.code_boost_mode: expected 'share' or 'weight', got {mode!r}")
     if mult != 1.0 and weighting != "proportions":
-        raise SpecError(f"{where}.code_multiplier: only meaningful with weighting 'proportions'")
+        raise ConfigError(f"{where}.code_multiplier: only meaningful with weighting 'proportions'")
     return PartSpec(name, weight, select, weighting, proportions, sources, mult, mode)
 
 
 def parse_spec(obj: Any, path: str) -> MixtureSpec:
     """Validate a loaded YAML object; ``path`` is only used in messages."""
     if not isinstance(obj, dict):
-        raise SpecError(f"{path}: expected a YAML mapping at the top level, got {type(obj).__name__}")
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(obj).__name__}")
     known = {"name", "description", "provenance", "seq_len", "tokens", "long_min_tokens",
              "long_count_eos", "code_sources", "parts"}
     extra = sorted(set(obj) - known)
     if extra:
-        raise SpecError(f"{path}: unknown top-level key(s) {extra}; allowed: {sorted(known)}")
+        raise ConfigError(f"{path}: unknown top-level key(s) {extra}; allowed: {sorted(known)}")
     name = obj.get("name", Path(path).stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SpecError(f"{path}: name: expected a plain folder name, got {name!r}")
+        raise ConfigError(f"{path}: name: expected a plain folder name, got {name!r}")
     for key in ("seq_len", "tokens", "parts"):
         if key not in obj:
-            raise SpecError(f"{path}: missing required key {key!r}")
+            raise ConfigError(f"{path}: missing required key {key!r}")
     seq_len = obj["seq_len"]
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
-        raise SpecError(f"{path}: seq_len: expected a positive integer, got {seq_len!r}")
+        raise ConfigError(f"{path}: seq_len: expected a positive integer, got {seq_len!r}")
     tokens = parse_tokens(obj["tokens"], f"{path}: tokens")
     long_min = obj.get("long_min_tokens", 4096)
     if isinstance(long_min, bool) or not isinstance(long_min, int) or long_min <= 0:
-        raise SpecError(f"{path}: long_min_tokens: expected a positive integer, got {long_min!r}")
+        raise ConfigError(f"{path}: long_min_tokens: expected a positive integer, got {long_min!r}")
     count_eos = obj.get("long_count_eos", False)
     if not isinstance(count_eos, bool):
-        raise SpecError(f"{path}: long_count_eos: expected true or false, got {count_eos!r}")
+        raise ConfigError(f"{path}: long_count_eos: expected true or false, got {count_eos!r}")
     code = (_source_list(obj["code_sources"], f"{path}: code_sources")
             if "code_sources" in obj else tuple(CODE_SOURCES))
     parts_obj = obj["parts"]
     if not isinstance(parts_obj, dict) or not parts_obj:
-        raise SpecError(f"{path}: parts: expected a non-empty mapping part name -> part")
+        raise ConfigError(f"{path}: parts: expected a non-empty mapping part name -> part")
     parts = tuple(_part(str(k), v, f"{path}: parts.{k}") for k, v in parts_obj.items())
     for p in parts:
         if p.code_multiplier != 1.0:
             where = f"{path}: parts.{p.name}.code_multiplier"
             code_share = sum(v for s, v in p.proportions.items() if s in code)
             if code_share <= 0:
-                raise SpecError(f"{where}: the part has no code source ({', '.join(code)}) to boost")
+                raise ConfigError(f"{where}: the part has no code source ({', '.join(code)}) to boost")
             if p.code_boost_mode == "share" and code_share * p.code_multiplier >= 1.0:
-                raise SpecError(f"{where}: code share {code_share:g} x {p.code_multiplier:g} leaves nothing "
+                raise ConfigError(f"{where}: code share {code_share:g} x {p.code_multiplier:g} leaves nothing "
                                 f"for the other sources; use a smaller multiplier or code_boost_mode: weight")
     for key in ("description", "provenance"):
         if key in obj and not isinstance(obj[key], str):
-            raise SpecError(f"{path}: {key}: expected text, got {obj[key]!r}")
+            raise ConfigError(f"{path}: {key}: expected text, got {obj[key]!r}")
     return MixtureSpec(name=name, path=str(path), description=obj.get("description", "").strip(),
                        provenance=obj.get("provenance", "").strip(), seq_len=seq_len, tokens=tokens,
                        long_min_tokens=long_min, long_count_eos=count_eos, code_sources=code,
@@ -228,7 +225,7 @@ def spec_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
-    raise SpecError(f"unknown mixture {name_or_path!r}: expected one of {', '.join(MIXTURE_NAMES)} "
+    raise ConfigError(f"unknown mixture {name_or_path!r}: expected one of {', '.join(MIXTURE_NAMES)} "
                     f"or the path of a spec .yaml file (see {SPECS_DIR})")
 
 
@@ -238,5 +235,5 @@ def load_spec(name_or_path: str) -> MixtureSpec:
     try:
         obj = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
     return parse_spec(obj, str(path))

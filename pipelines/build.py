@@ -7,7 +7,6 @@ runs on Dataflow/Spark/Flink (see README).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -15,12 +14,15 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from pipelines import fsio
-from pipelines.config import ConfigError, SourceConfig, load_sources, source_config
+from contract import layout
+from contract.config import ConfigError
 from contract.registry import SOURCE_NAMES
+from contract.stats import summary_table
+from pipelines import fsio
+from pipelines.config import load_sources, source_config
+from pipelines.plan import config_hash
 
 log = logging.getLogger("pipelines.build")
-CODE_VERSION = "1"  # bump when output bytes change for the same inputs (invalidates resume)
 
 EPILOG = """
 examples:
@@ -35,7 +37,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     ap = argparse.ArgumentParser(prog="python -m pipelines.build", description=__doc__.split("\n\n")[1],
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mixture", required=True, help="mixture to build after the sources: mpt7b_2k, mpt30b_2k, mpt30b_8k")
-    ap.add_argument("--sources", help="sources YAML (DESIGN.md 'Interfaces'); default: the built-in DEMO corpora")
+    ap.add_argument("--sources", help="sources YAML (README 'Real corpora'); default: the built-in DEMO corpora")
     ap.add_argument("--out", default="./out", help="output root: local path, gs:// or s3:// (default ./out)")
     ap.add_argument("--tokenizer", help="path to GPT-NeoX-20B tokenizer.json (else $NEOX_TOKENIZER, local cache, HF hub)")
     ap.add_argument("--write-rejects", action="store_true", help="write OUT/rejects/<source>/*.jsonl audit records")
@@ -47,7 +49,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     ap.add_argument("--tokens", type=int, help="mixture token budget (default: the spec's; scaled down for the demo)")
     ap.add_argument("--seed", type=int, default=17, help="mixture sampling seed (default 17)")
     ap.add_argument("--force", action="store_true", help="rebuild sources even if finished outputs exist")
-    ap.add_argument("--skip-mixture", action="store_true", help="stop after the per-source shards")
+    ap.add_argument("--skip-mixture", action="store_true",
+                    help="stop after the per-source shards (then any subset of the ten sources may be built)")
     return ap.parse_known_args(argv)
 
 
@@ -60,21 +63,24 @@ def beam_options(extra: list[str], workers: int):
     return PipelineOptions(extra)
 
 
-def config_hash(cfg: SourceConfig, files, tokenizer_fp: str, cross: bool) -> str:
-    rules = [(r.name, sorted(r.params.items())) for r in cfg.chain.rules]
-    payload = {"cfg": repr((cfg.text_field, cfg.id_field, cfg.meta_fields, cfg.format, rules, cfg.dedupe)),
-               "files": [(f.path, f.size) for f in files], "tok": tokenizer_fp, "cross": cross, "code": CODE_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def finished(out: str, source: str, chash: str) -> bool:
-    path = fsio.join(out, "stats", f"{source}.json")
-    if not (fsio.exists(path) and fsio.exists(fsio.join(out, "sources", source, "index.json"))):
+    path = layout.stats_path(out, source)
+    if not (fsio.exists(path) and fsio.exists(layout.source_index(out, source))):
         return False
     try:
         return json.loads(fsio.read_bytes(path)).get("config_hash") == chash
     except (OSError, ValueError):
         return False
+
+
+def clear_stale_staging(out: str, source: str, keep: str) -> None:
+    """Staging of an earlier run with other inputs or config cannot be resumed: remove it (same config: keep)."""
+    root = layout.join(layout.staging_root(out), source)
+    if not fsio.exists(root):
+        return
+    stale = sorted({rel.split("/", 1)[0] for rel in fsio.list_files(root)} - {keep})
+    for h in stale:
+        fsio.delete_tree(layout.join(root, h))
 
 
 def known_mixtures() -> Optional[list[str]]:
@@ -85,25 +91,8 @@ def known_mixtures() -> Optional[list[str]]:
     return list(MIXTURE_NAMES)
 
 
-def summary_table(out: str, names: Sequence[str]) -> str:
-    rows = []
-    tot = dict(read=0, malformed=0, rejected=0, dups=0, kept=0, tokens=0)
-    for n in names:
-        s = json.loads(fsio.read_bytes(fsio.join(out, "stats", f"{n}.json")))
-        rej = sum(s["rejected"].values())
-        dups = s["exact_duplicates"] + s["near_duplicates"] + s["semantic_duplicates"]
-        top = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items(), key=lambda kv: -kv[1])[:3]) or "-"
-        rows.append((n, s["read"], s["malformed"], rej, f'{s["exact_duplicates"]}/{s["near_duplicates"]}/{s["semantic_duplicates"]}',
-                     s["kept"], s["tokens"], s["docs_ge_4096_tokens"], top))
-        for k, v in (("read", s["read"]), ("malformed", s["malformed"]), ("rejected", rej), ("dups", dups),
-                     ("kept", s["kept"]), ("tokens", s["tokens"])):
-            tot[k] += v
-    head = ("source", "read", "malformed", "filtered", "dups e/n/s", "kept", "tokens", ">=4096", "top filter reasons")
-    rows.append(("TOTAL", tot["read"], tot["malformed"], tot["rejected"], str(tot["dups"]), tot["kept"], tot["tokens"], "", ""))
-    widths = [max(len(f"{r[i]:,}" if isinstance(r[i], int) else str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join((f"{v:,}" if isinstance(v, int) else str(v)).rjust(w) if i and i < 8 else str(v).ljust(w)  # noqa: E731
-                              for i, (v, w) in enumerate(zip(r, widths)))
-    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+def source_summary(out: str, names: Sequence[str]) -> str:
+    return summary_table([json.loads(fsio.read_bytes(layout.stats_path(out, n))) for n in names])
 
 
 def _mixture_errors() -> tuple:
@@ -137,7 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args, beam_args)
     except Exception as e:  # the CLI contract: a one-paragraph reason, non-zero exit
         from pipelines.readers import InputFileError
-        from pipelines.stats import ReconciliationError
+        from contract.stats import ReconciliationError
         from tokenization import TokenizerError
 
         known = (ConfigError, InputFileError, TokenizerError, ReconciliationError, *_mixture_errors())
@@ -148,21 +137,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run(args, beam_args) -> int:
-    import apache_beam as beam
-
-    from pipelines.graph import BuildPlan, build_graph, choose_parts
-    from pipelines.readers import expand_inputs
-    from tokenization import NeoXTokenizer, fingerprint
-
     from apache_beam.io.filesystems import FileSystems
 
-    options = beam_options(beam_args, args.workers)
-    FileSystems.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
+    from pipelines.readers import expand_inputs
+
+    # 1. everything the user wrote is validated before any input is listed or read
     mixtures = known_mixtures()
-    if mixtures is not None and args.mixture not in mixtures:
+    if mixtures is not None and args.mixture not in mixtures and not args.skip_mixture:
         raise ConfigError(f"--mixture {args.mixture!r} is not a known mixture; choose one of {', '.join(mixtures)}")
-    tok = NeoXTokenizer(args.tokenizer)
-    tok_fp = fingerprint(json.loads(tok.raw))
     demo = args.sources is None
     out = args.out
     if demo:
@@ -170,15 +152,23 @@ def run(args, beam_args) -> int:
 
         print("*** DEMO: no --sources given; building small DEMO corpora from this machine's Python install "
               "(not the real MPT data) ***", flush=True)
-        paths = write_demo_corpora(fsio.join(out, "demo_corpora") if not fsio.is_remote(out) else "./demo_corpora")
+        paths = write_demo_corpora(layout.join(out, "demo_corpora") if not layout.is_remote(out) else "./demo_corpora")
         raw = demo_sources_yaml(paths)["sources"]
         sources = {n: source_config(n, r, "demo sources") for n, r in raw.items()}
     else:
         sources = load_sources(args.sources)
     missing = [n for n in SOURCE_NAMES if n not in sources]
-    if missing and not args.allow_missing_sources:
+    if missing and not (args.allow_missing_sources or args.skip_mixture):
         raise ConfigError(f"{args.sources}: the {args.mixture} mixture needs all ten sources; missing: {', '.join(missing)}. "
-                          "Add them to the sources file or pass --allow-missing-sources to renormalize without them.")
+                          "Add them to the sources file, pass --allow-missing-sources to renormalize without them, "
+                          "or --skip-mixture to build only the per-source shards.")
+    options = beam_options(beam_args, args.workers)
+    FileSystems.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
+    # 2. the tokenizer, then the inputs
+    from tokenization import NeoXTokenizer, fingerprint
+
+    tok = NeoXTokenizer(args.tokenizer)
+    tok_fp = fingerprint(json.loads(tok.raw))
     files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
     hashes = {n: config_hash(c, files[n], tok_fp, args.cross_source_dedupe) for n, c in sources.items()}
     todo = {n: c for n, c in sources.items() if args.force or args.cross_source_dedupe or not finished(out, n, hashes[n])}
@@ -186,35 +176,47 @@ def run(args, beam_args) -> int:
         print(f"[{n}] already built with the same inputs and config: skipping (use --force to rebuild)", flush=True)
     t0 = time.time()
     if todo:
-        plan = BuildPlan(out=out, tokenizer_json=tok.raw, write_rejects=args.write_rejects,
-                         cross_source=args.cross_source_dedupe, sources=todo,
-                         files={n: files[n] for n in todo}, num_parts={n: choose_parts(files[n]) for n in todo},
-                         extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": tok_fp,
-                                          "inputs": [f.path for f in files[n]]} for n in todo})
-        for n in todo:  # leftovers of an interrupted run must not leak into this one
-            fsio.delete_tree(plan.staging(n))
-        mb = sum(f.size for n in todo for f in files[n]) / 1e6
-        print(f"building {len(todo)} source(s) from {sum(len(files[n]) for n in todo)} file(s), {mb:,.1f} MB on disk "
-              f"-> {out}/sources  (workers: {args.workers})", flush=True)
-        with beam.Pipeline(options=options) as p:
-            build_graph(p, plan)
-        staging = fsio.join(out, ".staging")
-        if not fsio.is_remote(out) and os.path.isdir(staging) and not os.listdir(staging):
-            os.rmdir(staging)
+        build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo)
     print(f"\nper-source shards ({time.time() - t0:,.1f} s){' [DEMO DATA]' if demo else ''}:", flush=True)
-    print(summary_table(out, sorted(sources, key=SOURCE_NAMES.index)), flush=True)
+    print(source_summary(out, sorted(sources, key=SOURCE_NAMES.index)), flush=True)
     if args.skip_mixture:
         return 0
-    try:
-        from mixtures.build import build_mixture
-    except ImportError:
-        print(f"\nnotice: the mixture builder is not available yet; stopped after the per-source shards in {out}/sources.")
-        return 0
-    manifest = build_mixture(args.mixture, fsio.join(out, "sources"), fsio.join(out, "mixtures"), tokens=args.tokens,
+    from mixtures.build import build_mixture
+
+    manifest = build_mixture(args.mixture, layout.sources_dir(out), layout.mixtures_dir(out), tokens=args.tokens,
                              seed=args.seed, allow_missing=args.allow_missing_sources, demo=demo)
-    print(f"\nmixture {args.mixture} written to {fsio.join(out, 'mixtures', args.mixture)}"
+    print(f"\nmixture {args.mixture} written to {layout.mixture_dir(out, args.mixture)}"
           f"{' [DEMO DATA]' if demo else ''}", flush=True)
     return 0 if manifest is not None else 1
+
+
+def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo) -> None:
+    import apache_beam as beam
+
+    from pipelines.graph import build_graph
+    from pipelines.plan import BuildPlan
+    from pipelines.progress import Reporter, heartbeat_dir
+
+    plan = BuildPlan.make(
+        out=out, tokenizer_json=tok.raw, write_rejects=args.write_rejects, cross_source=args.cross_source_dedupe,
+        sources=todo, files={n: files[n] for n in todo}, hashes={n: hashes[n] for n in todo},
+        extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": tok_fp,
+                         "inputs": [f.path for f in files[n]]} for n in todo})
+    for n in todo:
+        clear_stale_staging(out, n, hashes[n])
+    fsio.delete_tree(heartbeat_dir(out))
+    resumable = sum(1 for t in plan.tasks if fsio.exists(layout.join(plan.part_staging(t.source, t.part), "summary.json")))
+    sizes = {n: sum(f.size for f in files[n]) for n in todo}
+    print(f"building {len(todo)} source(s) from {sum(len(files[n]) for n in todo)} file(s), "
+          f"{sum(sizes.values()) / 1e6:,.1f} MB on disk, {len(plan.tasks)} part(s)"
+          f"{f' ({resumable} already done by an earlier run: resuming)' if resumable else ''} "
+          f"-> {out}/sources  (workers: {args.workers}; progress every 20 s)", flush=True)
+    with Reporter(out, sizes), beam.Pipeline(options=options) as p:
+        build_graph(p, plan)
+    fsio.delete_tree(heartbeat_dir(out))
+    staging = layout.staging_root(out)
+    if not layout.is_remote(out) and os.path.isdir(staging) and not os.listdir(staging):
+        os.rmdir(staging)
 
 
 if __name__ == "__main__":

@@ -6,20 +6,39 @@ config should fail in the first second, not after an hour on Dataflow.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
-from pipelines.dedupe.config import DedupeConfig, DedupeConfigError, parse_dedupe
-from pipelines.filters import FilterChain, FilterConfigError, build_chain
+from contract.config import ConfigError, build, require
 from contract.registry import SOURCE_NAMES, SOURCES
+from pipelines.dedupe.config import DedupeConfig, parse_dedupe
+from pipelines.filters import FilterChain, build_chain
+
+__all__ = ["ConfigError", "SourceConfig", "SourceSpec", "load_sources", "source_config", "infer_format"]
 
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
-_KEYS = {"inputs", "format", "text_field", "id_field", "meta_fields", "filters", "dedupe"}
 
 
-class ConfigError(ValueError):
-    pass
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source's entry in the sources YAML, as typed data (DESIGN.md "Interfaces")."""
+
+    inputs: Union[str, list[str]]
+    format: Optional[Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"]] = None
+    text_field: Optional[str] = None
+    id_field: Optional[str] = None
+    meta_fields: Optional[list[str]] = None
+    filters: Any = "default"      # default | none | [rule, {rule: {param: value}}, ...]  (checked by build_chain)
+    dedupe: Any = "default"       # default | none | {exact, minhash, semantic}             (checked by parse_dedupe)
+
+    def __post_init__(self):
+        inputs = [self.inputs] if isinstance(self.inputs, str) else self.inputs
+        require(bool(inputs) and all(inputs), "inputs", self.inputs, "a non-empty list of globs (local, gs://, s3://)")
+        for key in ("text_field", "id_field"):
+            v = getattr(self, key)
+            require(v is None or (bool(v) and all(v.split("."))), key, v,
+                    "a dotted field path like 'text' or 'content.text'")
 
 
 @dataclass(frozen=True)
@@ -45,39 +64,23 @@ def infer_format(path: str) -> str:
 
 
 def source_config(name: str, raw: Mapping[str, Any], where: str) -> SourceConfig:
+    """Validate one source entry (every key, type, filter threshold and dedupe setting) against the registry."""
     if name not in SOURCES:
         raise ConfigError(f"{where}: unknown source {name!r}; the ten sources are: {', '.join(SOURCE_NAMES)}")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}.{name}: expected a mapping with at least 'inputs', got {raw!r}")
-    unknown = set(raw) - _KEYS
-    if unknown:
-        raise ConfigError(f"{where}.{name}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
+    if "inputs" not in raw:
+        raise ConfigError(f"{where}.{name}.inputs: missing; give a list of globs (local, gs://, s3://)")
+    spec = build(SourceSpec, raw, "", f"{where}.{name}.")
     d = SOURCES[name]
-    inputs = raw.get("inputs")
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not inputs or not all(isinstance(i, str) and i for i in inputs):
-        raise ConfigError(f"{where}.{name}.inputs: expected a non-empty list of globs (local, gs://, s3://), got {inputs!r}")
-    fmt = raw.get("format")
-    if fmt is not None and fmt not in FORMATS:
-        raise ConfigError(f"{where}.{name}.format: {fmt!r} is not one of {', '.join(FORMATS)} (or omit it to infer from the extension)")
-    for key in ("text_field", "id_field"):
-        v = raw.get(key)
-        if v is not None and (not isinstance(v, str) or not v or any(not part for part in v.split("."))):
-            raise ConfigError(f"{where}.{name}.{key}: expected a dotted field path like 'text' or 'content.text', got {v!r}")
-    meta_fields = raw.get("meta_fields", d.meta_fields)
-    if not isinstance(meta_fields, (list, tuple)) or not all(isinstance(m, str) for m in meta_fields):
-        raise ConfigError(f"{where}.{name}.meta_fields: expected a list of dotted field paths, got {meta_fields!r}")
-    try:
-        chain = build_chain(raw.get("filters", "default"), d.filters, where=f"{where}.{name}.filters")
-        dedupe = parse_dedupe(raw.get("dedupe", "default"), d.dedupe, where=f"{where}.{name}.dedupe")
-    except (FilterConfigError, DedupeConfigError) as e:
-        raise ConfigError(str(e)) from None
+    chain = build_chain(spec.filters, d.filters, where=f"{where}.{name}.filters")
+    dedupe = parse_dedupe(spec.dedupe, d.dedupe, where=f"{where}.{name}.dedupe")
     return SourceConfig(
-        name=name, inputs=tuple(inputs), format=fmt,
-        text_field=raw.get("text_field") or d.text_field,
-        id_field=raw["id_field"] if "id_field" in raw else d.id_field,
-        meta_fields=tuple(meta_fields), filters_spec=raw.get("filters", "default"), dedupe=dedupe, chain=chain)
+        name=name, inputs=(spec.inputs,) if isinstance(spec.inputs, str) else tuple(spec.inputs), format=spec.format,
+        text_field=spec.text_field or d.text_field,
+        id_field=spec.id_field if "id_field" in raw else d.id_field,
+        meta_fields=tuple(spec.meta_fields if spec.meta_fields is not None else d.meta_fields),
+        filters_spec=spec.filters, dedupe=dedupe, chain=chain)
 
 
 def load_sources(path: str) -> dict[str, SourceConfig]:

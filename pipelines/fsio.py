@@ -11,34 +11,48 @@ import tempfile
 import uuid
 from typing import Iterable
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+from contract.layout import is_remote, join
 
-# Beam picks a codec from the extension by default (".zstd" shards would be zstd-compressed twice): never.
-RAW = CompressionTypes.UNCOMPRESSED
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
+__all__ = ["is_remote", "join", "exists", "read_bytes", "write_bytes", "list_files", "upload_tree", "delete_tree",
+           "replace_tree", "local_tempdir"]
 
 
-def join(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+class _Beam:
+    """Beam's FileSystems, imported on first remote use only (local builds and readers need no Beam)."""
+
+    @property
+    def fs(self):
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems
+
+    @property
+    def raw(self):
+        # Beam picks a codec from the extension by default (".zstd" shards would be compressed twice): never.
+        from apache_beam.io.filesystem import CompressionTypes
+
+        return CompressionTypes.UNCOMPRESSED
+
+
+_beam = _Beam()
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path) if is_remote(path) else os.path.exists(path)
+    return _beam.fs.exists(path) if is_remote(path) else os.path.exists(path)
 
 
 def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path, compression_type=RAW) as f:
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    with _beam.fs.open(path, compression_type=_beam.raw) as f:
         return f.read()
 
 
 def write_bytes(path: str, data: bytes) -> None:
     """Local: write a temp file beside the target and rename (readers never see a partial file)."""
     if is_remote(path):
-        with FileSystems.create(path, compression_type=RAW) as f:
+        with _beam.fs.create(path, compression_type=_beam.raw) as f:
             f.write(data)
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -52,7 +66,7 @@ def list_files(root: str) -> list[str]:
     """All files under root, relative to it, sorted."""
     if is_remote(root):
         prefix = root.rstrip("/") + "/"
-        res = FileSystems.match([prefix + "**"])[0].metadata_list
+        res = _beam.fs.match([prefix + "**"])[0].metadata_list
         return sorted(m.path[len(prefix):] for m in res if not m.path.endswith("/"))
     out = []
     for d, _, files in os.walk(root):
@@ -70,7 +84,7 @@ def upload_tree(local_dir: str, dest: str, last: Iterable[str] = ()) -> None:
     for rel in rels:
         src = os.path.join(local_dir, rel)
         if is_remote(dest):
-            with open(src, "rb") as f, FileSystems.create(join(dest, rel), compression_type=RAW) as g:
+            with open(src, "rb") as f, _beam.fs.create(join(dest, rel), compression_type=_beam.raw) as g:
                 shutil.copyfileobj(f, g, 1 << 22)
         else:
             os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
@@ -81,7 +95,7 @@ def delete_tree(path: str) -> None:
     if is_remote(path):
         files = [join(path, r) for r in list_files(path)]
         if files:
-            FileSystems.delete(files)
+            _beam.fs.delete(files)
     elif os.path.isdir(path):
         shutil.rmtree(path)
     elif os.path.exists(path):
@@ -95,7 +109,7 @@ def replace_tree(src: str, dst: str, last: Iterable[str] = ()) -> None:
         rels = [r for r in list_files(src) if r not in set(last)] + [r for r in last]
         for rel in rels:
             if exists(join(src, rel)):
-                FileSystems.rename([join(src, rel)], [join(dst, rel)])
+                _beam.fs.rename([join(src, rel)], [join(dst, rel)])
         return
     os.makedirs(os.path.dirname(dst.rstrip("/")) or ".", exist_ok=True)
     if os.path.exists(dst):

@@ -12,16 +12,13 @@ import os
 import posixpath
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
-import apache_beam as beam
 import orjson
 import zstandard
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import SourceConfig, infer_format
 from contract.registry import SOURCE_INDEX
+from pipelines.config import SourceConfig, infer_format
 from pipelines.schema import Document, Reject, make_uid
 
 PARQUET_BATCH_ROWS = 2048
@@ -45,8 +42,36 @@ class Bad:
     detail: str
 
 
+class Meter:
+    """Compressed input bytes consumed so far (progress and ETA for a part)."""
+
+    def __init__(self):
+        self.bytes = 0
+
+
+class _Counting(io.RawIOBase):
+    def __init__(self, raw, meter: Meter):
+        self.raw, self.meter = raw, meter
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.meter.bytes += n
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 def expand_inputs(source: str, globs: Sequence[str]) -> list[InputFile]:
     """Sorted, de-duplicated file list; a glob that matches nothing is an error naming it."""
+    from apache_beam.io.filesystems import FileSystems
+
     paths: dict[str, int] = {}
     for g in globs:
         try:
@@ -76,11 +101,15 @@ def get_path(record: Mapping[str, Any], dotted: str) -> Any:
     return cur
 
 
-def _open_raw(path: str):
+def _open_raw(path: str, meter: Optional[Meter] = None):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
     try:
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as e:
         raise InputFileError(f"cannot open input file {path}: {e}") from None
+    return raw if meter is None else io.BufferedReader(_Counting(raw, meter), buffer_size=1 << 20)
 
 
 def _zstd_chunks(raw, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -107,8 +136,8 @@ def _zstd_chunks(raw, chunk: int = 1 << 20) -> Iterator[bytes]:
                 data = b""
 
 
-def _lines(path: str, fmt: str) -> Iterator[bytes]:
-    raw = _open_raw(path)
+def _lines(path: str, fmt: str, meter: Optional[Meter] = None) -> Iterator[bytes]:
+    raw = _open_raw(path, meter)
     try:
         if fmt == "jsonl.zst":
             tail = b""
@@ -127,11 +156,11 @@ def _lines(path: str, fmt: str) -> Iterator[bytes]:
         raw.close()
 
 
-def iter_jsonl(path: str, fmt: str) -> Iterator[tuple[int, Union[dict, Bad]]]:
+def iter_jsonl(path: str, fmt: str, meter: Optional[Meter] = None) -> Iterator[tuple[int, Union[dict, Bad]]]:
     """(1-based line, record | Bad). Blank lines are skipped (not documents). A corrupt compressed
     stream ends the file with one Bad('corrupt_stream') after the last good line."""
     line_no = 0
-    lines = _lines(path, fmt)
+    lines = _lines(path, fmt, meter)
     while True:
         try:
             line = next(lines)
@@ -212,14 +241,14 @@ def to_document(cfg: SourceConfig, f: InputFile, line: int, rec: dict) -> Union[
     return Document(make_uid(SOURCE_INDEX[cfg.name], f.index, line), doc_id, cfg.name, text, loc, meta)
 
 
-def read_file(cfg: SourceConfig, f: InputFile) -> Iterator[Union[Document, Reject]]:
+def read_file(cfg: SourceConfig, f: InputFile, meter: Optional[Meter] = None) -> Iterator[Union[Document, Reject]]:
     """All records of one file: Documents, or Rejects(stage='read') for malformed ones."""
     fmt = cfg.format or infer_format(f.path)
     if fmt == "parquet":
         top = {p.split(".")[0] for p in (cfg.text_field, cfg.id_field, *cfg.meta_fields) if p}
         records = iter_parquet(f.path, sorted(top))
     else:
-        records = iter_jsonl(f.path, fmt)
+        records = iter_jsonl(f.path, fmt, meter)
     sidx = SOURCE_INDEX[cfg.name]
     for line, rec in records:
         item = rec if isinstance(rec, Bad) else to_document(cfg, f, line, rec)
@@ -229,26 +258,3 @@ def read_file(cfg: SourceConfig, f: InputFile) -> Iterator[Union[Document, Rejec
                          float("nan"), "", f"{f.path} line {item.line}: {item.detail}")
         else:
             yield item
-
-
-class ReadFiles(beam.DoFn):
-    """InputFile -> Documents (main) and malformed Rejects (tag 'malformed'), plus per-file read counts."""
-
-    def __init__(self, cfg: SourceConfig):
-        self.cfg = cfg
-
-    def setup(self):
-        self.read_counter = beam.metrics.Metrics.counter(self.cfg.name, "read")
-        self.bad_counter = beam.metrics.Metrics.counter(self.cfg.name, "malformed")
-
-    def process(self, f: InputFile):
-        n = 0
-        for item in read_file(self.cfg, f):
-            n += 1
-            if isinstance(item, Reject):
-                self.bad_counter.inc()
-                yield beam.pvalue.TaggedOutput("malformed", item)
-            else:
-                yield item
-        self.read_counter.inc(n)
-        yield beam.pvalue.TaggedOutput("read_counts", (self.cfg.name, n))

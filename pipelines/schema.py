@@ -1,13 +1,12 @@
-"""Typed records that flow between pipeline stages.
+"""Typed records of the per-document path: Document (what a reader yields) and Reject (why one is not kept).
 
-NamedTuples with a registered RowCoder so portable runners (Dataflow, Spark, Flink) get a real schema
-coder instead of pickling, and so every stage agrees on field names.
+Pure (no Beam): documents never travel through the runner (``pipelines.process`` handles them where they
+are read), so these need no coder; what the runner carries is compact (``pipelines.shards.Removal``,
+part summaries, key blobs).
 """
 from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Optional
-
-import apache_beam as beam
 
 # uid layout (fits a signed int64): 6 bits source index | 20 bits file index | 37 bits line/row.
 # The smallest uid of a duplicate cluster is the keeper, so the source index doubles as the source
@@ -68,19 +67,6 @@ class Reject(NamedTuple):
     duplicate_of: str
     detail: str
 
-
-beam.coders.registry.register_coder(Document, beam.coders.RowCoder)
-beam.coders.registry.register_coder(Reject, beam.coders.RowCoder)
-
-STAGES = ("read", "filter", "exact_dedupe", "near_dedupe", "semantic_dedupe")
-# stats.json field that each reject stage is counted under
-STAGE_FIELD = {
-    "read": "malformed",
-    "filter": "rejected",
-    "exact_dedupe": "exact_duplicates",
-    "near_dedupe": "near_duplicates",
-    "semantic_dedupe": "semantic_duplicates",
-}
 
 
 def reject(doc: Document, stage: str, reason: str, value: float = float("nan"),

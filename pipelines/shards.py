@@ -1,8 +1,8 @@
-"""Tokenize-and-shard: one sorted part of a source -> an MDS part; then merge parts into the source dataset.
+"""Shard writing: one part's staged tokens minus its dedupe removals -> an MDS part; then merge the parts.
 
-Why parts keyed by a hash of the uid: every document lands in a part decided by its own id, each part is
-sorted by uid before writing, and parts are merged in part order, so the output bytes do not depend on
-how the runner bundled or ordered work (byte-identical re-runs, portable == local).
+A part is a run of consecutive input files (``pipelines.plan``), so its documents are already in uid
+order; parts are merged in part order, so the output bytes do not depend on how the runner bundled or
+ordered work (byte-identical re-runs, portable == local).
 """
 from __future__ import annotations
 
@@ -11,79 +11,62 @@ import logging
 import math
 import os
 import shutil
-from typing import Iterable, Iterator, Sequence
+from collections import Counter
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import xxhash
 
+from contract import layout
+from contract.layout import DOC_TOKENS, INDEX
+from contract.stats import DEDUPE_STAGES, histogram
+from contract.tokens import MDS_TOKENS_ENCODING
 from pipelines import fsio
-from pipelines.schema import Document, Reject
+from pipelines.plan import part_name
+from pipelines.schema import Reject, split_uid
+from pipelines.staging import PartFiles, load_npy, load_npz, read_json, write_json
 
-MDS_COLUMNS = {"tokens": "ndarray:uint16", "id": "str"}
+MDS_COLUMNS = {"tokens": MDS_TOKENS_ENCODING, "id": "str"}
 MDS_COMPRESSION = "zstd"
 MDS_HASHES = ["xxh64"]
 MDS_SIZE_LIMIT = 1 << 26
-BATCH_DOCS = 512
-BATCH_CHARS = 4 << 20
-# token-length histogram edges (document tokens incl. EOS); the last bin is open-ended
-HIST_EDGES = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
-STAGE_PRIORITY = {"exact_dedupe": 0, "near_dedupe": 1, "semantic_dedupe": 2}
+STAGE_PRIORITY = {s: i for i, s in enumerate(DEDUPE_STAGES)}
 
 
-def part_of(uid: int, num_parts: int) -> int:
-    return xxhash.xxh64_intdigest(uid.to_bytes(8, "little", signed=True)) % num_parts
+class Removal(NamedTuple):
+    """A dedupe stage's verdict on one document (compact: this, not the text, is what gets shuffled)."""
+
+    uid: int
+    stage: str          # exact_dedupe | near_dedupe | semantic_dedupe
+    reason: str
+    keeper_uid: int
+    value: float
+    detail: str
+    keeper_id: str = ""  # filled in by the dedupe policy's last step (the keeper's part knows its id)
 
 
-def part_name(part: int) -> str:
-    return f"part-{part:05d}"
-
-
-def batches(docs: Sequence[Document]) -> Iterator[Sequence[Document]]:
-    start, chars = 0, 0
-    for i, d in enumerate(docs):
-        chars += len(d.text)
-        if i + 1 - start >= BATCH_DOCS or chars >= BATCH_CHARS:
-            yield docs[start:i + 1]
-            start, chars = i + 1, 0
-    if start < len(docs):
-        yield docs[start:]
-
-
-def histogram(lengths: np.ndarray) -> list[int]:
-    idx = np.searchsorted(np.asarray(HIST_EDGES[1:]), lengths, side="right")
-    return np.bincount(idx, minlength=len(HIST_EDGES)).astype(int).tolist()
-
-
-def tokenize_and_write(docs: Sequence[Document], tokenizer, out_dir: str) -> dict:
-    """Write sorted documents as an MDS dataset in local ``out_dir``; return counts for stats.
-
-    This is the stage benchmarked in benchmarks/tokenize_shard.py.
-    """
+def write_mds(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray, ids: Sequence[str], out_dir: str) -> np.ndarray:
+    """Write documents ``rows`` (indices into offsets/ids) as an MDS dataset in local ``out_dir``, plus
+    doc_tokens.npy; returns their token counts. This is the stage benchmarked in benchmarks/tokenize_shard.py."""
     from streaming import MDSWriter
 
-    lengths = np.zeros(len(docs), dtype=np.uint32)
-    nbytes = 0
-    i = 0
+    lengths = (offsets[rows + 1] - offsets[rows]).astype(np.uint32)
     with MDSWriter(out=out_dir, columns=MDS_COLUMNS, compression=MDS_COMPRESSION, hashes=MDS_HASHES,
                    size_limit=MDS_SIZE_LIMIT, progress_bar=False) as w:
-        for batch in batches(docs):
-            toks = tokenizer.encode_batch([d.text for d in batch], eos=True)
-            for d, t in zip(batch, toks):
-                w.write({"tokens": t, "id": d.id})
-                lengths[i] = len(t)
-                nbytes += len(d.text.encode("utf-8", "surrogatepass"))
-                i += 1
-    np.save(os.path.join(out_dir, "doc_tokens.npy"), lengths)
-    return {"kept": len(docs), "tokens": int(lengths.sum()), "bytes": nbytes,
-            "token_hist": histogram(lengths), "docs_ge_4096_tokens": int((lengths >= 4096).sum())}
+        for r in rows.tolist():
+            w.write({"tokens": tokens[offsets[r]:offsets[r + 1]], "id": ids[r]})
+    if not rows.size:
+        os.makedirs(out_dir, exist_ok=True)
+    np.save(os.path.join(out_dir, DOC_TOKENS), lengths)
+    return lengths
 
 
-def resolve_removals(removals: Iterable[Reject]) -> dict[int, Reject]:
+def resolve_removals(removals: Iterable[Removal]) -> dict[int, Removal]:
     """One removal per document: exact beats near beats semantic (a document is counted once)."""
-    best: dict[int, Reject] = {}
+    best: dict[int, Removal] = {}
     for r in removals:
         cur = best.get(r.uid)
-        if cur is None or (STAGE_PRIORITY[r.stage], r.duplicate_of) < (STAGE_PRIORITY[cur.stage], cur.duplicate_of):
+        if cur is None or (STAGE_PRIORITY[r.stage], r.keeper_id) < (STAGE_PRIORITY[cur.stage], cur.keeper_id):
             best[r.uid] = r
     return best
 
@@ -99,32 +82,71 @@ def reject_record(r: Reject) -> dict:
     return rec
 
 
-def write_part(source: str, part: int, docs: Iterable[Document], removals: Iterable[Reject],
-               rejects: Iterable[Reject], tokenizer, staging: str, write_rejects: bool) -> tuple[dict, list[Reject]]:
-    """Sort, drop removed documents, tokenize, write. Returns (part stats, dedupe Rejects that won)."""
+def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dict:
+    """Drop the part's removed documents, write its MDS part and audit records to staging; return its stats.
+
+    Its stats file doubles as the done marker: a resumed build re-uses a written part as it is."""
+    files = PartFiles(plan.part_staging(source, part))
+    done_path = layout.join(plan.staging(source), "written", part_name(part) + ".json")
+    done = read_json(done_path)
+    if done is not None:
+        return done
+    summary = files.done()
+    if summary is None:
+        raise RuntimeError(f"{source} {part_name(part)}: no staged documents (summary.json missing); this is a bug")
+    docs = load_npz(files.docs)
+    uids, offsets, nbytes = docs["uid"], docs["offsets"], docs["nbytes"]
+    ids = json.loads(fsio.read_bytes(files.ids))
+    tokens = load_npy(files.tokens)
     removed = resolve_removals(removals)
-    docs = sorted(docs, key=lambda d: d.uid)
-    kept = [d for d in docs if d.uid not in removed]
-    won = sorted((removed[d.uid] for d in docs if d.uid in removed), key=lambda r: r.uid)
-    orphans = set(removed) - {d.uid for d in docs}
+    gone = np.isin(uids, np.fromiter(removed, dtype=np.int64, count=len(removed)))
+    orphans = set(removed) - set(uids[gone].tolist())
     if orphans:
         raise RuntimeError(f"{source} {part_name(part)}: {len(orphans)} dedupe removals name uids that are not in the "
                            f"part (e.g. {sorted(orphans)[:3]}); this is a bug in a dedupe stage")
+    rows = np.flatnonzero(~gone)
     tmp = fsio.local_tempdir(f"mptdata-{source}-{part}-")
     try:
         data_dir = os.path.join(tmp, "data")
-        stats = tokenize_and_write(kept, tokenizer, data_dir)
-        dest = fsio.join(staging, "data", part_name(part))
+        lengths = write_mds(tokens, offsets, rows, ids, data_dir)
+        dest = layout.join(plan.staging(source), "data", part_name(part))
         fsio.delete_tree(dest)
-        fsio.upload_tree(data_dir, dest, last=["index.json"])
-        if write_rejects:
-            recs = sorted([*rejects, *won], key=lambda r: r.uid)
-            body = "".join(json.dumps(reject_record(r), ensure_ascii=False) + "\n" for r in recs)
-            fsio.write_bytes(fsio.join(staging, "rejects", part_name(part) + ".jsonl"), body.encode("utf-8"))
+        fsio.upload_tree(data_dir, dest, last=[INDEX])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    stats.update(source=source, part=part)
-    return stats, won
+    counts = [tuple(c) for c in summary["counts"]]
+    dedupe_counts: Counter = Counter()
+    won = []
+    for i in np.flatnonzero(gone).tolist():
+        r = removed[int(uids[i])]
+        dedupe_counts[(r.stage, r.reason, "")] += 1
+        won.append(r)
+    if plan.write_rejects:
+        _write_rejects(plan, source, part, files, won, uids, ids)
+    stats = {"source": source, "part": part, "read": summary["read"], "kept": int(rows.size),
+             "tokens": int(lengths.sum()), "bytes": int(nbytes[rows].sum()), "token_hist": histogram(lengths),
+             "docs_ge_4096_tokens": int((lengths >= 4096).sum()),
+             "counts": [list(c) for c in counts] + [[s, r, f, n] for (s, r, f), n in sorted(dedupe_counts.items())]}
+    write_json(done_path, stats)
+    return stats
+
+
+def _write_rejects(plan, source: str, part: int, files: PartFiles, won: list[Removal], uids, ids) -> None:
+    """Malformed and filtered records staged by the reader plus this part's dedupe removals, in uid order."""
+    lines = []
+    staged = fsio.read_bytes(files.rejects).decode("utf-8") if fsio.exists(files.rejects) else ""
+    for line in staged.splitlines():
+        uid, rec = line.split("\t", 1)
+        lines.append((int(uid), rec))
+    index = {int(u): i for i, u in enumerate(uids.tolist())} if won else {}
+    for r in won:
+        _s, f, line = split_uid(r.uid)
+        loc = f"{plan.file_name(source, f)}:{line}"
+        rej = Reject(r.uid, ids[index[r.uid]], source, r.stage, r.reason, loc, r.value, r.keeper_id, r.detail)
+        lines.append((r.uid, json.dumps(reject_record(rej), ensure_ascii=False)))
+    lines.sort(key=lambda x: x[0])
+    body = "".join(rec + "\n" for _uid, rec in lines)
+    fsio.write_bytes(layout.join(plan.staging(source), "rejects", part_name(part) + ".jsonl"), body.encode("utf-8"))
 
 
 def merge_parts(staging: str, num_parts: int) -> np.ndarray:

@@ -7,7 +7,8 @@ import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
-from pipelines.dedupe.config import DedupeConfigError, MinHashConfig, SemDedupConfig, parse_dedupe
+from contract.config import ConfigError
+from pipelines.dedupe.config import MinHashConfig, SemDedupConfig, parse_dedupe
 from pipelines.dedupe.minhash import (SignatureSpec, Signer, band_keys, collision_probability,
                                       estimated_jaccard, exact_jaccard, optimal_bands, shingle_hashes,
                                       verify_threshold, words)
@@ -118,15 +119,15 @@ def test_config_parsing_and_errors():
     cfg = parse_dedupe({"minhash": {"threshold": 0.7, "num_perm": 256}}, {})
     assert cfg.minhash == MinHashConfig(threshold=0.7, num_perm=256)
     assert parse_dedupe("default", {"exact": True, "semantic": {"keep_fraction": 0.8}}).semantic == SemDedupConfig()
-    with pytest.raises(DedupeConfigError, match=r"dedupe\.minhash\.threshold"):
+    with pytest.raises(ConfigError, match=r"dedupe\.minhash\.threshold"):
         parse_dedupe({"minhash": {"threshold": 1.5}}, {})
-    with pytest.raises(DedupeConfigError, match=r"bands\*rows"):
+    with pytest.raises(ConfigError, match=r"bands\*rows"):
         parse_dedupe({"minhash": {"bands": 20, "rows": 8}}, {})
-    with pytest.raises(DedupeConfigError, match="scheme"):
+    with pytest.raises(ConfigError, match="scheme"):
         parse_dedupe({"minhash": {"scheme": "sha1"}}, {})
-    with pytest.raises(DedupeConfigError, match=r"dedupe\.semantic\.keep_fraction"):
+    with pytest.raises(ConfigError, match=r"dedupe\.semantic\.keep_fraction"):
         parse_dedupe({"semantic": {"keep_fraction": 0}}, {})
-    with pytest.raises(DedupeConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="unknown key"):
         parse_dedupe({"minhash": {"thresh": 0.8}}, {})
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.filters import FilterConfigError, build_chain
+from contract.config import ConfigError
+from pipelines.filters import build_chain
 from pipelines.filters.code import SELECTED_LANGUAGES, detect_language
 
 PY = '''"""Small module used as an ordinary source file in tests."""
@@ -128,9 +129,9 @@ def test_markdown_line_length_and_language():
 
 
 def test_override_errors_name_the_bad_key():
-    with pytest.raises(FilterConfigError, match=r"code_max_line_length.*max_len"):
+    with pytest.raises(ConfigError, match=r"code_max_line_length.*max_len"):
         build_chain([{"code_max_line_length": {"max_len": 5}}], where="sources.stack_selected.filters")
-    with pytest.raises(FilterConfigError, match="unknown filter rule 'code_lenght'"):
+    with pytest.raises(ConfigError, match="unknown filter rule 'code_lenght'"):
         build_chain(["code_lenght"])
 
 

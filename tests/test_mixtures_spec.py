@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from mixtures.planner import boosted_shares
-from mixtures.spec import MIXTURE_NAMES, SpecError, load_spec, parse_spec, parse_tokens
+from contract.config import ConfigError
+from mixtures.spec import MIXTURE_NAMES, load_spec, parse_spec, parse_tokens
 from contract.registry import CODE_SOURCES, SOURCE_NAMES, SOURCES
 
 
@@ -89,7 +90,7 @@ def test_parse_tokens(text, expected):
 
 @pytest.mark.parametrize("bad", ["", "ten", "-5", 0, True, "5X", None])
 def test_parse_tokens_rejects(bad):
-    with pytest.raises(SpecError, match="where"):
+    with pytest.raises(ConfigError, match="where"):
         parse_tokens(bad, "where")
 
 
@@ -114,7 +115,7 @@ def _base():
 def test_validation_names_file_and_key(mutate, key):
     obj = _base()
     mutate(obj)
-    with pytest.raises(SpecError) as e:
+    with pytest.raises(ConfigError) as e:
         parse_spec(obj, "/some/where/my_mix.yaml")
     assert "/some/where/my_mix.yaml" in str(e.value)
     assert key in str(e.value)
@@ -125,9 +126,9 @@ def test_load_spec_from_path_and_unknown_name(tmp_path):
     p.write_text("seq_len: 128\ntokens: 1M\nparts:\n  main:\n    proportions: {rp_books: 0.25, rp_arxiv: 0.75}\n")
     spec = load_spec(str(p))
     assert spec.name == "tiny" and spec.sources == ("rp_books", "rp_arxiv")
-    with pytest.raises(SpecError, match="mpt30b_8k"):
+    with pytest.raises(ConfigError, match="mpt30b_8k"):
         load_spec("mpt99b")
     bad = tmp_path / "bad.yaml"
     bad.write_text("seq_len: [\n")
-    with pytest.raises(SpecError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match="bad.yaml"):
         load_spec(str(bad))

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 import yaml
 
+from contract.config import ConfigError, build
 
-class ConfigError(ValueError):
-    """A bad config value; the message names the source, the key and the fix."""
+__all__ = ["ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "OptimConfig", "PRESETS", "load_config"]
 
 
 # d_model, n_heads, n_layers. MPT sizes from llm-foundry's pretrain yamls (heads reduced so head_dim is
@@ -154,48 +154,6 @@ class TrainConfig:
         return self.global_batch_size // per_step
 
 
-def _build(cls, data: dict, where: str, prefix: str = ""):
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{prefix}{key}'; valid keys here: {', '.join(sorted(names))}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, where, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _check_type(value, hint, where, f"{prefix}{key}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def _check_type(value, hint, where, key):
-    if hint is Any or value is None and type(None) in get_args(hint):
-        return value
-    options = get_args(hint) if get_origin(hint) is not None and get_origin(hint) is not list else (hint,)
-    for t in options:
-        base = get_origin(t) or t
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if base in (str, bool, list, dict) and isinstance(value, base):
-            return value
-        if base is float and isinstance(value, str):
-            try:
-                return float(value)  # YAML reads 6e-4 as a string
-            except ValueError:
-                pass
-    raise ConfigError(f"{where}: '{key}' = {value!r} should be {hint}")
-
-
 def _set_dotted(tree: dict, dotted: str, value):
     parts = dotted.split(".")
     node = tree
@@ -224,7 +182,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, raw = ov.split("=", 1)
         _set_dotted(tree, key.strip().lstrip("-"), yaml.safe_load(raw))
         where = f"{path or 'defaults'} + overrides"
-    return _build(TrainConfig, tree, where)
+    return build(TrainConfig, tree, where)
 
 
 def to_dict(cfg) -> dict:
@@ -234,5 +192,5 @@ def to_dict(cfg) -> dict:
 def model_config_from_dict(d: dict) -> ModelConfig:
     d = dict(d)
     d.pop("preset", None)  # sizes are already resolved
-    return _build(ModelConfig, d, "checkpoint config")
+    return build(ModelConfig, d, "checkpoint config")
 

@@ -1,12 +1,10 @@
 """Dedupe settings from the sources YAML (``dedupe: default | none | {exact, minhash, semantic}``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-
-class DedupeConfigError(ValueError):
-    pass
+from contract.config import ConfigError, build, is_number, require
 
 
 @dataclass(frozen=True)
@@ -40,31 +38,31 @@ class MinHashConfig:
     max_leaders: int = 8
 
     def __post_init__(self):
-        _check(isinstance(self.num_perm, int) and 8 <= self.num_perm <= 4096, "num_perm", self.num_perm,
+        require(isinstance(self.num_perm, int) and 8 <= self.num_perm <= 4096, "num_perm", self.num_perm,
                "an integer in [8, 4096]")
-        _check(isinstance(self.ngram, int) and 1 <= self.ngram <= 64, "ngram", self.ngram, "an integer in [1, 64]")
-        _check(_num(self.threshold) and 0.0 < self.threshold < 1.0, "threshold", self.threshold,
+        require(isinstance(self.ngram, int) and 1 <= self.ngram <= 64, "ngram", self.ngram, "an integer in [1, 64]")
+        require(is_number(self.threshold) and 0.0 < self.threshold < 1.0, "threshold", self.threshold,
                "a number strictly between 0 and 1")
         for name in ("bands", "rows"):
             v = getattr(self, name)
-            _check(v is None or (isinstance(v, int) and 1 <= v <= self.num_perm), name, v,
+            require(v is None or (isinstance(v, int) and 1 <= v <= self.num_perm), name, v,
                    f"null or an integer in [1, num_perm={self.num_perm}]")
         if self.bands is not None and self.rows is not None:
-            _check(self.bands * self.rows <= self.num_perm, "bands*rows", self.bands * self.rows,
+            require(self.bands * self.rows <= self.num_perm, "bands*rows", self.bands * self.rows,
                    f"at most num_perm={self.num_perm}")
-        _check(isinstance(self.seed, int), "seed", self.seed, "an integer")
-        _check(self.scheme in ("affine32", "affine64", "legacy"), "scheme", self.scheme,
+        require(isinstance(self.seed, int), "seed", self.seed, "an integer")
+        require(self.scheme in ("affine32", "affine64", "legacy"), "scheme", self.scheme,
                "one of affine32, affine64, legacy")
-        _check(_num(self.margin_sigmas) and 0 <= self.margin_sigmas <= 6, "margin_sigmas", self.margin_sigmas,
+        require(is_number(self.margin_sigmas) and 0 <= self.margin_sigmas <= 6, "margin_sigmas", self.margin_sigmas,
                "a number in [0, 6]")
         for name in ("fp_weight", "fn_weight"):
-            _check(_num(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
+            require(is_number(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
                    "a non-negative number")
-        _check(isinstance(self.cc_rounds, int) and 1 <= self.cc_rounds <= 50, "cc_rounds", self.cc_rounds,
+        require(isinstance(self.cc_rounds, int) and 1 <= self.cc_rounds <= 50, "cc_rounds", self.cc_rounds,
                "an integer in [1, 50]")
-        _check(isinstance(self.max_residual_edges, int) and self.max_residual_edges >= 0, "max_residual_edges",
+        require(isinstance(self.max_residual_edges, int) and self.max_residual_edges >= 0, "max_residual_edges",
                self.max_residual_edges, "a non-negative integer")
-        _check(isinstance(self.max_leaders, int) and self.max_leaders >= 1, "max_leaders", self.max_leaders,
+        require(isinstance(self.max_leaders, int) and self.max_leaders >= 1, "max_leaders", self.max_leaders,
                "a positive integer")
 
 
@@ -89,23 +87,14 @@ class SemDedupConfig:
     max_chars: int = 2_000
 
     def __post_init__(self):
-        _check(_num(self.keep_fraction) and 0.0 < self.keep_fraction <= 1.0, "keep_fraction", self.keep_fraction,
+        require(is_number(self.keep_fraction) and 0.0 < self.keep_fraction <= 1.0, "keep_fraction", self.keep_fraction,
                "a number in (0, 1]")
-        _check(self.n_clusters is None or (isinstance(self.n_clusters, int) and self.n_clusters >= 1),
+        require(self.n_clusters is None or (isinstance(self.n_clusters, int) and self.n_clusters >= 1),
                "n_clusters", self.n_clusters, "null or a positive integer")
-        _check(isinstance(self.seed, int), "seed", self.seed, "an integer")
+        require(isinstance(self.seed, int), "seed", self.seed, "an integer")
         for name in ("sample_size", "docs_per_cluster", "kmeans_iters", "batch_size", "max_chars"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v >= 1, name, v, "a positive integer")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-
-
-def _check(ok: bool, name: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise DedupeConfigError(f"{name}: expected {expected}, got {value!r}")
+            require(isinstance(v, int) and v >= 1, name, v, "a positive integer")
 
 
 @dataclass(frozen=True)
@@ -121,15 +110,8 @@ def _dataclass_from(cls, value: Any, where: str):
     if value is True or value == "default":
         return cls()
     if not isinstance(value, Mapping):
-        raise DedupeConfigError(f"{where}: expected true/false or a mapping, got {value!r}")
-    names = {f.name for f in fields(cls)}
-    unknown = set(value) - names
-    if unknown:
-        raise DedupeConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}")
-    try:
-        return cls(**dict(value))
-    except DedupeConfigError as e:
-        raise DedupeConfigError(f"{where}.{e}") from None
+        raise ConfigError(f"{where}: expected true/false or a mapping, got {value!r}")
+    return build(cls, value, "", f"{where}.")
 
 
 def parse_dedupe(spec: Any, default: Mapping[str, Any], where: str = "dedupe") -> DedupeConfig:
@@ -138,13 +120,13 @@ def parse_dedupe(spec: Any, default: Mapping[str, Any], where: str = "dedupe") -
     elif spec == "none":
         return DedupeConfig(exact=False)
     if not isinstance(spec, Mapping):
-        raise DedupeConfigError(f"{where}: expected 'default', 'none' or a mapping, got {spec!r}")
+        raise ConfigError(f"{where}: expected 'default', 'none' or a mapping, got {spec!r}")
     unknown = set(spec) - {"exact", "minhash", "semantic"}
     if unknown:
-        raise DedupeConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: exact, minhash, semantic")
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: exact, minhash, semantic")
     exact = spec.get("exact", True)
     if not isinstance(exact, bool):
-        raise DedupeConfigError(f"{where}.exact: expected true or false, got {exact!r}")
+        raise ConfigError(f"{where}.exact: expected true or false, got {exact!r}")
     return DedupeConfig(
         exact=exact,
         minhash=_dataclass_from(MinHashConfig, spec.get("minhash"), f"{where}.minhash"),

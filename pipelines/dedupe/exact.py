@@ -1,20 +1,20 @@
-"""Exact dedupe: one document per normalized-text hash, the smallest uid kept.
+"""Exact dedupe, pure half: one document per normalized-text hash, the smallest uid kept.
 
 Normalization (documented contract): Unicode NFC, casefold, every run of whitespace -> one space, strip.
 So "Hello  World\n" and "hello world" are duplicates; punctuation and digits still count.
-Only (hash, uid, id) travel through the shuffle, not the text: the removal list is joined back later.
+Only (hash, uid) pairs are shuffled (16 + 8 bytes a document), never the text; the Beam stage is
+``pipelines.dedupe.policy.ExactDedupe``.
 """
 from __future__ import annotations
 
 import re
 import unicodedata
 
-import apache_beam as beam
+import numpy as np
 import xxhash
 
-from pipelines.schema import Document, Reject
-
 _WS = re.compile(r"\s+")
+_MASK64 = (1 << 64) - 1
 
 
 def normalize_for_exact(text: str) -> str:
@@ -25,34 +25,24 @@ def text_hash(text: str) -> str:
     return xxhash.xxh3_128_hexdigest(normalize_for_exact(text).encode("utf-8", "surrogatepass"))
 
 
-def pick_duplicates(members: list[tuple[int, str, str, str]]) -> list[Reject]:
-    """members: (uid, id, source, loc) sharing one hash -> Rejects for all but the smallest uid."""
-    members = sorted(members)
-    keep_uid, keep_id = members[0][0], members[0][1]
-    return [Reject(uid, id_, src, "exact_dedupe", "exact_duplicate", loc, 1.0, keep_id,
-                   f"same normalized text as uid {keep_uid}") for uid, id_, src, loc in members[1:]]
+def exact_key(text: str) -> tuple[int, int]:
+    """The 128-bit normalized-text hash as (high, low) 64-bit halves (the same hash as ``text_hash``)."""
+    h = xxhash.xxh3_128_intdigest(normalize_for_exact(text).encode("utf-8", "surrogatepass"))
+    return h >> 64, h & _MASK64
 
 
-class ExactDuplicates(beam.PTransform):
-    """PCollection[Document] -> PCollection[Reject] for every non-keeper. Scope: per source unless cross_source."""
+def duplicate_pairs(scope: np.ndarray, hi: np.ndarray, lo: np.ndarray, uid: np.ndarray) -> np.ndarray:
+    """(removed uid, keeper uid) for every document whose (scope, hash) group has a smaller uid.
 
-    def __init__(self, cross_source: bool = False):
-        super().__init__()
-        self.cross_source = cross_source
-
-    def expand(self, docs):
-        cross = self.cross_source
-
-        def key(d: Document):
-            h = text_hash(d.text)
-            return (h if cross else f"{d.source}/{h}", (d.uid, d.id, d.source, d.loc))
-
-        return (docs
-                | "HashText" >> beam.Map(key)
-                | "GroupByHash" >> beam.GroupByKey()
-                | "PickKeepers" >> beam.FlatMap(_group_duplicates))
-
-
-def _group_duplicates(kv) -> list[Reject]:
-    members = list(kv[1])  # GBK values may be a lazy iterable on distributed runners
-    return pick_duplicates(members) if len(members) > 1 else []
+    Vectorized: one lexsort over the bucket, then each group's first (smallest) uid is its keeper.
+    """
+    if len(uid) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    order = np.lexsort((uid, lo, hi, scope))
+    s, h, l, u = scope[order], hi[order], lo[order], uid[order]
+    new_group = np.ones(len(u), dtype=bool)
+    new_group[1:] = (s[1:] != s[:-1]) | (h[1:] != h[:-1]) | (l[1:] != l[:-1])
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(u)), 0))
+    keeper = u[group_start]
+    dup = ~new_group
+    return np.stack([u[dup], keeper[dup]], axis=1)

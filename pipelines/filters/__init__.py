@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from contract.config import ConfigError, check_value, params_hint
+
 RuleResult = Optional[tuple[float, str]]
 RuleFn = Callable[..., RuleResult]
 
@@ -41,10 +43,6 @@ def register(name: str, **defaults: Any) -> Callable[[RuleFn], RuleFn]:
         return fn
 
     return deco
-
-
-class FilterConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def build_chain(spec: Any, default: Sequence[Any] = (), where: str = "filters") 
     elif spec == "none":
         spec = []
     if not isinstance(spec, (list, tuple)):
-        raise FilterConfigError(f"{where}: expected 'default', 'none' or a list of rules, got {spec!r}")
+        raise ConfigError(f"{where}: expected 'default', 'none' or a list of rules, got {spec!r}")
     bound = []
     for i, item in enumerate(spec):
         if isinstance(item, str):
@@ -105,14 +103,16 @@ def build_chain(spec: Any, default: Sequence[Any] = (), where: str = "filters") 
             name, params = next(iter(item.items()))
             params = dict(params or {})
         else:
-            raise FilterConfigError(f"{where}[{i}]: expected a rule name or {{rule: {{param: value}}}}, got {item!r}")
+            raise ConfigError(f"{where}[{i}]: expected a rule name or {{rule: {{param: value}}}}, got {item!r}")
         if name not in RULES:
-            raise FilterConfigError(f"{where}[{i}]: unknown filter rule {name!r}; known rules: {', '.join(sorted(RULES))}")
+            raise ConfigError(f"{where}[{i}]: unknown filter rule {name!r}; known rules: {', '.join(sorted(RULES))}")
         rule = RULES[name]
         unknown = set(params) - set(rule.defaults)
         if unknown:
-            raise FilterConfigError(
+            raise ConfigError(
                 f"{where}[{i}].{name}: unknown parameter(s) {sorted(unknown)}; {name} takes {sorted(rule.defaults)}")
-        merged = {**rule.defaults, **params}
+        # every threshold is checked against its default's type now, not by the first document on a worker
+        checked = {k: check_value(v, params_hint(rule.defaults[k]), f"{where}[{i}].{name}.{k}") for k, v in params.items()}
+        merged = {**rule.defaults, **checked}
         bound.append(BoundRule(name, rule.fn, merged))
     return FilterChain(tuple(bound))

@@ -1,0 +1,475 @@
+"""The dedupe policy in Beam: exact -> near (MinHash-LSH) -> semantic, each on the survivors of the last.
+
+Every stage has one shape: (processed parts, removals so far) -> removals. A part's documents were hashed,
+signed and embedded where they were read (``pipelines.process``) and those compact keys wait in the part's
+staging folder; here only keys travel: 32-byte exact records and 32-byte band records grouped in
+buckets (one element per (part, bucket), not per document), candidate pairs, the signatures of
+candidates only, and the embeddings of the SemDedup sources. Nothing is collected on one worker beyond a
+bucket, a candidate group, a component's edges or a k-means cluster.
+
+Priority when a document is removed by more than one stage: exact beats near beats semantic
+(``pipelines.shards.resolve_removals``); the keeper is always the smallest uid of its group, so cross-source
+dedupe keeps the earliest source in registry order.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from contract.registry import SOURCE_INDEX
+from pipelines import fsio
+from pipelines.dedupe import semantic
+from pipelines.dedupe.components import ConnectedComponents
+from pipelines.dedupe.exact import duplicate_pairs
+from pipelines.dedupe.minhash import SignatureSpec, band_keys, estimated_jaccard
+from pipelines.plan import BuildPlan
+from pipelines.shards import Removal
+from pipelines.staging import PartFiles, load_npy, load_npz
+
+NS = "dedupe"
+BUCKET_INPUT_BYTES = 256 << 20   # input bytes per shuffle bucket: a bucket is what one worker sorts
+
+
+def num_buckets(plan: BuildPlan) -> int:
+    return max(1, min(4096, math.ceil(sum(t.input_bytes for t in plan.tasks) / BUCKET_INPUT_BYTES)))
+
+
+def _scope(plan: BuildPlan, source: str) -> int:
+    return 0 if plan.cross_source else SOURCE_INDEX[source] + 1
+
+
+def _by_part(plan: BuildPlan):
+    return lambda r: (plan.part_of_uid(r.uid), r)
+
+
+def _part_key(summary: dict):
+    return (summary["source"], summary["part"]), summary
+
+
+def _survivors(parts, removed, label: str):
+    """(part summary, set of uids already removed in that part) for every part."""
+    return ({"part": parts | f"{label}PartKey" >> beam.Map(_part_key), "gone": removed}
+            | f"{label}ByPart" >> beam.CoGroupByKey()
+            | f"{label}Survivors" >> beam.FlatMap(
+                lambda kv: [(s, frozenset(r.uid for r in kv[1]["gone"])) for s in kv[1]["part"]]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# exact
+
+def _exact_blobs(summary: dict, plan: BuildPlan, buckets: int):
+    cfg = plan.sources[summary["source"]]
+    if not cfg.dedupe.exact or not summary["docs"]:
+        return
+    files = PartFiles(plan.part_staging(summary["source"], summary["part"]))
+    keys = load_npy(files.exact)
+    uids = load_npz(files.docs)["uid"]
+    rec = np.empty((len(uids), 4), dtype=np.uint64)
+    rec[:, 0] = _scope(plan, summary["source"])
+    rec[:, 1:3] = keys
+    rec[:, 3] = uids.view(np.uint64)
+    b = keys[:, 1] % np.uint64(buckets)
+    for k in np.unique(b).tolist():
+        yield int(k), rec[b == k].tobytes()
+
+
+def _exact_bucket(kv):
+    _bucket, blobs = kv
+    rec = np.concatenate([np.frombuffer(x, dtype=np.uint64).reshape(-1, 4) for x in blobs])
+    pairs = duplicate_pairs(rec[:, 0], rec[:, 1], rec[:, 2], rec[:, 3].view(np.int64))
+    Metrics.counter(NS, "exact_duplicates").inc(len(pairs))
+    for uid, keeper in pairs.tolist():
+        yield Removal(uid, "exact_dedupe", "exact_duplicate", keeper, 1.0, f"same normalized text as uid {keeper}")
+
+
+class ExactDedupe(beam.PTransform):
+    """parts -> Removals: within each (scope, normalized-text hash) group all but the smallest uid."""
+
+    def __init__(self, plan: BuildPlan, label=None):
+        super().__init__(label)
+        self.plan = plan
+
+    def expand(self, parts):
+        return (parts
+                | "Keys" >> beam.FlatMap(_exact_blobs, self.plan, num_buckets(self.plan))
+                | "GroupBuckets" >> beam.GroupByKey()
+                | "Duplicates" >> beam.FlatMap(_exact_bucket))
+
+
+# ---------------------------------------------------------------------------------------------------
+# near (MinHash-LSH)
+
+def _band_blobs(item, plan: BuildPlan, specs: dict, buckets: int):
+    """(summary, removed uids) -> ((group, bucket), records [scope, band, key, uid]) for the part's signed
+    survivors; ``specs``: source -> (group index, SignatureSpec)."""
+    summary, gone = item
+    source = summary["source"]
+    if source not in specs or not summary["docs"]:
+        return
+    group, spec = specs[source]
+    z = load_npz(PartFiles(plan.part_staging(source, summary["part"])).sigs)
+    uids, sigs = z["uid"], z["sig"]
+    if gone:
+        keep = ~np.isin(uids, np.fromiter(gone, dtype=np.int64, count=len(gone)))
+        uids, sigs = uids[keep], sigs[keep]
+    if not len(uids):
+        return
+    rec = np.empty((len(uids) * spec.bands, 4), dtype=np.uint64)
+    rec[:, 0] = _scope(plan, source)
+    rec[:, 1] = np.tile(np.arange(spec.bands, dtype=np.uint64), len(uids))
+    rec[:, 2] = np.fromiter((k for s in sigs for k in band_keys(s, spec.bands, spec.rows)),
+                            dtype=np.uint64, count=len(rec))
+    rec[:, 3] = np.repeat(uids, spec.bands).view(np.uint64)
+    b = rec[:, 2] % np.uint64(buckets)
+    for k in np.unique(b).tolist():
+        yield (group, int(k)), rec[b == k].tobytes()
+
+
+def _bucket_pairs(kv, plan: BuildPlan):
+    """A bucket's band records -> (member's part, [member, leader] pairs) for every band group with >= 2
+    members (leader = the group's smallest uid; the leader is its own member). Linear in the bucket size:
+    grouping by leader instead of emitting all pairs is the star-edge idea of text-dedup's Spark path."""
+    _key, blobs = kv
+    rec = np.concatenate([np.frombuffer(x, dtype=np.uint64).reshape(-1, 4) for x in blobs])
+    uid = rec[:, 3].view(np.int64)
+    order = np.lexsort((uid, rec[:, 2], rec[:, 1], rec[:, 0]))
+    r, u = rec[order, :3], uid[order]
+    start = np.ones(len(u), dtype=bool)
+    start[1:] = np.any(r[1:] != r[:-1], axis=1)
+    gid = np.cumsum(start) - 1
+    sizes = np.bincount(gid)
+    multi = sizes[gid] >= 2
+    if not multi.any():
+        return
+    leader = u[np.flatnonzero(start)][gid]
+    pairs = np.unique(np.stack([u[multi], leader[multi]], axis=1), axis=0)
+    Metrics.counter(NS, "near_candidate_members").inc(len(pairs))
+    by_part = defaultdict(list)
+    for m, ld in pairs.tolist():
+        by_part[plan.part_of_uid(m)].append((m, ld))
+    for part, ps in by_part.items():
+        yield part, np.asarray(ps, dtype=np.int64).tobytes()
+
+
+def _fetch_signatures(kv, plan: BuildPlan):
+    """(part, pair blobs) -> (leader, (member, signature bytes)) for each distinct (member, leader)."""
+    (source, part), blobs = kv
+    pairs = np.unique(np.concatenate([np.frombuffer(x, dtype=np.int64).reshape(-1, 2) for x in blobs]), axis=0)
+    z = load_npz(PartFiles(plan.part_staging(source, part)).sigs)
+    row = {u: i for i, u in enumerate(z["uid"].tolist())}
+    sigs = z["sig"]
+    for m, ld in pairs.tolist():
+        yield ld, (m, sigs[row[m]].tobytes())
+
+
+class _VerifyGroup(beam.DoFn):
+    """All documents that share a band with a leader: verify each against up to ``max_leaders`` earlier
+    representatives with the signature Jaccard estimate; only verified pairs become edges (u, v, j), v < u."""
+
+    def __init__(self, verify_threshold: float, max_leaders: int):
+        self.vt = verify_threshold
+        self.max_leaders = max_leaders
+        self.verified = Metrics.counter(NS, "near_verified_edges")
+
+    def process(self, kv):
+        _leader, items = kv
+        members = dict(items)
+        if len(members) < 2:
+            return
+        reps: list[tuple[int, np.ndarray]] = []
+        for uid in sorted(members):
+            sig = np.frombuffer(members[uid], dtype=np.uint32)
+            linked = False
+            for r_uid, r_sig in reps:
+                j = estimated_jaccard(sig, r_sig)
+                if j >= self.vt:
+                    self.verified.inc()
+                    yield uid, r_uid, j
+                    linked = True
+                    break
+            if not linked and len(reps) < self.max_leaders:
+                reps.append((uid, sig))
+
+
+def _near_removal(kv):
+    uid, g = kv
+    roots = list(g["root"])
+    if roots:
+        root = roots[0]
+        yield Removal(uid, "near_dedupe", "near_duplicate", root, float(max(g["j"])), f"keeper_uid={root}")
+
+
+class NearDedupe(beam.PTransform):
+    """(parts, removals so far) -> near-duplicate Removals, per group of sources sharing MinHash settings.
+
+    band records of survivors -> GroupByKey per bucket -> (member, leader) candidates -> signatures of
+    candidates fetched from their parts -> verification per leader group -> connected components in Beam
+    (large-star/small-star) -> every non-minimal uid of a component is removed (keeper = the smallest uid),
+    value = its highest verified Jaccard estimate. Scope per source unless cross-source."""
+
+    def __init__(self, plan: BuildPlan, label=None):
+        super().__init__(label)
+        self.plan = plan
+
+    def expand(self, inputs):
+        parts, removed = inputs
+        plan = self.plan
+        groups: dict = {}
+        for n in sorted(plan.sources):
+            mh = plan.sources[n].dedupe.minhash
+            if mh:
+                groups.setdefault(mh, []).append(n)
+        if not groups:
+            return parts.pipeline | "NoNear" >> beam.Create([])
+        specs = {n: (i, SignatureSpec.from_config(cfg)) for i, (cfg, srcs) in enumerate(groups.items()) for n in srcs}
+        survivors = _survivors(parts, removed | "GoneByPart" >> beam.Map(_by_part(plan)), "Near")
+        candidates = (survivors
+                      | "Bands" >> beam.FlatMap(_band_blobs, plan, specs, num_buckets(plan))
+                      | "GroupBands" >> beam.GroupByKey()
+                      | "Candidates" >> beam.FlatMap(_bucket_pairs, plan)
+                      | "GroupByPart" >> beam.GroupByKey()
+                      | "Signatures" >> beam.FlatMap(_fetch_signatures, plan))
+        out = []
+        for i, (cfg, _srcs) in enumerate(groups.items()):
+            spec = SignatureSpec.from_config(cfg)
+            mine = candidates if len(groups) == 1 else (
+                candidates | f"Group{i}" >> beam.Filter(lambda kv, s=frozenset(_srcs), p=plan:
+                                                        p.part_of_uid(kv[0])[0] in s))
+            edges = (mine
+                     | f"GroupByLeader{i}" >> beam.GroupByKey()
+                     | f"Verify{i}" >> beam.ParDo(_VerifyGroup(spec.verify_threshold, cfg.max_leaders)))
+            labels = (edges
+                      | f"EdgePairs{i}" >> beam.Map(lambda e: (e[0], e[1]))
+                      | f"Components{i}" >> ConnectedComponents(cfg.cc_rounds, cfg.max_residual_edges))
+            best_j = (edges
+                      | f"EdgeJ{i}" >> beam.FlatMap(lambda e: [(e[0], e[2]), (e[1], e[2])])
+                      | f"MaxJ{i}" >> beam.CombinePerKey(max))
+            out.append({"root": labels, "j": best_j}
+                       | f"JoinRemoved{i}" >> beam.CoGroupByKey()
+                       | f"Removals{i}" >> beam.FlatMap(_near_removal))
+        return out | "AllNear" >> beam.Flatten() if len(out) > 1 else out[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# semantic (SemDedup)
+
+SEM_NS = "semantic_dedupe"
+_QUANTILES = 1001
+
+
+def _embeddings(item, plan: BuildPlan, sources: frozenset):
+    summary, gone = item
+    if summary["source"] not in sources or not summary["docs"]:
+        return
+    z = load_npz(PartFiles(plan.part_staging(summary["source"], summary["part"])).emb)
+    for uid, e in zip(z["uid"].tolist(), z["emb"]):
+        if uid not in gone:
+            yield uid, e.tobytes()
+
+
+def _fit_centroids(sample, n_docs: int, cfg):
+    sample = sorted(sample)  # Top.Of order is not part of its contract; make the fit input canonical
+    x = np.stack([np.frombuffer(e, dtype=np.float32) for _uid, e in sample])
+    k = semantic.choose_n_clusters(n_docs, len(x), cfg)
+    Metrics.distribution(SEM_NS, "n_clusters").update(k)
+    return semantic.fit_kmeans(x, k, cfg.seed, cfg.kmeans_iters)
+
+
+def _assign(kv, centroids):
+    uid, e = kv
+    v = np.frombuffer(e, dtype=np.float32)[None, :]
+    idx, sim = semantic.assign_clusters(v, centroids)
+    return int(idx[0]), (uid, e, float(sim[0]))
+
+
+def _scored_cluster(items):
+    """Cluster members in keep-hard order with their M and arg (index into that order)."""
+    items = sorted(items, key=lambda t: t[0])
+    order = semantic.cluster_order([t[0] for t in items], [t[2] for t in items])
+    items = [items[i] for i in order]
+    e = np.stack([np.frombuffer(t[1], dtype=np.float32) for t in items])
+    m, arg = semantic.max_prior_similarity(e)
+    return items, e, m, arg
+
+
+def _cluster_keys(kv, seed: int):
+    _c, items = kv
+    items, _e, m, _arg = _scored_cluster(items)
+    for t, mi in zip(items, m):
+        yield semantic.score_key(mi, t[0], seed)
+
+
+def _bracket(quantiles, n_docs: int, keep_fraction: float):
+    """Quantile keys that surely bracket the key of rank ``keep`` (ApproximateQuantiles' rank error is
+    below epsilon*N = about one quantile step; two steps either side leaves margin)."""
+    remove = semantic.n_to_remove(n_docs, keep_fraction)
+    if remove == 0 or not quantiles:
+        return None
+    keep = n_docs - remove
+    pos = (keep / n_docs) * (len(quantiles) - 1)
+    lo = quantiles[max(0, int(np.floor(pos)) - 2)]
+    hi = quantiles[min(len(quantiles) - 1, int(np.ceil(pos)) + 2)]
+    return lo, hi, keep, quantiles[int(round(pos))]
+
+
+def _in_window(key, bracket):
+    return bracket is not None and bracket[0] <= key <= bracket[1]
+
+
+def _below_window(key, bracket):
+    return bracket is not None and key < bracket[0]
+
+
+def _cutoff(window, below: int, bracket):
+    if bracket is None:
+        return None  # nothing to remove
+    exact = semantic.exact_cutoff(sorted(window), below, bracket[2])
+    if exact is None:
+        Metrics.counter(SEM_NS, "cutoff_from_approximate_quantile").inc()
+        return bracket[3]
+    return exact
+
+
+class _ClusterRemovals(beam.DoFn):
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.removed = Metrics.counter(SEM_NS, "semantic_duplicates")
+
+    def process(self, kv, cutoff):
+        if cutoff is None:
+            return
+        _c, items = kv
+        items, e, m, _arg = _scored_cluster(items)
+        keys = [semantic.score_key(mi, t[0], self.seed) for t, mi in zip(items, m)]
+        gone = [i for i, k in enumerate(keys) if k > cutoff and m[i] > -1.0]
+        if not gone:
+            return
+        gone_set = set(gone)
+        kept = [i for i in range(len(items)) if i not in gone_set]
+        idx, _sim = semantic.most_similar_kept(e[gone], e[kept])
+        for i, j in zip(gone, idx):
+            keeper = items[kept[int(j)]][0]
+            self.removed.inc()
+            yield Removal(items[i][0], "semantic_dedupe", "semantic_duplicate", keeper, float(m[i]),
+                          f"keeper_uid={keeper}; eps={1.0 - cutoff[0]:.6f}")
+
+
+class RankCutoff(beam.PTransform):
+    """PCollection of unique, ordered keys -> singleton: the key of rank ceil(N * keep_fraction), so that
+    exactly N - that many keys lie above it (None when nothing is to be removed).
+
+    ApproximateQuantiles brackets the rank (its error is below one quantile step); then only the keys
+    inside the bracket (about 4 / 1000 of N) are collected and sorted, and the keys below it counted, so
+    the cut-off is exact without any worker holding more than the bracket."""
+
+    def __init__(self, keep_fraction: float, label=None):
+        super().__init__(label)
+        self.keep_fraction = keep_fraction
+
+    def expand(self, keys):
+        n = keys | "Count" >> beam.combiners.Count.Globally()
+        bracket = (keys
+                   | "Quantiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(_QUANTILES)
+                   | "Bracket" >> beam.Map(_bracket, beam.pvalue.AsSingleton(n), self.keep_fraction))
+        br = beam.pvalue.AsSingleton(bracket)
+        below = (keys
+                 | "BelowWindow" >> beam.Filter(_below_window, br)
+                 | "CountBelow" >> beam.combiners.Count.Globally())
+        window = (keys
+                  | "InWindow" >> beam.Filter(_in_window, br)
+                  | "Window" >> beam.combiners.ToList())
+        return window | "Exact" >> beam.Map(_cutoff, beam.pvalue.AsSingleton(below), br)
+
+
+class SemanticDuplicates(beam.PTransform):
+    """PCollection[(uid, float32 embedding bytes)] -> SemDedup Removals (``pipelines/dedupe/semantic.py``).
+
+    deterministic sample (Top.Of by a uid hash) -> spherical k-means fitted once, a side input ->
+    GroupByKey by cluster -> per-document M -> exact global cut-off at the keep fraction -> per cluster,
+    documents above the cut-off are removed, keeper = their most similar kept document of the cluster."""
+
+    def __init__(self, cfg, label=None):
+        super().__init__(label)
+        self.cfg = cfg
+
+    def expand(self, embedded):
+        cfg, seed = self.cfg, self.cfg.seed
+        n_docs = embedded | "CountDocs" >> beam.combiners.Count.Globally()
+        sample = embedded | "Sample" >> beam.combiners.Top.Of(
+            cfg.sample_size, key=lambda kv: semantic.tiebreak(kv[0], seed))
+        centroids = sample | "FitKMeans" >> beam.Map(_fit_centroids, beam.pvalue.AsSingleton(n_docs), cfg)
+        clusters = (embedded
+                    | "Assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(centroids))
+                    | "GroupByCluster" >> beam.GroupByKey())
+        keys = clusters | "Keys" >> beam.FlatMap(_cluster_keys, seed)
+        cutoff = keys | "Cutoff" >> RankCutoff(cfg.keep_fraction)
+        return clusters | "Remove" >> beam.ParDo(_ClusterRemovals(seed), beam.pvalue.AsSingleton(cutoff))
+
+
+class SemanticDedupe(beam.PTransform):
+    """(parts, removals so far) -> SemDedup Removals, per group of sources sharing SemDedup settings."""
+
+    def __init__(self, plan: BuildPlan, label=None):
+        super().__init__(label)
+        self.plan = plan
+
+    def expand(self, inputs):
+        parts, removed = inputs
+        plan = self.plan
+        groups: dict = {}
+        for n in sorted(plan.sources):
+            sem = plan.sources[n].dedupe.semantic
+            if sem:
+                groups.setdefault(sem, []).append(n)
+        if not groups:
+            return parts.pipeline | "NoSemantic" >> beam.Create([])
+        survivors = _survivors(parts, removed | "GoneByPart" >> beam.Map(_by_part(plan)), "Sem")
+        out = [survivors
+               | f"Embeddings{i}" >> beam.FlatMap(_embeddings, plan, frozenset(srcs))
+               | f"SemDedup{i}" >> SemanticDuplicates(cfg)
+               for i, (cfg, srcs) in enumerate(groups.items())]
+        return out | "AllSemantic" >> beam.Flatten() if len(out) > 1 else out[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the policy
+
+def _keeper_ids(kv, plan: BuildPlan):
+    """Removals grouped by their keeper's part -> the same Removals with the keeper's id filled in."""
+    (source, part), removals = kv
+    files = PartFiles(plan.part_staging(source, part))
+    uids = load_npz(files.docs)["uid"].tolist()
+    ids = json.loads(fsio.read_bytes(files.ids))
+    index = dict(zip(uids, ids))
+    for r in removals:
+        yield r._replace(keeper_id=index[r.keeper_uid])
+
+
+class Dedupe(beam.PTransform):
+    """processed parts -> ((source, part), Removal) for every document a dedupe stage removes.
+
+    exact on everything kept by the filters; MinHash-LSH on exact survivors; SemDedup on near survivors (so
+    its keep fraction applies to what is left and its keeper is never removed by an earlier stage)."""
+
+    def __init__(self, plan: BuildPlan, label=None):
+        super().__init__(label)
+        self.plan = plan
+
+    def expand(self, parts):
+        plan = self.plan
+        exact = parts | "Exact" >> ExactDedupe(plan)
+        near = (parts, exact) | "Near" >> NearDedupe(plan)
+        so_far = (exact, near) | "ExactAndNear" >> beam.Flatten()
+        sem = (parts, so_far) | "Semantic" >> SemanticDedupe(plan)
+        removals = (so_far, sem) | "AllRemovals" >> beam.Flatten()
+        if plan.write_rejects:  # duplicate_of in the audit records needs the keeper's id
+            removals = (removals
+                        | "ByKeeperPart" >> beam.Map(lambda r, p=plan: (p.part_of_uid(r.keeper_uid), r))
+                        | "GroupByKeeperPart" >> beam.GroupByKey()
+                        | "KeeperIds" >> beam.FlatMap(_keeper_ids, plan))
+        return removals | "ByPart" >> beam.Map(_by_part(plan))

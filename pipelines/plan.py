@@ -1,0 +1,145 @@
+"""The build plan: which sources, which input files, how they are cut into parts, where staging lives.
+
+Why parts of consecutive input files: a part is the unit of work, of output and of resume. Every
+document's uid is (source, file index, line), so a part's documents are already in uid order, the output
+order does not depend on how the runner scheduled work (byte-identical re-runs, portable == local), and
+a finished part never has to be redone after a crash (its staging carries a done marker). Parts aim at
+``TARGET_PART_INPUT_BYTES`` of (compressed) input so a few hundred MB of text is one task, small enough
+to balance over workers and to lose little on a kill, large enough that per-task start-up is noise.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple, Sequence
+
+from contract import layout
+from contract.registry import SOURCE_INDEX, SOURCE_NAMES
+from pipelines.config import SourceConfig
+from pipelines.readers import InputFile
+from pipelines.schema import split_uid
+
+CODE_VERSION = "1"  # bump when output bytes change for the same inputs (invalidates resume)
+TARGET_PART_INPUT_BYTES = 24 << 20   # compressed input bytes per part (~60-100 MB of text)
+MAX_PARTS_PER_SOURCE = 100_000
+
+
+class PartTask(NamedTuple):
+    """One unit of work: consecutive input files of one source."""
+
+    source: str
+    part: int
+    files: tuple[InputFile, ...]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.source, self.part)
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def cut_parts(source: str, files: Sequence[InputFile], target: int = TARGET_PART_INPUT_BYTES) -> list[PartTask]:
+    """Consecutive files grouped into parts of about ``target`` bytes (a larger file is a part of its own)."""
+    parts: list[PartTask] = []
+    cur: list[InputFile] = []
+    size = 0
+    for f in files:
+        if cur and size + f.size > target:
+            parts.append(PartTask(source, len(parts), tuple(cur)))
+            cur, size = [], 0
+        cur.append(f)
+        size += f.size
+    if cur:
+        parts.append(PartTask(source, len(parts), tuple(cur)))
+    if len(parts) > MAX_PARTS_PER_SOURCE:
+        raise ValueError(f"{source}: {len(parts)} parts; raise TARGET_PART_INPUT_BYTES")
+    return parts
+
+
+def part_name(part: int) -> str:
+    return f"part-{part:05d}"
+
+
+def config_hash(cfg: SourceConfig, files: Sequence[InputFile], tokenizer_fp: str, cross: bool) -> str:
+    rules = [(r.name, sorted(r.params.items())) for r in cfg.chain.rules]
+    payload = {"cfg": repr((cfg.text_field, cfg.id_field, cfg.meta_fields, cfg.format, rules, cfg.dedupe)),
+               "files": [(f.path, f.size) for f in files], "tok": tokenizer_fp, "cross": cross, "code": CODE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    out: str
+    tokenizer_json: str   # the file's text: remote workers cannot read the driver's local path
+    write_rejects: bool
+    cross_source: bool
+    sources: Mapping[str, SourceConfig]
+    files: Mapping[str, Sequence[InputFile]]           # source -> sorted input files
+    hashes: Mapping[str, str]                          # source -> config hash (names its staging folder)
+    extra_stats: Mapping[str, Mapping]                 # source -> fields added to stats.json
+    tasks: tuple[PartTask, ...] = field(default=())    # every part of every source, in (source, part) order
+
+    @classmethod
+    def make(cls, out: str, tokenizer_json: str, write_rejects: bool, cross_source: bool,
+             sources: Mapping[str, SourceConfig], files: Mapping[str, Sequence[InputFile]],
+             hashes: Mapping[str, str], extra_stats: Mapping[str, Mapping]) -> "BuildPlan":
+        names = sorted(sources, key=SOURCE_NAMES.index)
+        tasks = tuple(t for n in names for t in cut_parts(n, files[n]))
+        return cls(out, tokenizer_json, write_rejects, cross_source, {n: sources[n] for n in names},
+                   {n: tuple(files[n]) for n in names}, dict(hashes), dict(extra_stats), tasks)
+
+    # ---- where things live
+    def staging(self, source: str) -> str:
+        return layout.join(layout.staging_root(self.out), source, self.hashes[source])
+
+    def part_staging(self, source: str, part: int) -> str:
+        return layout.join(self.staging(source), "parts", part_name(part))
+
+    # ---- lookups
+    def num_parts(self, source: str) -> int:
+        return sum(1 for t in self.tasks if t.source == source)
+
+    def task(self, source: str, part: int) -> PartTask:
+        return self._task_index[(source, part)]
+
+    def part_of_uid(self, uid: int) -> tuple[str, int]:
+        """(source, part) holding document ``uid`` (parts are consecutive file ranges)."""
+        s, f, _line = split_uid(uid)
+        source = SOURCE_NAMES[s]
+        starts = self._part_starts[source]
+        return source, bisect.bisect_right(starts, f) - 1
+
+    def file_name(self, source: str, file_index: int) -> str:
+        return self.files[source][file_index].name
+
+    @property
+    def _task_index(self) -> dict:
+        cache = self.__dict__.get("_tidx")
+        if cache is None:
+            cache = {t.key: t for t in self.tasks}
+            object.__setattr__(self, "_tidx", cache)
+        return cache
+
+    @property
+    def _part_starts(self) -> dict[str, list[int]]:
+        cache = self.__dict__.get("_pstarts")
+        if cache is None:
+            cache = {}
+            for t in self.tasks:
+                cache.setdefault(t.source, []).append(t.files[0].index)
+            object.__setattr__(self, "_pstarts", cache)
+        return cache
+
+    def __getstate__(self):  # caches are rebuilt on workers
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+def source_index(name: str) -> int:
+    return SOURCE_INDEX[name]

@@ -1,0 +1,170 @@
+"""The fused per-document path: read -> filter -> exact hash -> MinHash signature -> embedding -> tokenize.
+
+Why fused: a document's text is the heavy thing. Every step that needs the text runs here, in the worker
+that parsed it, one part (a run of input files) at a time; what leaves the worker is compact: token ids,
+hashes, signatures and counts written to the part's staging folder (``pipelines.staging``), and a small
+summary record to the runner. So the runner never buffers or shuffles text (the local runner used to hold
+the whole corpus in its driver), and a finished part survives a crash.
+
+Each step has the shape of a datatrove step: a pure function of one document (or a batch) that keeps it
+or turns it into a counted ``Reject``; ``process_part`` only chains them and keeps the books:
+``read == malformed + filtered + len(docs)`` holds for every part, checked before its summary is written.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+
+from contract.stats import histogram
+from pipelines.dedupe.exact import exact_key
+from pipelines.plan import BuildPlan, PartTask
+from pipelines.readers import Meter, read_file
+from pipelines.schema import Document, Reject, reject
+from pipelines.staging import PartFiles, save_npy, save_npz, write_json
+from pipelines.shards import reject_record
+
+BATCH_DOCS = 512
+BATCH_CHARS = 4 << 20
+
+
+class Tools:
+    """Heavy per-worker objects, built once (``DoFn.setup``): tokenizer, MinHash signers, embedder."""
+
+    def __init__(self, plan: BuildPlan):
+        from pipelines.dedupe.minhash import SignatureSpec, Signer
+        from tokenization import NeoXTokenizer
+
+        self.tokenizer = NeoXTokenizer(raw=plan.tokenizer_json)
+        self.signers = {n: Signer(SignatureSpec.from_config(c.dedupe.minhash))
+                        for n, c in plan.sources.items() if c.dedupe.minhash}
+        self._embedder = None
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from pipelines.dedupe import semantic
+
+            self._embedder = semantic.load_embedder("cpu")
+        return self._embedder
+
+
+class _Accumulator:
+    """A part's kept-by-filter documents, in uid order, as compact arrays."""
+
+    def __init__(self):
+        self.uids: list[int] = []
+        self.ids: list[str] = []
+        self.nbytes: list[int] = []
+        self.tokens: list[np.ndarray] = []
+        self.exact: list[tuple[int, int]] = []
+        self.sig_uids: list[int] = []
+        self.sigs: list[np.ndarray] = []
+        self.embs: list[np.ndarray] = []
+
+
+def _flush(batch: list[Document], acc: _Accumulator, task: PartTask, plan: BuildPlan, tools: Tools) -> int:
+    """Hash, sign, embed and tokenize one batch; returns its text bytes."""
+    cfg = plan.sources[task.source]
+    texts = [d.text for d in batch]
+    nbytes = [len(t.encode("utf-8", "surrogatepass")) for t in texts]
+    acc.uids += [d.uid for d in batch]
+    acc.ids += [d.id for d in batch]
+    acc.nbytes += nbytes
+    if cfg.dedupe.exact:
+        acc.exact += [exact_key(t) for t in texts]
+    signer = tools.signers.get(task.source)
+    if signer is not None:
+        for d, t in zip(batch, texts):
+            sig = signer.signature(t)
+            if sig is not None:  # a document without a single word is never a near-duplicate
+                acc.sig_uids.append(d.uid)
+                acc.sigs.append(sig)
+    if cfg.dedupe.semantic:
+        from pipelines.dedupe import semantic
+
+        sem = cfg.dedupe.semantic
+        acc.embs.append(semantic.embed(tools.embedder, texts, sem.batch_size, sem.max_chars))
+    acc.tokens += tools.tokenizer.encode_batch(texts, eos=True)
+    return sum(nbytes)
+
+
+def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) -> dict:
+    """Run the fused path over one part and write its staging files; returns the part summary (also the
+    part's done marker, written last)."""
+    cfg = plan.sources[task.source]
+    files = PartFiles(plan.part_staging(task.source, task.part))
+    counts: Counter = Counter()     # (stage, reason, file) -> n, for malformed and filtered documents
+    rejects: list[Reject] = []
+    acc = _Accumulator()
+    batch: list[Document] = []
+    chars = read = text_bytes = 0
+    meter = Meter()
+    for f in task.files:
+        for item in read_file(cfg, f, meter):
+            read += 1
+            if isinstance(item, Reject):
+                counts[("read", item.reason, f.name)] += 1
+                if plan.write_rejects:
+                    rejects.append(item)
+                continue
+            res = cfg.chain(item.text, item.meta)
+            if res is not None:
+                rule, value, detail = res
+                counts[("filter", rule, "")] += 1
+                if plan.write_rejects:
+                    rejects.append(reject(item, "filter", rule, value, detail=detail))
+                continue
+            batch.append(item)
+            chars += len(item.text)
+            if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+                text_bytes += _flush(batch, acc, task, plan, tools)
+                batch, chars = [], 0
+                if heartbeat:
+                    heartbeat.update(docs=read, text_bytes=text_bytes, input_bytes=meter.bytes)
+        if f.path.endswith(".parquet"):
+            meter.bytes += f.size  # parquet is read by seeking; count the file when it is done
+    if batch:
+        text_bytes += _flush(batch, acc, task, plan, tools)
+    n = len(acc.uids)
+    if read != n + sum(counts.values()):
+        raise RuntimeError(f"{task.source} part {task.part}: read {read} but kept {n} + rejected "
+                           f"{sum(counts.values())}; this is a bug")
+    lengths = np.fromiter((len(t) for t in acc.tokens), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    save_npy(files.tokens, np.concatenate(acc.tokens) if n else np.zeros(0, np.uint16))
+    save_npz(files.docs, uid=np.asarray(acc.uids, dtype=np.int64), offsets=offsets,
+             nbytes=np.asarray(acc.nbytes, dtype=np.int64))
+    from pipelines import fsio
+
+    fsio.write_bytes(files.ids, json.dumps(acc.ids, ensure_ascii=False).encode("utf-8"))
+    if cfg.dedupe.exact:
+        save_npy(files.exact, np.asarray(acc.exact, dtype=np.uint64).reshape(-1, 2))
+    if task.source in tools.signers:
+        width = tools.signers[task.source].spec.num_perm
+        save_npz(files.sigs, uid=np.asarray(acc.sig_uids, dtype=np.int64),
+                 sig=np.stack(acc.sigs) if acc.sigs else np.zeros((0, width), np.uint32))
+    if cfg.dedupe.semantic:
+        from pipelines.dedupe.semantic import EMBED_DIM
+
+        save_npz(files.emb, uid=np.asarray(acc.uids, dtype=np.int64),
+                 emb=np.concatenate(acc.embs) if acc.embs else np.zeros((0, EMBED_DIM), np.float32))
+    if plan.write_rejects:
+        # "uid<TAB>record": the writer merges these with the dedupe rejects in uid order
+        body = "".join(f"{r.uid}\t{json.dumps(reject_record(r), ensure_ascii=False)}\n" for r in rejects)
+        fsio.write_bytes(files.rejects, body.encode("utf-8"))
+    summary = {"source": task.source, "part": task.part, "read": read, "docs": n, "text_bytes": text_bytes,
+               "input_bytes": task.input_bytes, "tokens": int(lengths.sum()),
+               "counts": [[s, r, f, c] for (s, r, f), c in sorted(counts.items())], "finished": time.time(),
+               "token_hist_before_dedupe": histogram(lengths)}
+    write_json(files.summary, summary)
+    return summary
+
+
+def cached_summary(task: PartTask, plan: BuildPlan) -> Optional[dict]:
+    """The part's summary when an earlier run (same inputs and config) finished it."""
+    return PartFiles(plan.part_staging(task.source, task.part)).done()
