@@ -1,8 +1,10 @@
 """Causal flash attention with MPT's ALiBi bias, written in Triton (forward and backward).
 
-Why our own kernel: FlashAttention-2 (the only flash kernel with ALiBi) has no wheel for the
-torch/CUDA pair we train on, FA3/FA4 have no ALiBi, and FlexAttention's generic score_mod runs at
-about half of SDPA-flash. ALiBi is cheap to fuse: for query i and key j MPT adds
+Why our own kernel: FlashAttention-2 (the only flash kernel with built-in ALiBi) has no wheel for
+the torch/CUDA pair we train on, and FlexAttention with an ALiBi score_mod is slower on its Triton
+backend. FlexAttention's FLASH backend (flash-attn-4 CuTe kernels, not a project dependency) beats
+this kernel forward+backward at 8k tokens but not at 2k (benchmarks/RESULTS.md, kernels section, H200).
+ALiBi is cheap to fuse: for query i and key j MPT adds
 ``slope_h * (j - (S-1))`` to the scaled score; softmax cancels the per-row constant, so we add
 ``slope_h * (j - i)`` instead, which stays small near the diagonal (where the weight is) and keeps
 fp32 rounding of the bias far below bf16 noise even at 8k tokens.
@@ -12,9 +14,16 @@ The bias costs one vector add per tile: with block-local offsets ``j - i = (n0 -
 the column part ``slope*(n0 - m0 + n)`` is a BLOCK_N vector added to the scores and the row part
 ``slope*m`` is folded into the running max, so no (BLOCK_M, BLOCK_N) bias tile is ever built.
 
-The backward is two kernels (dK/dV over key blocks, dQ over query blocks), as in FlashAttention-2,
-so neither needs atomics; causal blocks above the diagonal are skipped in all three kernels and only
-the blocks that straddle the diagonal pay for a mask.
+The backward is two kernels (dK/dV over key blocks, dQ over query blocks), as in FlashAttention-2's
+Triton version, so neither needs atomics; causal blocks above the diagonal are skipped in all three
+kernels and only the blocks that straddle the diagonal pay for a mask. ``set_backward("one_pass")``
+instead has the dK/dV kernel add dS K into an fp32 dQ buffer with atomics (no recomputed QK^T/dP; 5
+matmuls per tile pair instead of 7). Measured on an H200 it is not faster at D=128 (-7% at 2k, -1% at
+8k forward+backward), so the deterministic split backward stays the default.
+
+Head dims 64, 80, 96, 112 (MPT-30B) and 128. Triton tiles need power-of-2 sizes, so 80/96/112 run in a
+128-wide tile with the padding masked off on every load and store (``D`` real, ``DP`` padded); the
+mask-free fast path (``EVEN``) is kept for 64 and 128 when S is a tile multiple.
 
 Optional ``seq_id`` (B, S) keeps packed documents apart: query i sees key j only if
 ``seq_id[b, i] == seq_id[b, j]`` (on top of causality).
