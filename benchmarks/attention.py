@@ -69,6 +69,7 @@ def main(argv=None):
     ap.add_argument("--flash", choices=["auto", "on", "off"], default="auto",
                     help="FlexAttention FLASH backend (flash-attn-4) rows: when flash_attn.cute imports (auto)")
     ap.add_argument("--seq-id", action="store_true", help="also time our kernel with 4 packed documents per row")
+    ap.add_argument("--json", help="write the rows to this file (one JSON object per row)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("benchmarks/attention.py needs a CUDA GPU")
@@ -163,6 +164,12 @@ def main(argv=None):
             set_backward("split")
             torch.cuda.empty_cache()
 
+    if args.json:
+        import json
+
+        keys = ("S", "D", "B", "name", "fwd", "fwd_ratio", "fwdbwd", "fwdbwd_ratio", "err")
+        with open(args.json, "w") as f:
+            f.writelines(json.dumps(dict(zip(keys, r))) + "\n" for r in rows)
     print(f"\n## attention, {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.dtype}, H={H}, "
           f"causal, TFLOP/s (ratio = / the faster of sdpa-cudnn and sdpa-flash without bias, same run)\n")
     print("| S | D | B | implementation | fwd TFLOP/s | fwd ratio | fwd+bwd TFLOP/s | fwd+bwd ratio | fwd err vs fp32 ref |")
