@@ -69,12 +69,16 @@ def test_diff_checkpoints_across_sharding(mixture, tmp_path):
     assert ckpt.main(["diff", str(a1), str(b1)]) == 0 and ckpt.main(["diff", str(a1), str(a2)]) == 1
 
 
-def _save_on_two_resume_on_one_and_two(mixture, tmp_path, extra: list[str], loss_rtol: float):
+def _save_on_two_resume_on_one_and_two(mixture, tmp_path, extra: list[str], loss_rtol: float, ranks: int = 2):
+    """``ranks=1``: the same flow with A and B as one-process FSDP2 runs (a 1-rank group, DTensor
+    checkpoints) and C a plain, unsharded model: for a machine with one GPU."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
     common = ["max_steps=6", "global_batch_size=8", "micro_batch_size=2", "optimizer.warmup_steps=2", *extra]
 
     def torchrun(run_dir, *more):
+        if ranks == 1:
+            return run(load_config(TINY, _overrides(mixture, run_dir, *common, *more, "fsdp=on")))
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "--master_port", str(_free_port()), "-m", "trainer.train", "--config", TINY,
                         *_overrides(mixture, run_dir, *common, *more)],
@@ -84,7 +88,7 @@ def _save_on_two_resume_on_one_and_two(mixture, tmp_path, extra: list[str], loss
     step = lambda run_dir, n: run_dir / "checkpoints" / f"step_{n:06d}"
     # A: 2 ranks straight through 6 steps, keeping the step-3 checkpoint
     torchrun(a, "save_every=3", "keep_checkpoints=0")
-    assert ckpt.read_meta(step(a, 3))["world_size"] == 2
+    assert ckpt.read_meta(step(a, 3))["world_size"] == ranks
     straight = _logged(a)
     assert [r["step"] for r in straight] == [1, 2, 3, 4, 5, 6]
 
@@ -98,7 +102,7 @@ def _save_on_two_resume_on_one_and_two(mixture, tmp_path, extra: list[str], loss
     assert ckpt.diff_checkpoints(step(a, 6), step(b, 6)) == []
 
     # C: one rank loads A's 2-rank step 3 (DCP reshards 2 -> 1) and saves it again: the same state
-    ov = _overrides(mixture, c, *common)
+    ov = _overrides(mixture, c, *common, "fsdp=off")
     assert ckpt.diff_checkpoints(step(a, 3), _resave_on_one_rank(step(a, 3), c, ov)) == []
     # ... and trains on from there: same data, same schedule, losses equal up to summation order
     recs = run(load_config(TINY, ov))
@@ -169,3 +173,15 @@ def test_scaling_table_relates_each_row_to_its_one_gpu_row():
     assert lines[2].startswith("| 1b | 2048 | 1 |") and lines[2].endswith("| 1.00 |")
     assert lines[3].startswith("| 1b | 2048 | 2 |") and "| 45,000 | 50.0 | 40.0 | 0.90 |" in lines[3]
     assert lines[4].endswith("| - |")  # no 1-GPU row for 7b
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_gpu_fsdp_save_resume_sharded_and_plain(mixture, tmp_path):
+    """One GPU: FSDP2 (1-rank group) checkpoint resumed under FSDP2 bit for bit, and by a plain model
+    with the identical state."""
+    straight, recs = _save_on_two_resume_on_one_and_two(
+        mixture, tmp_path, ["device=cuda", "precision=bf16", "model.d_model=256", "model.n_heads=4"],
+        loss_rtol=2e-3, ranks=1)
+    print("FSDP2 1 GPU straight:", [round(r["loss"], 6) for r in straight])
+    print("plain 1 GPU resumed :", [round(r["loss"], 6) for r in recs])
