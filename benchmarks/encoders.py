@@ -7,8 +7,9 @@ process (all its threads), which is what the machine pays and holds up when the 
 wall-clock MB/s of the whole slice is given too. Rows:
   tokenizers          encode_batch_fast (the reference), 1 thread and all threads (rayon)
   tokenizers per doc  encode_batch_fast([text]) one document at a time (a fused per-document path today)
-  NeoXTokenizer       our API, encode_batch(texts, eos=False) -> uint16 arrays (auto: the adopted encoder),
-                      in batches of 512 and one document at a time
+  NeoXTokenizer       our API, encode_batch(texts, eos=False) -> uint16 arrays (auto: the adopted encoder,
+                      one BPE thread unless FASTOKENS_BPE_THREADS says otherwise), in batches of 512 and
+                      one document at a time
   fastokens           encode_batch_flat, 1 thread and all threads
   tiktoken            Encoding built from NeoX's ranks (regex made to keep 2-24-space runs whole, as NeoX's
                       added tokens do; Python NFC; texts with special-token strings routed to tokenizers)
@@ -37,13 +38,12 @@ SHARED = REPO.parent / "shared"
 TOK = SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
 BATCH = 512
 
-ROWS = [  # (label, encoder, threads: 1 or 0 = all)
+ROWS = [  # (label, encoder, threads: 1, 0 = all cores, -1 = the environment as it is (our API's defaults))
     ("tokenizers encode_batch_fast, 1 thread", "tokenizers", 1),
     ("tokenizers encode_batch_fast, all threads", "tokenizers", 0),
     ("tokenizers per document (batch of 1), 1 thread", "tokenizers-doc", 1),
-    ("NeoXTokenizer.encode_batch (auto), 1 thread", "api", 1),
-    ("NeoXTokenizer.encode_batch (auto), all threads", "api", 0),
-    ("NeoXTokenizer.encode_batch per document, 1 thread", "api-doc", 1),
+    ("NeoXTokenizer.encode_batch (auto, default threads)", "api", -1),
+    ("NeoXTokenizer.encode_batch per document (auto, default threads)", "api-doc", -1),
     ("fastokens 0.3.5, 1 thread", "fastokens", 1),
     ("fastokens 0.3.5, all threads", "fastokens", 0),
     ("tiktoken (NeoX ranks), 1 thread", "tiktoken", 1),
@@ -232,9 +232,9 @@ def run_row(name, threads, args) -> dict:
     env = dict(os.environ)
     if threads == 1:
         env.update(RAYON_NUM_THREADS="1", FASTOKENS_BPE_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    else:
-        for k in ("RAYON_NUM_THREADS", "FASTOKENS_BPE_THREADS"):
-            env.pop(k, None)
+    elif threads == 0:
+        env.pop("RAYON_NUM_THREADS", None)
+        env["FASTOKENS_BPE_THREADS"] = str(os.cpu_count() or 1)
     if args.candidates_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), str(REPO), args.candidates_path]))
     cmd = [sys.executable, __file__, "--worker", name, "--threads", str(threads), "--mb-per-category",

@@ -16,9 +16,10 @@ added-token strings, 1 MB single-line documents) and on every Unicode code point
   * Any batch the fast encoder raises on is re-encoded by ``tokenizers``, so errors are the reference's
     (lone surrogates: ``tokenizers`` raises TypeError; texts from orjson can never hold them).
 
-Threads: fastokens parallelises a batch (and long documents) on a rayon pool; ``RAYON_NUM_THREADS`` and
-``FASTOKENS_BPE_THREADS`` bound it, as ``RAYON_NUM_THREADS`` already bounds ``tokenizers``. It is
-fork-safe (a forked child encodes correctly).
+Threads: fastokens can spread a batch over ``FASTOKENS_BPE_THREADS`` threads (default: all cores). We set
+it to 1 when unset (before fastokens is imported), because the build parallelises over processes and extra
+threads cost more CPU than they save (about half the MB per CPU-second on 2 cores); export
+``FASTOKENS_BPE_THREADS=N`` to choose otherwise. It is fork-safe (a forked child encodes correctly).
 """
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ class FastokensEncoder:
     name = "fastokens"
 
     def __init__(self, raw_json: str):
+        # One BPE thread per process unless the user says otherwise: on a loaded or process-parallel machine
+        # (Beam workers) fastokens' extra threads spin and halve the MB per CPU-second (benchmarks/encoders.py).
+        os.environ.setdefault("FASTOKENS_BPE_THREADS", "1")
         import fastokens
 
         self.version = _dist_version("fastokens")
@@ -75,6 +79,13 @@ class FastokensEncoder:
         return [ids[off[i]:off[i + 1]].tolist() for i in range(len(off) - 1)]
 
     def encode_batch(self, texts: Sequence[str], eos: bool = True) -> list[np.ndarray]:
+        if len(texts) == 1:  # the fused per-document path: skip the offsets bookkeeping
+            ids = np.frombuffer(self._tok.encode_batch_flat([texts[0]], add_special_tokens=False)[0], dtype=np.uint32)
+            out = np.empty(len(ids) + eos, dtype=np.uint16)
+            out[:len(ids)] = ids
+            if eos:
+                out[-1] = EOS_ID
+            return [out]
         ids, off = self.encode_flat(texts)
         n = len(off) - 1
         if n == 0:
