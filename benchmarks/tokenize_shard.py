@@ -194,7 +194,7 @@ def main():
         rows.append(("ceiling: encode_batch_fast, 1 process (rayon)", *best(ceiling, texts)))
         rows.append((f"ceiling: encode_batch_fast, {cores} procs", *best(ceiling_procs, docs, cores)))
         if fast_available():
-            rows.append(("fast ceiling: fastokens encode_batch_flat, 1 process", *best(ceiling, texts, "fastokens")))
+            rows.append(("fast ceiling: fastokens encode_batch_flat, 1 process (1 BPE thread)", *best(ceiling, texts, "fastokens")))
             rows.append((f"fast ceiling: fastokens, {cores} procs", *best(ceiling_procs, docs, cores, "fastokens")))
         rows.append(("stage x1: tokenize_and_write, rayon", *best(stage, docs, 1, tmp)))
         rows.append((f"stage x{cores}: tokenize_and_write, {cores} procs", *best(stage, docs, cores, tmp)))
