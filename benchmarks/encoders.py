@@ -64,7 +64,8 @@ def load_slices(mb_per_category: float) -> dict[str, list[str]]:
 
     out = {}
     for name in SOURCE_NAMES:
-        raw = zstandard.ZstdDecompressor().stream_reader(open(SHARED / "corpora" / f"{name}.jsonl.zst", "rb")).read()
+        with open(SHARED / "corpora" / f"{name}.jsonl.zst", "rb") as f:
+            raw = zstandard.ZstdDecompressor().stream_reader(f).read()
         texts, size = [], 0
         for line in raw.decode().splitlines():
             if size >= mb_per_category * 1e6:
@@ -195,7 +196,12 @@ def ids_digest(seqs) -> str:
 
 
 def worker(name: str, threads: int, mb: float, parity: bool, sweep: bool) -> dict:
-    from tokenization.parity import adversarial_texts, all_codepoints, big_texts, codepoint_probes
+    from tokenization.parity import (
+        adversarial_texts,
+        all_codepoints,
+        big_texts,
+        codepoint_probes,
+    )
 
     res: dict = {"cats": {}, "digests": {}}
     try:
@@ -213,7 +219,7 @@ def worker(name: str, threads: int, mb: float, parity: bool, sweep: bool) -> dic
         res["digests"][cat] = ids_digest(out)
     if parity:
         checks = [("adversarial", lambda: adversarial_texts())]
-        checks += [(f"1 MB {k}", (lambda v: lambda: [v])(v)) for k, v in big_texts().items()]
+        checks += [(f"1 MB {k}", lambda v=v: [v]) for k, v in big_texts().items()]
         if sweep:
             checks.append(("code points", lambda: [p for c in all_codepoints() for p in codepoint_probes(chr(c))]))
         for label, texts_fn in checks:

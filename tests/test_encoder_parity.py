@@ -16,8 +16,18 @@ from hypothesis import strategies as st
 
 from tests.conftest import CORPORA, needs_shared, read_shared_category
 from tokenization import fast as fastmod
-from tokenization.parity import (ADDED, CONTROL, EMOJI, MISC, NFC_NFD, WHITESPACE, adversarial_texts, all_codepoints,
-                                 big_texts, codepoint_probes)
+from tokenization.parity import (
+    ADDED,
+    CONTROL,
+    EMOJI,
+    MISC,
+    NFC_NFD,
+    WHITESPACE,
+    adversarial_texts,
+    all_codepoints,
+    big_texts,
+    codepoint_probes,
+)
 
 CATEGORIES = sorted(p.name.split(".")[0] for p in CORPORA.glob("*.jsonl.zst")) if CORPORA.exists() else []
 
@@ -69,7 +79,7 @@ def test_one_mb_single_line_documents(fast_encoder, raw_tokenizer, label):
 
 
 def test_codepoint_sample(fast_encoder, raw_tokenizer):
-    """Every code point in seven contexts passed in the full sweep (benchmarks/encoders.py --sweep);
+    """Every code point in seven contexts passes in the full sweep (test_every_codepoint, -m slow);
     here a seeded sample of 20,000 plus the blocks where other encoders' Unicode tables disagree."""
     rng = random.Random(13)
     cps = rng.sample(all_codepoints(), 20_000)
@@ -77,6 +87,14 @@ def test_codepoint_sample(fast_encoder, raw_tokenizer):
     cps += list(range(0x10D00, 0x10D40)) + list(range(0x10F30, 0x10FB0)) + list(range(0x11900, 0x11960))
     cps += list(range(0x31350, 0x31360)) + list(range(0x1E4D0, 0x1E500))
     assert_same(fast_encoder, raw_tokenizer, [p for c in cps for p in codepoint_probes(chr(c))])
+
+
+@pytest.mark.slow
+def test_every_codepoint(fast_encoder, raw_tokenizer):
+    """All 1,112,064 code points (no surrogates) in seven contexts, 7.8 M probes (minutes; -m slow)."""
+    cps = all_codepoints()
+    for i in range(0, len(cps), 65536):
+        assert_same(fast_encoder, raw_tokenizer, [p for c in cps[i:i + 65536] for p in codepoint_probes(chr(c))])
 
 
 def test_lone_surrogates_behave_like_tokenizers(neox, raw_tokenizer):

@@ -27,8 +27,9 @@ ADDED = ["<|endoftext|>", "<|padding|>", "a<|endoftext|>b", " <|endoftext|> ", "
          "  <|endoftext|>  ", "it's<|padding|>'s", "<|ENDOFTEXT|>", "<|endoftext|>  \n"]
 MISC = ["'s't're've'm'll'd", "I'M DON'T", "\u2019s", "'S", "x's" * 10, "1234567890" * 5, "\u0661\u0662\u0663",
         "\u00bd\u2153", "\U0001d7d8\U0001d7d9", "\U0001D2C0", "\U00031350\U00031351", "a\U00031350b",
-        "\U00011F04\U00011F05", "x\U0001E4D0y", "\u0897\u1ac1\u1df6 \U00010d24", "caf\u00e9 \u65e5\u672c\u8a9e "
-        "\u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u0939\u093f\u0928\u094d\u0926\u0940 \u0e44\u0e17\u0e22",
+        "\U00011F04\U00011F05", "x\U0001E4D0y", "\u0897\u1ac1\u1df6 \U00010d24",
+        ("caf\u00e9 \u65e5\u672c\u8a9e "
+         "\u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u0939\u093f\u0928\u094d\u0926\u0940 \u0e44\u0e17\u0e22"),
         "\u05e9\u05c1\u05b8\u05dc\u05d5\u05b9\u05dd", "Stra\u00dfe \u0130stanbul \u03a3\u03c3\u03c2"]
 
 
