@@ -170,7 +170,7 @@ def test_scaling_table_relates_each_row_to_its_one_gpu_row():
     row = {"preset": "1b", "seq": 2048, "mbs": 8, "accum": 2, "ac": False, "params": 1, "mfu": 0.5, "peak_alloc_gb": 40.0}
     lines = scaling_table([{**row, "gpus": 2, "tok_s_gpu": 45000.0}, {**row, "gpus": 1, "tok_s_gpu": 50000.0},
                            {**row, "preset": "7b", "gpus": 2, "tok_s_gpu": 9000.0}])
-    assert lines[2].startswith("| 1b | 2048 | 1 |") and lines[2].endswith("| 1.00 |")
+    assert lines[2].startswith("| 1b | 2048 | 1 |") and lines[2].endswith("| - |")
     assert lines[3].startswith("| 1b | 2048 | 2 |") and "| 45,000 | 50.0 | 40.0 | 0.90 |" in lines[3]
     assert lines[4].endswith("| - |")  # no 1-GPU row for 7b
 

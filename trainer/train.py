@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import functools
 import gc
 import os
 import sys
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.utils.checkpoint import checkpoint
 
 from trainer import checkpoint as ckpt
 from trainer.config import ConfigError, TrainConfig, load_config, to_dict
@@ -82,13 +85,24 @@ def build_model(cfg: TrainConfig, d: Dist) -> MPTForCausalLM:
     fp32 weights do not fit one device."""
     torch.manual_seed(cfg.seed)
     meta = cfg.init_device == "meta"
+    # With compile, activation checkpointing goes *inside* each compiled block (checkpoint, then compile, as
+    # torchtitan orders them): the model's own non-reentrant checkpoint *around* a compiled FSDP2 block fails
+    # in backward ("Recomputed values ... have different metadata", pytorch/pytorch#144637; seen on an H200
+    # with 7b at 8192). The model then gets a config copy with its own checkpointing off.
+    ac_in_compile = cfg.compile and cfg.model.activation_checkpointing
+    mcfg = cfg.model
+    if ac_in_compile:
+        mcfg = copy.copy(cfg.model)
+        mcfg.activation_checkpointing = False
     if meta:
         with torch.device("meta"):
-            model = MPTForCausalLM(cfg.model)
+            model = MPTForCausalLM(mcfg)
     else:
-        model = MPTForCausalLM(cfg.model).to(d.device)
+        model = MPTForCausalLM(mcfg).to(d.device)
     if cfg.compile:
         for block in model.transformer.blocks:
+            if ac_in_compile:  # an instance attribute: _call_impl (FSDP2 hooks outside) calls it
+                block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
             block.compile()
         model.lm_loss = torch.compile(model.lm_loss)
     if dist.is_initialized() and cfg.fsdp != "off":
