@@ -185,3 +185,14 @@ def test_one_gpu_fsdp_save_resume_sharded_and_plain(mixture, tmp_path):
         loss_rtol=2e-3, ranks=1)
     print("FSDP2 1 GPU straight:", [round(r["loss"], 6) for r in straight])
     print("plain 1 GPU resumed :", [round(r["loss"], 6) for r in recs])
+
+
+@pytest.mark.slow
+def test_compiled_blocks_with_activation_checkpointing_under_fsdp(mixture, tmp_path):
+    """compile + activation checkpointing + FSDP2: the checkpoint sits inside each compiled block (a
+    checkpoint around a compiled FSDP2 block failed in backward on CUDA) and trains like no checkpointing."""
+    common = ["max_steps=3", "optimizer.warmup_steps=1", "fsdp=on", "compile=true", "init_device=meta"]
+    plain = run(load_config(TINY, _overrides(mixture, tmp_path / "p", *common)))
+    ac = run(load_config(TINY, _overrides(mixture, tmp_path / "a", *common, "model.activation_checkpointing=true")))
+    np.testing.assert_allclose([r["loss"] for r in ac], [r["loss"] for r in plain], rtol=1e-5)
+    assert ckpt.read_meta(tmp_path / "a" / "checkpoints" / "step_000003")["config"]["model"]["activation_checkpointing"]
