@@ -38,10 +38,11 @@ def _type_name(hint: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(hint))
     if hint is type(None):
         return "null"
+    names = {int: "an integer", float: "a number", str: "text", bool: "true or false",
+             list: "a list", tuple: "a list", dict: "a mapping", Mapping: "a mapping"}
     if origin is not None:
-        return getattr(origin, "__name__", str(origin))
-    return {int: "an integer", float: "a number", str: "text", bool: "true or false",
-            list: "a list", tuple: "a list", dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))
+        return names.get(origin, getattr(origin, "__name__", str(origin)))
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def check_value(value: Any, hint: Any, key: str) -> Any:

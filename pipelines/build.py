@@ -76,7 +76,7 @@ def finished(out: str, source: str, chash: str) -> bool:
 def clear_stale_staging(out: str, source: str, keep: str) -> None:
     """Staging of an earlier run with other inputs or config cannot be resumed: remove it (same config: keep)."""
     root = layout.join(layout.staging_root(out), source)
-    if not fsio.exists(root):
+    if not fsio.has_files(root):
         return
     stale = sorted({rel.split("/", 1)[0] for rel in fsio.list_files(root)} - {keep})
     for h in stale:

@@ -14,7 +14,7 @@ from typing import Iterable
 from contract.layout import is_remote, join
 
 __all__ = ["is_remote", "join", "exists", "read_bytes", "write_bytes", "list_files", "upload_tree", "delete_tree",
-           "replace_tree", "local_tempdir"]
+           "replace_tree", "local_tempdir", "has_files"]
 
 
 class _Beam:
@@ -39,6 +39,13 @@ _beam = _Beam()
 
 def exists(path: str) -> bool:
     return _beam.fs.exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def has_files(root: str) -> bool:
+    """A folder with at least one file (object stores have no folders: a prefix with objects)."""
+    if is_remote(root):
+        return bool(list_files(root))
+    return os.path.isdir(root) and any(files for _d, _s, files in os.walk(root))
 
 
 def read_bytes(path: str) -> bytes:

@@ -126,8 +126,10 @@ class _FinalizeSource(beam.DoFn):
         counts = [tuple(c) for p in parts for c in p["counts"]]
         stats = make_stats(source, sum(p["read"] for p in parts), counts, parts, plan.extra_stats.get(source))
         out = plan.out
-        if plan.write_rejects:
+        if plan.write_rejects and fsio.has_files(layout.join(staging, "rejects")):
             fsio.replace_tree(layout.join(staging, "rejects"), layout.rejects_dir(out, source))
+        elif plan.write_rejects:  # nothing rejected: no stale records of an earlier build may remain
+            fsio.delete_tree(layout.rejects_dir(out, source))
         fsio.replace_tree(layout.join(staging, "data"), layout.source_dir(out, source), last=[layout.INDEX])
         fsio.write_bytes(layout.stats_path(out, source), (json.dumps(stats, indent=1, sort_keys=False) + "\n").encode())
         fsio.delete_tree(layout.join(layout.staging_root(out), source))

@@ -153,7 +153,7 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
 
         save_npz(files.emb, uid=np.asarray(acc.uids, dtype=np.int64),
                  emb=np.concatenate(acc.embs) if acc.embs else np.zeros((0, EMBED_DIM), np.float32))
-    if plan.write_rejects:
+    if rejects:
         # "uid<TAB>record": the writer merges these with the dedupe rejects in uid order
         body = "".join(f"{r.uid}\t{json.dumps(reject_record(r), ensure_ascii=False)}\n" for r in rejects)
         fsio.write_bytes(files.rejects, body.encode("utf-8"))

@@ -52,7 +52,7 @@ class Heartbeat:
 
 def read_heartbeats(out: str) -> list[dict]:
     root = heartbeat_dir(out)
-    if not fsio.exists(root):
+    if not fsio.has_files(root):
         return []
     recs = []
     for rel in fsio.list_files(root):

@@ -144,6 +144,8 @@ def _write_rejects(plan, source: str, part: int, files: PartFiles, won: list[Rem
         loc = f"{plan.file_name(source, f)}:{line}"
         rej = Reject(r.uid, ids[index[r.uid]], source, r.stage, r.reason, loc, r.value, r.keeper_id, r.detail)
         lines.append((r.uid, json.dumps(reject_record(rej), ensure_ascii=False)))
+    if not lines:
+        return  # no empty objects: S3 refuses a zero-part upload, and an absent file says the same
     lines.sort(key=lambda x: x[0])
     body = "".join(rec + "\n" for _uid, rec in lines)
     fsio.write_bytes(layout.join(plan.staging(source), "rejects", part_name(part) + ".jsonl"), body.encode("utf-8"))

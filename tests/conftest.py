@@ -85,3 +85,47 @@ def read_mds(path: Path) -> list[dict]:
         out = [ds[i] for i in range(ds.num_samples)]
         del ds
     return out
+
+
+def stage_and_dedupe(tmp_path: Path, docs: dict, dedupe, tokenizer_path: str, cross_source: bool = False,
+                     options=None, write_rejects: bool = True):
+    """Run the real fused per-document path (pipelines.process) on ``docs`` = {source: [(id, text), ...]},
+    then the Beam Dedupe policy on the staged parts; returns (plan, removals sorted by uid, ids by uid).
+
+    A document's uid follows its line: earlier lines (and earlier sources, in registry order) have smaller
+    uids, so they are the keepers."""
+    import apache_beam as beam
+
+    from pipelines.config import source_config
+    from pipelines.dedupe.policy import Dedupe
+    from pipelines.plan import BuildPlan
+    from pipelines.process import Tools, process_part
+    from pipelines.readers import expand_inputs
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    sources, files = {}, {}
+    for name, rows in docs.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in rows))
+        sources[name] = source_config(name, {"inputs": [str(path)], "id_field": "id", "text_field": "text",
+                                             "filters": "none", "dedupe": dedupe}, "test")
+        files[name] = expand_inputs(name, sources[name].inputs)
+    plan = BuildPlan.make(str(tmp_path / "out"), Path(tokenizer_path).read_text(), write_rejects, cross_source,
+                          sources, files, {n: "h" for n in sources}, {n: {} for n in sources})
+    tools = Tools(plan)
+    summaries = [process_part(t, plan, tools) for t in plan.tasks]
+    out = tmp_path / "removals.txt"
+    with beam.Pipeline(options=options) as p:
+        (p | beam.Create(summaries) | Dedupe(plan)
+           | beam.Map(lambda kv: json.dumps(kv[1]._asdict()))
+           | beam.io.WriteToText(str(out), shard_name_template=""))
+    from pipelines.shards import Removal
+
+    removals = sorted((Removal(**json.loads(x)) for x in out.read_text().splitlines()), key=lambda r: r.uid)
+    ids = {}
+    from pipelines.staging import PartFiles, load_npz
+
+    for t in plan.tasks:
+        f = PartFiles(plan.part_staging(t.source, t.part))
+        ids.update(zip(load_npz(f.docs)["uid"].tolist(), json.loads(Path(f.ids).read_text())))
+    return plan, removals, ids

@@ -1,6 +1,5 @@
 """SemDedup: pure pieces (k-means, in-cluster similarity, exact cut-off) and one Beam run with the packaged
 embedding model (slowish: the model load and CPU embedding dominate)."""
-import json
 import random
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from pipelines.dedupe import semantic
 from pipelines.dedupe.config import SemDedupConfig
 from pipelines.dedupe.planted import load_texts, make_variant
-from pipelines.schema import Document, Reject
+from tests.conftest import needs_shared, stage_and_dedupe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CORPORA = SHARED / "corpora"
@@ -55,39 +54,33 @@ def test_exact_cutoff_and_counts():
     assert semantic.choose_n_clusters(10 ** 9, 400, SemDedupConfig()) == 100
 
 
-@pytest.mark.skipif(not CORPORA.exists(), reason="../shared/corpora not present")
-def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path):
-    from pipelines.dedupe.transforms import SemanticDedupe
-
+@needs_shared("corpora")
+@needs_shared("tokenizers")
+def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path, tokenizer_path):
     base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=90, min_chars=400)
     rng = random.Random(5)
     near = [make_variant(base[i], "insert_delete", 0.3, rng) for i in range(0, 30, 2)]  # 15 close copies
     texts = base + near
-    docs = [Document(1000 + i, f"c4-{i}", "c4_en", t, f"c4.json.gz:{i + 1}", {}) for i, t in enumerate(texts)]
-    out = str(tmp_path / "sem")
-    cfg = SemDedupConfig(keep_fraction=0.8, n_clusters=3, batch_size=32)
-    with beam.Pipeline() as p:
-        (p | beam.Create(docs)
-           | SemanticDedupe(cfg)
-           | beam.Map(lambda r: json.dumps(r._asdict()))
-           | beam.io.WriteToText(out, shard_name_template=""))
-    rejects = [Reject(**json.loads(x)) for x in Path(out).read_text().splitlines()]
-    n = len(docs)
+    docs = {"c4_en": [(f"c4-{i}", t) for i, t in enumerate(texts)]}
+    dedupe = {"exact": False, "minhash": False,
+              "semantic": {"keep_fraction": 0.8, "n_clusters": 3, "batch_size": 32}}
+    _plan, rejects, ids = stage_and_dedupe(tmp_path, docs, dedupe, tokenizer_path)
+    n = len(texts)
     assert len(rejects) == semantic.n_to_remove(n, 0.8) == 21  # the keep fraction, exactly
-    removed = {r.uid for r in rejects}
-    ids = {d.id: d.uid for d in docs}
+    index = {uid: int(i.split("-")[1]) for uid, i in ids.items()}
+    removed = {index[r.uid] for r in rejects}
     for r in rejects:
-        assert (r.stage, r.reason, r.source) == ("semantic_dedupe", "semantic_duplicate", "c4_en")
-        assert ids[r.duplicate_of] not in removed  # duplicate_of points at a kept document
+        assert (r.stage, r.reason) == ("semantic_dedupe", "semantic_duplicate")
+        assert index[r.keeper_uid] not in removed and r.keeper_id == ids[r.keeper_uid]  # a kept document
         assert -1.0 <= r.value <= 1.0 + 1e-6
     # every planted close-copy pair lost a member; when exactly one, it points at the other
     # (both may go when a third kept document is at least as close: SemDeDup keeps one per group)
     for k, i in enumerate(range(0, 30, 2)):
-        a, b = 1000 + i, 1000 + 90 + k
+        a, b = i, 90 + k
         assert a in removed or b in removed, (a, b)
         if (a in removed) != (b in removed):
-            r = next(r for r in rejects if r.uid in (a, b))
-            assert r.duplicate_of == docs[(b if r.uid == a else a) - 1000].id and r.value > 0.95
+            r = next(r for r in rejects if index[r.uid] in (a, b))
+            assert index[r.keeper_uid] == (b if index[r.uid] == a else a) and r.value > 0.95
     # one global cut-off (reported as SemDeDup's eps) and every removal is above it
     eps = {r.detail.split("eps=")[1] for r in rejects}
     assert len(eps) == 1
@@ -98,7 +91,7 @@ def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path):
 def test_rank_cutoff_is_exact_beyond_the_quantile_resolution(keep):
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.dedupe.transforms import RankCutoff
+    from pipelines.dedupe.policy import RankCutoff
 
     rng = random.Random(2)
     # 30k keys with heavy ties in M (broken by the uid hash), far more than the 1001 quantiles

@@ -1,11 +1,9 @@
-import apache_beam as beam
-from apache_beam.testing.util import assert_that, equal_to
-
-from pipelines.dedupe.exact import ExactDuplicates, normalize_for_exact, pick_duplicates, text_hash
-from pipelines.schema import Document
-from pipelines.stats import ReconciliationError, check_reconciles, make_stats
-
+import numpy as np
 import pytest
+
+from contract.stats import ReconciliationError, check_reconciles, make_stats
+from pipelines.dedupe.exact import duplicate_pairs, exact_key, normalize_for_exact, text_hash
+from tests.conftest import needs_shared, stage_and_dedupe
 
 
 def test_normalization_contract():
@@ -15,20 +13,29 @@ def test_normalization_contract():
     assert text_hash("Straße") == text_hash("STRASSE")  # casefold, not lower
 
 
-def test_smallest_uid_is_kept():
-    rejects = pick_duplicates([(7, "g", "s", "f:7"), (3, "c", "s", "f:3"), (9, "i", "s", "f:9")])
-    assert [(r.uid, r.duplicate_of) for r in rejects] == [(7, "c"), (9, "c")]
+def test_exact_key_is_the_text_hash():
+    hi, lo = exact_key("Hello  World")
+    assert f"{(hi << 64) | lo:032x}" == text_hash("hello world")
 
 
-def test_beam_transform_per_source_and_cross_source():
-    docs = [Document(1, "a", "c4_en", "Same text", "f:1", {}), Document(2, "b", "c4_en", "same   TEXT", "f:2", {}),
-            Document(3, "c", "mc4_en", "same text", "g:1", {}), Document(4, "d", "c4_en", "other", "f:4", {})]
-    with beam.Pipeline() as p:
-        out = p | beam.Create(docs) | ExactDuplicates() | beam.Map(lambda r: (r.uid, r.duplicate_of, r.stage))
-        assert_that(out, equal_to([(2, "a", "exact_dedupe")]))
-    with beam.Pipeline() as p:
-        out = p | beam.Create(docs) | ExactDuplicates(cross_source=True) | beam.Map(lambda r: (r.uid, r.duplicate_of))
-        assert_that(out, equal_to([(2, "a"), (3, "a")]))
+def test_smallest_uid_is_kept_per_scope():
+    keys = {"a": exact_key("same"), "b": exact_key("other")}
+    rows = [(1, "a", 7), (1, "a", 3), (1, "a", 9), (2, "a", 5), (1, "b", 4), (2, "a", 8)]
+    scope = np.array([r[0] for r in rows], dtype=np.uint64)
+    hi = np.array([keys[r[1]][0] for r in rows], dtype=np.uint64)
+    lo = np.array([keys[r[1]][1] for r in rows], dtype=np.uint64)
+    uid = np.array([r[2] for r in rows], dtype=np.int64)
+    assert sorted(map(tuple, duplicate_pairs(scope, hi, lo, uid).tolist())) == [(7, 3), (8, 5), (9, 3)]
+    assert duplicate_pairs(scope[:0], hi[:0], lo[:0], uid[:0]).shape == (0, 2)
+
+
+@needs_shared("tokenizers")
+def test_beam_stage_per_source_and_cross_source(tmp_path, tokenizer_path):
+    docs = {"c4_en": [("a", "Same text"), ("b", "same   TEXT"), ("d", "other")], "mc4_en": [("c", "same text")]}
+    _plan, removals, ids = stage_and_dedupe(tmp_path / "one", docs, {"exact": True}, tokenizer_path)
+    assert [(ids[r.uid], r.keeper_id, r.stage, r.value) for r in removals] == [("b", "a", "exact_dedupe", 1.0)]
+    _plan, removals, ids = stage_and_dedupe(tmp_path / "two", docs, {"exact": True}, tokenizer_path, cross_source=True)
+    assert [(ids[r.uid], r.keeper_id) for r in removals] == [("b", "a"), ("c", "a")]
 
 
 def test_stats_reconcile_or_raise():

@@ -64,22 +64,23 @@ def test_graph_serializes_to_runner_api_and_dofns_pickle(tmp_path, tokenizer_pat
     import apache_beam as beam
     from apache_beam.internal import pickler
 
-    from pipelines.build import config_hash
     from pipelines.config import load_sources
-    from pipelines.graph import ApplyFilters, BuildPlan, FinalizeSource, WriteParts, build_graph, choose_parts
+    from pipelines.graph import _FinalizeSource, _ProcessPart, _WritePart, build_graph
+    from pipelines.plan import BuildPlan, config_hash
     from pipelines.readers import expand_inputs
 
     sources = load_sources(str(_corpus(tmp_path)))
     files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
-    plan = BuildPlan(str(tmp_path / "o"), open(tokenizer_path).read(), True, False, sources, files,
-                     {n: choose_parts(f) for n, f in files.items()}, {n: {} for n in sources})
+    plan = BuildPlan.make(str(tmp_path / "o"), open(tokenizer_path).read(), True, False, sources, files,
+                          {n: "h" for n in sources}, {n: {} for n in sources})
     p = beam.Pipeline()
     build_graph(p, plan)
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"Filter", "TokenizeAndShard", "Finalize", "GroupParts"} <= names
-    for fn in (ApplyFilters(sources), WriteParts(plan), FinalizeSource(plan)):
-        assert type(pickler.loads(pickler.dumps(fn))) is type(fn)
+    assert {"ProcessDocuments", "Dedupe", "WriteShards", "FinalizeSources", "Dedupe/Exact"} <= names
+    for fn in (_ProcessPart(plan), _WritePart(plan), _FinalizeSource(plan)):
+        clone = pickler.loads(pickler.dumps(fn))
+        assert type(clone) is type(fn) and clone.plan.tasks == plan.tasks
     assert config_hash(sources["rp_arxiv"], files["rp_arxiv"], "fp", False) == config_hash(
         load_sources(str(tmp_path / "s.yaml"))["rp_arxiv"], files["rp_arxiv"], "fp", False)
 
