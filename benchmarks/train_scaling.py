@@ -58,7 +58,7 @@ SHAPES = {
     ("30b", 2048): (8, 1, True), ("30b", 8192): (2, 1, True),
 }
 # measured on one H200 (benchmarks/RESULTS.md "Multi-GPU"): 7b 2048 4x1 with checkpointing 40.9% MFU vs 1x2
-# without 28.7%; 7b 8192 does not fit without it. The peak there is AdamW's step, not activations.
+# without 28.7%; 7b 8192 ran with it (46.0%). The 7b peak there (124 GiB) is AdamW's step, not activations.
 SHAPES_ONE_GPU = {("7b", 2048): (4, 1, True), ("7b", 8192): (1, 2, True)}
 STATE_BYTES_PER_PARAM = 16  # fp32 weight + fp32 gradient + AdamW exp_avg + exp_avg_sq
 ACTIVATION_ROOM_GB = 24  # the least left for activations, buffers and the all-gathered blocks
