@@ -196,3 +196,21 @@ def test_compiled_blocks_with_activation_checkpointing_under_fsdp(mixture, tmp_p
     ac = run(load_config(TINY, _overrides(mixture, tmp_path / "a", *common, "model.activation_checkpointing=true")))
     np.testing.assert_allclose([r["loss"] for r in ac], [r["loss"] for r in plain], rtol=1e-5)
     assert ckpt.read_meta(tmp_path / "a" / "checkpoints" / "step_000003")["config"]["model"]["activation_checkpointing"]
+
+
+def test_fsdp_auto_shards_only_with_two_or_more_ranks(mixture, tmp_path):
+    """Inside a 1-rank group (what ``torchrun --nproc_per_node 1`` gives) ``fsdp: auto`` keeps the model
+    whole; ``fsdp: on`` shards it."""
+    from torch.distributed.tensor import DTensor
+
+    d = setup_distributed(load_config(TINY, _overrides(mixture, tmp_path, "fsdp=on")))
+    try:
+        assert d.world == 1 and torch.distributed.is_initialized()
+        auto = build_model(load_config(TINY, _overrides(mixture, tmp_path, "fsdp=auto")), d)
+        on = build_model(load_config(TINY, _overrides(mixture, tmp_path, "fsdp=on")), d)
+        assert not any(isinstance(p, DTensor) for p in auto.parameters())
+        assert all(isinstance(p, DTensor) for p in on.parameters())
+    finally:
+        torch.distributed.destroy_process_group()
+        for k in d.env_set_here:
+            os.environ.pop(k, None)
