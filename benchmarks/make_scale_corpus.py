@@ -108,6 +108,7 @@ def make(out: Path, gb: float, workers: int = os.cpu_count() or 1, corpora: Path
                 print(f"  {i + 1}/{len(jobs)} files, {total / 1e6:,.0f} MB text, {time.time() - t0:.0f} s",
                       file=sys.stderr, flush=True)
     path = out / "sources.yaml"
+    (out / "text_mb.json").write_text(json.dumps({"text_mb": total / 1e6}))
     path.write_text(sources_yaml(out))
     return path, total / 1e6
 

@@ -1,20 +1,26 @@
-"""Build throughput with 1 and 2 local worker processes, and peak memory per worker, at two corpus sizes.
+"""The whole build at 1, 2 and 4 GB of text: wall time, MB/s per core, peak RSS of the whole process tree,
+time per stage, and in the same run the raw NeoX encoder ceilings (fastokens, the default, and the
+`tokenizers` reference) on a sample of the same text.
 
-The corpus is ../shared/corpora (all ten categories) at 1x and 2x; the 2x copy gets a distinct marker line
-per document so exact dedupe does not simply drop it. Each configuration runs `python -m pipelines.build`
-in a fresh subprocess (default filters, exact + default dedupe except SemDedup, --skip-mixture), so
-RUSAGE_CHILDREN gives the peak RSS of the largest worker process and RUSAGE_SELF the driver's.
-Usage: python benchmarks/scaling.py [--sizes 1 2] [--workers 1 2]
+The corpus is benchmarks/make_scale_corpus.py's non-duplicate rewrite of ../shared/corpora (all ten
+sources; kept under --corpus-root so sizes are generated once). Each build is `python -m pipelines.build`
+in a fresh process with `--workers` local workers and `--skip-mixture`; dedupe is exact + MinHash for
+every source (SemDedup's CPU embedding is measured separately with --semantic: ~15 documents per
+CPU-second, see RESULTS.md). RSS is sampled from /proc every 0.5 s over the driver and all its children.
+
+    python benchmarks/scaling.py --gb 1 2 4
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,86 +28,176 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared"
 TOK = SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
 
-CHILD = r"""
-import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
-from pipelines.build import main
-t = time.perf_counter()
-rc = main(sys.argv[2:])
-dt = time.perf_counter() - t
-print("RESULT " + json.dumps({"rc": rc, "seconds": dt,
-      "driver_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
+
+def tree_rss(root: int) -> int:
+    """Bytes resident in ``root`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            pass
+        stack += children.get(pid, [])
+    return total
 
 
-def make_corpus(root: Path, copies: int) -> tuple[Path, float]:
+def run_build(sources: Path, out: Path, workers: int, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "pipelines.build", "--mixture", "mpt30b_2k", "--sources", str(sources),
+           "--out", str(out), "--tokenizer", str(TOK), "--skip-mixture", "--workers", str(workers), *extra]
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            done.wait(0.5)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    lines = []
+    first_progress = None
+    for line in proc.stdout:
+        lines.append(line)
+        if first_progress is None and line.startswith("[progress"):
+            first_progress = time.time() - t0
+    proc.wait()
+    done.set()
+    th.join()
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        sys.exit("".join(lines[-40:]))
+    stages = next((ln for ln in lines if ln.startswith("stage times")), "")
+    progress_gaps = _progress_gaps(lines)
+    return {"wall": wall, "peak_tree_mb": peak[0] / 1e6, "stages": stages.strip(), "first_progress_s": first_progress,
+            "max_progress_gap_s": progress_gaps}
+
+
+def _progress_gaps(lines: list[str]) -> float | None:
+    ts = [float(m.group(1).replace(",", "")) for ln in lines if (m := re.match(r"\[progress [\d:]+, ([\d,]+) s\]", ln))]
+    return max((b - a for a, b in zip(ts, ts[1:])), default=None)
+
+
+def encoder_ceiling(texts: list[str]) -> dict:
+    """MB of text per CPU-second for the default encoder and the `tokenizers` reference, same texts."""
+    from tokenization import NeoXTokenizer
+
+    tok = NeoXTokenizer(str(TOK))
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    out = {}
+    for name in ("fastokens", "tokenizers"):
+        c = time.process_time()
+        for i in range(0, len(texts), 512):
+            tok.encode_batch(texts[i:i + 512], eos=True, encoder=name)
+        out[name] = mb / (time.process_time() - c)
+    out["encoder"] = tok.encoder
+    return out
+
+
+def sample_texts(root: Path, mb: float) -> list[str]:
     import zstandard
 
-    from contract.registry import SOURCE_NAMES
-
-    cfg, nbytes = {"sources": {}}, 0
-    for n in SOURCE_NAMES:
-        raw = zstandard.ZstdDecompressor().stream_reader(open(SHARED / "corpora" / f"{n}.jsonl.zst", "rb")).read().decode()
-        paths = []
-        for c in range(copies):
-            rows = []
-            for line in raw.splitlines():
-                r = json.loads(line)
-                if c:
-                    r["text"] = f"[copy {c}]\n" + r["text"]
-                    r["id"] = f"{r['id']}#copy{c}"
-                nbytes += len(r["text"].encode())
-                rows.append(json.dumps(r))
-            p = root / f"{n}-{c}.jsonl.zst"
-            p.write_bytes(zstandard.ZstdCompressor().compress(("\n".join(rows) + "\n").encode()))
-            paths.append(str(p))
-        cfg["sources"][n] = {"inputs": paths, "id_field": "id", "text_field": "text",
-                             "dedupe": {"exact": True, "minhash": True}}
-    import yaml
-
-    (root / "sources.yaml").write_text(yaml.safe_dump(cfg))
-    return root / "sources.yaml", nbytes / 1e6
+    texts, total = [], 0
+    files = sorted(root.glob("*/r0000.jsonl.zst")) + sorted(root.glob("*/r0001.jsonl.zst"))
+    for f in files:
+        for line in zstandard.ZstdDecompressor().stream_reader(open(f, "rb")).read().decode().splitlines():
+            t = json.loads(line)["text"]
+            texts.append(t)
+            total += len(t.encode("utf-8"))
+            if total > mb * 1e6:
+                return texts
+    return texts
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--no-minhash", action="store_true", help="exact dedupe only")
+    ap.add_argument("--gb", type=float, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--corpus-root", default="/tmp/mptdata-scale", help="generated corpora are kept here")
+    ap.add_argument("--semantic", action="store_true", help="keep the registry's dedupe (SemDedup on c4_en)")
+    ap.add_argument("--keep-output", action="store_true")
     args = ap.parse_args()
     if not TOK.exists():
         sys.exit(f"needs {TOK}")
+    import yaml
+
+    from benchmarks.make_scale_corpus import make
+
     rows = []
-    for size in args.sizes:
-        root = Path(tempfile.mkdtemp(prefix=f"bench-scale{size}-"))
-        try:
-            sources, mb = make_corpus(root, size)
-            if args.no_minhash:
-                import yaml
-                cfg = yaml.safe_load(sources.read_text())
-                for c in cfg["sources"].values():
-                    c["dedupe"] = {"exact": True}
-                sources.write_text(yaml.safe_dump(cfg))
-            for w in args.workers:
-                out = root / f"out-{w}"
-                cmd = [sys.executable, "-c", CHILD, str(REPO), "--mixture", "mpt30b_8k", "--sources", str(sources),
-                       "--out", str(out), "--tokenizer", str(TOK), "--skip-mixture", "--workers", str(w), "--force"]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-                res = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
-                assert res["rc"] == 0, proc.stderr[-2000:]
-                toks = sum(json.loads(p.read_text())["tokens"] for p in (out / "stats").glob("*.json"))
-                rows.append((size, mb, w, res["seconds"], toks, res["driver_mb"], res["worker_mb"]))
-                shutil.rmtree(out, ignore_errors=True)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-    base = {r[0]: r[3] for r in rows if r[2] == min(args.workers)}
-    print(f"\n{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}, dedupe: {'exact' if args.no_minhash else 'exact + MinHash'}")
-    print("| corpus | MB text | workers | seconds | MB/s | MB/s per worker | Mtok/s | speedup | driver peak MB | worker peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, mb, w, dt, toks, dmb, wmb in rows:
-        print(f"| {size}x shared | {mb:.1f} | {w} | {dt:.1f} | {mb / dt:.2f} | {mb / dt / w:.2f} | {toks / dt / 1e6:.2f} | "
-              f"{base[size] / dt:.2f}x | {dmb:.0f} | {wmb:.0f} |")
+    ceiling = None
+    for gb in args.gb:
+        root = Path(args.corpus_root) / f"{gb:g}gb"
+        if not (root / "sources.yaml").exists():
+            print(f"generating {gb:g} GB corpus in {root} ...", file=sys.stderr, flush=True)
+            make(root, gb)
+        cfg = yaml.safe_load((root / "sources.yaml").read_text())
+        if not args.semantic:
+            for c in cfg["sources"].values():
+                c["dedupe"] = {"exact": True, "minhash": True}
+        sources = root / ("sources-default.yaml" if args.semantic else "sources-exact-minhash.yaml")
+        sources.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        if ceiling is None:
+            ceiling = encoder_ceiling(sample_texts(root, 64))
+        out = root / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"building {gb:g} GB ...", file=sys.stderr, flush=True)
+        res = run_build(sources, out, args.workers, [])
+        stats = [json.loads(p.read_text()) for p in sorted((out / "stats").glob("*.json"))]
+        docs = sum(s["read"] for s in stats)
+        in_mb = sum(f.stat().st_size for f in root.glob("*/*.jsonl.zst")) / 1e6
+        text_in = _text_mb(root)
+        rows.append((gb, text_in, in_mb, docs, sum(s["kept"] for s in stats), sum(s["tokens"] for s in stats),
+                     res))
+        if not args.keep_output:
+            shutil.rmtree(out, ignore_errors=True)
+    cores = args.workers
+    print(f"\n{os.cpu_count()} cores, {cores} workers, load avg {os.getloadavg()[0]:.1f}; dedupe: "
+          f"{'registry default (SemDedup on c4_en)' if args.semantic else 'exact + MinHash, every source'}; "
+          f"encoder in the build: {ceiling['encoder']}")
+    print(f"raw encoder ceiling on 64 MB of the same text: fastokens {ceiling['fastokens']:.1f} MB/s per core, "
+          f"tokenizers {ceiling['tokenizers']:.2f} MB/s per core")
+    print("| text GB | MB text | MB on disk | docs | kept | tokens | wall s | MB/s | MB/s per core | core-h per TB "
+          "| vs fastokens | vs tokenizers | peak tree RSS MB | first progress s | max progress gap s | stage times |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for gb, text_in, in_mb, docs, kept, toks, res in rows:
+        rate = text_in / res["wall"]
+        per_core = rate / cores
+        print(f"| {gb:g} | {text_in:,.0f} | {in_mb:,.0f} | {docs:,} | {kept:,} | {toks:,} | {res['wall']:,.0f} | "
+              f"{rate:.2f} | {per_core:.2f} | {1e6 / per_core / 3600:,.0f} | {per_core / ceiling['fastokens']:.3f} | "
+              f"{per_core / ceiling['tokenizers']:.2f} | {res['peak_tree_mb']:,.0f} | "
+              f"{res['first_progress_s'] or float('nan'):.0f} | {res['max_progress_gap_s'] or float('nan'):.0f} | "
+              f"{res['stages'].replace('stage times (seconds from start): ', '')} |")
+    if len(rows) > 1:
+        for a, b in zip(rows, rows[1:]):
+            print(f"peak tree RSS {a[0]:g} -> {b[0]:g} GB: {100 * (b[6]['peak_tree_mb'] / a[6]['peak_tree_mb'] - 1):+.1f}%")
+
+
+def _text_mb(root: Path) -> float:
+    """UTF-8 MB of text in the generated corpus (the generator's count, kept beside it)."""
+    meta = root / "text_mb.json"
+    if meta.exists():
+        return json.loads(meta.read_text())["text_mb"]
+    import zstandard
+
+    total = 0
+    for f in sorted(root.glob("*/*.jsonl.zst")):
+        with open(f, "rb") as fh:
+            for line in zstandard.ZstdDecompressor().stream_reader(fh).read().decode().splitlines():
+                total += len(json.loads(line)["text"].encode("utf-8", "surrogatepass"))
+    meta.write_text(json.dumps({"text_mb": total / 1e6}))
+    return total / 1e6
 
 
 if __name__ == "__main__":

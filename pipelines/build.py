@@ -211,8 +211,9 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo) ->
           f"{sum(sizes.values()) / 1e6:,.1f} MB on disk, {len(plan.tasks)} part(s)"
           f"{f' ({resumable} already done by an earlier run: resuming)' if resumable else ''} "
           f"-> {out}/sources  (workers: {args.workers}; progress every 20 s)", flush=True)
-    with Reporter(out, sizes), beam.Pipeline(options=options) as p:
+    with Reporter(out, sizes) as reporter, beam.Pipeline(options=options) as p:
         build_graph(p, plan)
+    print(reporter.stage_times(), flush=True)
     fsio.delete_tree(heartbeat_dir(out))
     staging = layout.staging_root(out)
     if not layout.is_remote(out) and os.path.isdir(staging) and not os.listdir(staging):

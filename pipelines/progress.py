@@ -72,7 +72,7 @@ def _fmt_eta(seconds: Optional[float]) -> str:
 
 def progress_lines(recs: list[dict], totals: Mapping[str, int], started: float, now: float) -> list[str]:
     """One line per (stage, source) with work, plus an ALL line: docs, MB of text, MB/s, share of input, ETA."""
-    groups: dict = defaultdict(lambda: {"docs": 0, "text": 0, "inp": 0, "tasks": 0, "done": 0})
+    groups: dict = defaultdict(lambda: {"docs": 0, "text": 0, "inp": 0, "tasks": 0, "done": 0, "t0": now})
     for r in recs:
         for key in ((r["stage"], r["source"]), (r["stage"], "ALL")):
             g = groups[key]
@@ -81,9 +81,10 @@ def progress_lines(recs: list[dict], totals: Mapping[str, int], started: float, 
             g["inp"] += r.get("input_bytes", 0)
             g["tasks"] += 1
             g["done"] += bool(r.get("done"))
+            g["t0"] = min(g["t0"], r.get("t0", now))
     lines = []
-    elapsed = max(1e-9, now - started)
     for (stage, source), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "ALL", kv[0][1])):
+        elapsed = max(1.0, now - (started if source == "ALL" else g["t0"]))  # a source's rate from its first task
         total = totals.get(source, sum(totals.values()) if source == "ALL" else 0)
         share = min(1.0, g["inp"] / total) if total else None
         rate = g["inp"] / elapsed
@@ -119,6 +120,17 @@ class Reporter:
         lines = progress_lines(recs, self.totals, self.started, now)
         head = f"[progress {time.strftime('%H:%M:%S')}, {now - self.started:,.0f} s]"
         self.write(head + ("\n" + "\n".join(lines) if lines else "  starting workers (no part finished reading yet)"))
+
+    def stage_times(self) -> str:
+        """'stage times: read 12.3 s (from start), write ...' from the heartbeats' first and last records."""
+        recs = [r for r in read_heartbeats(self.out) if r.get("t", 0) >= self.started - 1]
+        spans: dict = {}
+        for r in recs:
+            lo, hi = spans.get(r["stage"], (r["t0"], r["t"]))
+            spans[r["stage"]] = (min(lo, r["t0"]), max(hi, r["t"]))
+        end = time.time()
+        parts = [f"{st} {lo - self.started:,.0f}-{hi - self.started:,.0f} s" for st, (lo, hi) in sorted(spans.items(), key=lambda kv: kv[1])]
+        return f"stage times (seconds from start): {', '.join(parts)}; end {end - self.started:,.0f} s"
 
     def _run(self) -> None:
         first = min(self.interval, 15.0)
