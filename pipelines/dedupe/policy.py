@@ -2,7 +2,7 @@
 
 Every stage has one shape: (processed parts, removals so far) -> removals. A part's documents were hashed,
 signed and embedded where they were read (``pipelines.process``) and those compact keys wait in the part's
-staging folder; here only keys travel: 32-byte exact records and 32-byte band records grouped in
+staging folder; here only keys travel: 32-byte exact records and 16-byte band records grouped in
 buckets (one element per (part, bucket), not per document), candidate pairs, the signatures of
 candidates only, and the embeddings of the SemDedup sources. Nothing is collected on one worker beyond a
 bucket, a candidate group, a component's edges or a k-means cluster.
@@ -104,9 +104,19 @@ class ExactDedupe(beam.PTransform):
 # ---------------------------------------------------------------------------------------------------
 # near (MinHash-LSH)
 
+def _mix(x: np.ndarray, salt: np.ndarray) -> np.ndarray:
+    """splitmix64 of ``x ^ salt`` (uint64 arrays): folds a band's index and scope into its key, so one
+    16-byte (key, uid) record replaces (scope, band, key, uid) at a collision risk of 2^-64 per pair."""
+    z = x ^ (salt * np.uint64(0x9E3779B97F4A7C15))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 def _band_blobs(item, plan: BuildPlan, specs: dict, buckets: int):
-    """(summary, removed uids) -> ((group, bucket), records [scope, band, key, uid]) for the part's signed
-    survivors; ``specs``: source -> (group index, SignatureSpec)."""
+    """(summary, removed uids) -> ((group, bucket), records [band key, uid]) for the part's signed survivors;
+    ``specs``: source -> (group index, SignatureSpec). The key mixes band index and scope (source, unless
+    cross-source) into the band's 63-bit hash."""
     summary, gone = item
     source = summary["source"]
     if source not in specs or not summary["docs"]:
@@ -119,13 +129,13 @@ def _band_blobs(item, plan: BuildPlan, specs: dict, buckets: int):
         uids, sigs = uids[keep], sigs[keep]
     if not len(uids):
         return
-    rec = np.empty((len(uids) * spec.bands, 4), dtype=np.uint64)
-    rec[:, 0] = _scope(plan, source)
-    rec[:, 1] = np.tile(np.arange(spec.bands, dtype=np.uint64), len(uids))
-    rec[:, 2] = np.fromiter((k for s in sigs for k in band_keys(s, spec.bands, spec.rows)),
-                            dtype=np.uint64, count=len(rec))
-    rec[:, 3] = np.repeat(uids, spec.bands).view(np.uint64)
-    b = rec[:, 2] % np.uint64(buckets)
+    keys = np.fromiter((k for s in sigs for k in band_keys(s, spec.bands, spec.rows)), dtype=np.uint64,
+                       count=len(uids) * spec.bands)
+    salt = np.tile(np.arange(spec.bands, dtype=np.uint64), len(uids)) + np.uint64(_scope(plan, source) << 16)
+    rec = np.empty((len(keys), 2), dtype=np.uint64)
+    rec[:, 0] = _mix(keys, salt)
+    rec[:, 1] = np.repeat(uids, spec.bands).view(np.uint64)
+    b = rec[:, 0] % np.uint64(buckets)
     for k in np.unique(b).tolist():
         yield (group, int(k)), rec[b == k].tobytes()
 
@@ -135,12 +145,12 @@ def _bucket_pairs(kv, plan: BuildPlan):
     members (leader = the group's smallest uid; the leader is its own member). Linear in the bucket size:
     grouping by leader instead of emitting all pairs is the star-edge idea of text-dedup's Spark path."""
     _key, blobs = kv
-    rec = np.concatenate([np.frombuffer(x, dtype=np.uint64).reshape(-1, 4) for x in blobs])
-    uid = rec[:, 3].view(np.int64)
-    order = np.lexsort((uid, rec[:, 2], rec[:, 1], rec[:, 0]))
-    r, u = rec[order, :3], uid[order]
+    rec = np.concatenate([np.frombuffer(x, dtype=np.uint64).reshape(-1, 2) for x in blobs])
+    uid = rec[:, 1].view(np.int64)
+    order = np.lexsort((uid, rec[:, 0]))
+    k, u = rec[order, 0], uid[order]
     start = np.ones(len(u), dtype=bool)
-    start[1:] = np.any(r[1:] != r[:-1], axis=1)
+    start[1:] = k[1:] != k[:-1]
     gid = np.cumsum(start) - 1
     sizes = np.bincount(gid)
     multi = sizes[gid] >= 2
