@@ -4,19 +4,28 @@ The record is the contract between the build (which writes it) and everything th
 builder checks token totals against it, ``pipelines.inspect`` and the summary print it). Every build must
 pass the reconciliation before the file is written:
 
-    read == malformed + kept + exact_duplicates + near_duplicates + semantic_duplicates + sum(rejected)
+    read == malformed + kept + exact_duplicates + near_duplicates + semantic_duplicates + decontaminated
+            + sum(rejected)
+
+Beside the counts that reconcile, the record carries counts that do not remove documents: PII masking
+(``pii_documents``, ``pii_emails``, ``pii_ips``), decontamination details (``decontam_by_eval``: eval
+source -> contaminated documents, removed or cut; ``decontam_documents_cut`` and
+``decontam_spans_removed``: spans mode, documents kept with matches cut out, and the spans cut), and
+``meta_missing`` (metadata requirement of the chain's rules -> documents lacking it). ``filters`` (the
+chain), ``decontam_index`` and ``warnings`` (``pipelines.sanity``) are added by the build.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from typing import Iterable, Mapping, Sequence
 
-STATS_VERSION = 1
+STATS_VERSION = 2   # 2: decontaminated, pii_*, decontam_*, meta_missing (readers default them for 1)
 # token-length histogram edges (document tokens incl. EOS); the last bin is open-ended
 HIST_EDGES = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
 # a Reject's stage -> the stats field it is counted under
 STAGE_FIELD = {
     "read": "malformed",
+    "decontam": "decontaminated",
     "filter": "rejected",
     "exact_dedupe": "exact_duplicates",
     "near_dedupe": "near_duplicates",
@@ -54,8 +63,17 @@ def make_stats(source: str, read: int, counts: Iterable[tuple[str, str, str, int
             malformed_by_file[file][reason] += n
     parts = sorted(parts, key=lambda p: p["part"])
     hist = [0] * len(HIST_EDGES)
+    pii: Counter = Counter()
+    by_eval: Counter = Counter()
+    cut: Counter = Counter()
+    meta_missing: Counter = Counter()
     for p in parts:
         hist = [a + b for a, b in zip(hist, p["token_hist"])]
+        pii.update(p.get("pii") or {})
+        dc = p.get("decontam") or {}
+        by_eval.update(dc.get("by_eval") or {})
+        cut.update({k: dc.get(k, 0) for k in ("documents_cut", "spans_removed")})
+        meta_missing.update(p.get("meta_missing") or {})
     stats = {
         "source": source,
         "read": int(read),
@@ -64,6 +82,7 @@ def make_stats(source: str, read: int, counts: Iterable[tuple[str, str, str, int
         "exact_duplicates": int(by_field["exact_duplicates"]),
         "near_duplicates": int(by_field["near_duplicates"]),
         "semantic_duplicates": int(by_field["semantic_duplicates"]),
+        "decontaminated": int(by_field["decontaminated"]),
         "rejected": dict(sorted(rejected.items())),
         "tokens": int(sum(p["tokens"] for p in parts)),
         "bytes_kept": int(sum(p["bytes"] for p in parts)),
@@ -72,6 +91,13 @@ def make_stats(source: str, read: int, counts: Iterable[tuple[str, str, str, int
                                    "note": "counts[i] = documents with edges[i] <= tokens (incl. EOS) < edges[i+1]"},
         "malformed_by_file": {f: dict(sorted(c.items())) for f, c in sorted(malformed_by_file.items())},
         "by_stage_reason": dict(sorted(by_stage_reason.items())),
+        "pii_documents": int(pii["documents"]),
+        "pii_emails": int(pii["emails"]),
+        "pii_ips": int(pii["ips"]),
+        "decontam_by_eval": {k: int(v) for k, v in sorted(by_eval.items())},
+        "decontam_documents_cut": int(cut["documents_cut"]),
+        "decontam_spans_removed": int(cut["spans_removed"]),
+        "meta_missing": {k: int(v) for k, v in sorted(meta_missing.items())},
         "parts": len(parts),
         "stats_version": STATS_VERSION,
     }
@@ -83,34 +109,39 @@ def make_stats(source: str, read: int, counts: Iterable[tuple[str, str, str, int
 
 def accounted(stats: Mapping) -> int:
     return (stats["malformed"] + stats["kept"] + stats["exact_duplicates"] + stats["near_duplicates"]
-            + stats["semantic_duplicates"] + sum(stats["rejected"].values()))
+            + stats["semantic_duplicates"] + stats.get("decontaminated", 0) + sum(stats["rejected"].values()))
 
 
 def check_reconciles(stats: Mapping) -> None:
     if stats["read"] != accounted(stats):
         raise ReconciliationError(
-            f"{stats['source']}: read={stats['read']} but malformed+kept+duplicates+rejected={accounted(stats)}; "
+            f"{stats['source']}: read={stats['read']} but malformed+kept+duplicates+decontaminated+rejected="
+            f"{accounted(stats)}; "
             "documents were lost or double counted (a bug: please report it with this stats object)")
 
 
 def summary_table(stats: Sequence[Mapping]) -> str:
-    """One row per source and a TOTAL row: read, malformed, filtered, dups (exact/near/semantic), kept, tokens."""
+    """One row per source and a TOTAL row: read, malformed, decontaminated, filtered, dups (exact/near/semantic),
+    kept, tokens."""
     rows = []
-    tot = dict(read=0, malformed=0, rejected=0, dups=0, kept=0, tokens=0)
+    tot = dict(read=0, malformed=0, decontam=0, rejected=0, dups=0, kept=0, tokens=0)
     for s in stats:
         rej = sum(s["rejected"].values())
+        dec = int(s.get("decontaminated", 0))
         dups = s["exact_duplicates"] + s["near_duplicates"] + s["semantic_duplicates"]
         top = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items(), key=lambda kv: -kv[1])[:3]) or "-"
-        rows.append((s["source"], s["read"], s["malformed"], rej,
+        rows.append((s["source"], s["read"], s["malformed"], dec, rej,
                      f'{s["exact_duplicates"]}/{s["near_duplicates"]}/{s["semantic_duplicates"]}',
                      s["kept"], s["tokens"], s["docs_ge_4096_tokens"], top))
-        for k, v in (("read", s["read"]), ("malformed", s["malformed"]), ("rejected", rej), ("dups", dups),
-                     ("kept", s["kept"]), ("tokens", s["tokens"])):
+        for k, v in (("read", s["read"]), ("malformed", s["malformed"]), ("decontam", dec), ("rejected", rej),
+                     ("dups", dups), ("kept", s["kept"]), ("tokens", s["tokens"])):
             tot[k] += v
-    head = ("source", "read", "malformed", "filtered", "dups e/n/s", "kept", "tokens", ">=4096", "top filter reasons")
-    rows.append(("TOTAL", tot["read"], tot["malformed"], tot["rejected"], str(tot["dups"]), tot["kept"], tot["tokens"], "", ""))
+    head = ("source", "read", "malformed", "decontam", "filtered", "dups e/n/s", "kept", "tokens", ">=4096",
+            "top filter reasons")
+    rows.append(("TOTAL", tot["read"], tot["malformed"], tot["decontam"], tot["rejected"], str(tot["dups"]), tot["kept"],
+                 tot["tokens"], "", ""))
     cell = lambda v: f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
     widths = [max(len(cell(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(cell(v).rjust(w) if 0 < i < 8 else cell(v).ljust(w)  # noqa: E731
+    fmt = lambda r: "  ".join(cell(v).rjust(w) if 0 < i < 9 else cell(v).ljust(w)  # noqa: E731
                               for i, (v, w) in enumerate(zip(r, widths)))
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)])

@@ -92,7 +92,40 @@ def known_mixtures() -> Optional[list[str]]:
 
 
 def source_summary(out: str, names: Sequence[str]) -> str:
-    return summary_table([json.loads(fsio.read_bytes(layout.stats_path(out, n))) for n in names])
+    """The summary table, then the sanity warnings of every source (``pipelines.sanity``), also logged."""
+    stats = [json.loads(fsio.read_bytes(layout.stats_path(out, n))) for n in names]
+    text = summary_table(stats)
+    warnings = [w for s in stats for w in s.get("warnings", [])]
+    for w in warnings:
+        log.warning("sanity: %s", w)
+    if warnings:
+        text += "\n\nwarnings:\n" + "\n".join(f"  ! {w}" for w in warnings)
+    return text
+
+
+def check_decontam(sources: dict, where: str) -> dict:
+    """Each distinct decontam config: its eval files listed and indexed on the driver, so a bad path or
+    text_field fails before any input is read. Returns config -> ((path, size) of each eval file, index
+    stats for the stats record)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.decontam import DecontamError, EvalIndex, list_eval_files
+
+    info = {}
+    for cfg in dict.fromkeys(c.decontam for c in sources.values() if c.decontam is not None):
+        try:
+            listed = list_eval_files(cfg.eval_paths)
+            index = EvalIndex.build(cfg)
+        except DecontamError as e:
+            raise ConfigError(f"{where}: {e}; fix decontam.eval_paths / decontam.text_field") from None
+        sizes = [(path, FileSystems.match([path])[0].metadata_list[0].size_in_bytes) for path, _name in listed]
+        info[cfg] = (sizes, {"eval_files": len(listed), "eval_sources": list(index.sources),
+                             "eval_texts": index.eval_texts, "skipped_short": index.skipped_short,
+                             "ngrams": index.num_ngrams, "bytes": index.nbytes})
+        print(f"decontam ({cfg.mode} mode, {cfg.n}-grams): {index.eval_texts:,} eval texts from {len(listed)} file(s) "
+              f"({index.skipped_short:,} under {cfg.min_eval_words} words skipped), {index.num_ngrams:,} n-grams, "
+              f"{index.nbytes / 1e6:,.1f} MB index per worker", flush=True)
+    return info
 
 
 def _mixture_errors() -> tuple:
@@ -108,7 +141,7 @@ def explain(e: BaseException) -> str:
     text = str(e)
     if isinstance(e, (ConfigError, *_mixture_errors())):
         return f"{type(e).__name__}: {e}"
-    for marker in ("InputFileError: ", "TokenizerError: ", "ReconciliationError: ", "ConfigError: "):
+    for marker in ("InputFileError: ", "TokenizerError: ", "ReconciliationError: ", "ConfigError: ", "DecontamError: "):
         if marker in text:
             msg = text.split(marker, 1)[1].split("\n")[0].split(" [while running")[0]
             return f"{marker.rstrip(': ')}: {msg}"
@@ -164,19 +197,21 @@ def run(args, beam_args) -> int:
                           "or --skip-mixture to build only the per-source shards.")
     options = beam_options(beam_args, args.workers)
     FileSystems.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
+    decontam = check_decontam(sources, args.sources or "demo sources")
     # 2. the tokenizer, then the inputs
     from tokenization import NeoXTokenizer, fingerprint
 
     tok = NeoXTokenizer(args.tokenizer)
     tok_fp = fingerprint(json.loads(tok.raw))
     files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
-    hashes = {n: config_hash(c, files[n], tok_fp, args.cross_source_dedupe) for n, c in sources.items()}
+    hashes = {n: config_hash(c, files[n], tok_fp, args.cross_source_dedupe,
+                             decontam[c.decontam][0] if c.decontam is not None else ()) for n, c in sources.items()}
     todo = {n: c for n, c in sources.items() if args.force or args.cross_source_dedupe or not finished(out, n, hashes[n])}
     for n in sorted(set(sources) - set(todo)):
         print(f"[{n}] already built with the same inputs and config: skipping (use --force to rebuild)", flush=True)
     t0 = time.time()
     if todo:
-        build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo)
+        build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, decontam)
     print(f"\nper-source shards ({time.time() - t0:,.1f} s){' [DEMO DATA]' if demo else ''}:", flush=True)
     print(source_summary(out, sorted(sources, key=SOURCE_NAMES.index)), flush=True)
     if args.skip_mixture:
@@ -190,7 +225,15 @@ def run(args, beam_args) -> int:
     return 0 if manifest is not None else 1
 
 
-def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo) -> None:
+def source_extra_stats(cfg, decontam: dict) -> dict:
+    """Config facts the stats record carries: the chain (sanity warnings blame only its rules), pii, decontam."""
+    dc = cfg.decontam
+    return {"filters": cfg.chain.names, "pii": cfg.pii,
+            "decontam": None if dc is None else {"mode": dc.mode, "n": dc.n, "eval_paths": list(dc.eval_paths)},
+            "decontam_index": None if dc is None else decontam[dc][1]}
+
+
+def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, decontam=None) -> None:
     import apache_beam as beam
 
     from pipelines.graph import build_graph
@@ -201,7 +244,8 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo) ->
         out=out, tokenizer_json=tok.raw, write_rejects=args.write_rejects, cross_source=args.cross_source_dedupe,
         sources=todo, files={n: files[n] for n in todo}, hashes={n: hashes[n] for n in todo},
         extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": tok_fp,
-                         "inputs": [f.path for f in files[n]]} for n in todo})
+                         "inputs": [f.path for f in files[n]], **source_extra_stats(todo[n], decontam or {})}
+                     for n in todo})
     for n in todo:
         clear_stale_staging(out, n, hashes[n])
     fsio.delete_tree(heartbeat_dir(out))

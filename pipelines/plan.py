@@ -64,10 +64,18 @@ def part_name(part: int) -> str:
     return f"part-{part:05d}"
 
 
-def config_hash(cfg: SourceConfig, files: Sequence[InputFile], tokenizer_fp: str, cross: bool) -> str:
+def config_hash(cfg: SourceConfig, files: Sequence[InputFile], tokenizer_fp: str, cross: bool,
+                eval_files: Sequence[tuple[str, int]] = ()) -> str:
+    """What decides a source's output bytes: config (incl. pii and decontam), inputs, tokenizer, code version.
+    ``eval_files``: (path, size) of the decontam eval files, so changed eval data rebuilds the source."""
     rules = [(r.name, sorted(r.params.items())) for r in cfg.chain.rules]
     payload = {"cfg": repr((cfg.text_field, cfg.id_field, cfg.meta_fields, cfg.format, rules, cfg.dedupe)),
                "files": [(f.path, f.size) for f in files], "tok": tokenizer_fp, "cross": cross, "code": CODE_VERSION}
+    if cfg.pii:
+        payload["pii"] = True
+    if cfg.decontam is not None:  # absent keys keep the hashes of builds without pii/decontam unchanged
+        payload["decontam"] = repr(cfg.decontam)
+        payload["eval_files"] = [list(f) for f in eval_files]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

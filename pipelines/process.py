@@ -1,4 +1,5 @@
-"""The fused per-document path: read -> filter -> exact hash -> MinHash signature -> embedding -> tokenize.
+"""The fused per-document path: read -> PII mask -> decontaminate -> filter -> exact hash -> MinHash signature
+-> embedding -> tokenize.
 
 Why fused: a document's text is the heavy thing. Every step that needs the text runs here, in the worker
 that parsed it, one part (a run of input files) at a time; what leaves the worker is compact: token ids,
@@ -8,7 +9,15 @@ the whole corpus in its driver), and a finished part survives a crash.
 
 Each step has the shape of a datatrove step: a pure function of one document (or a batch) that keeps it
 or turns it into a counted ``Reject``; ``process_part`` only chains them and keeps the books:
-``read == malformed + filtered + len(docs)`` holds for every part, checked before its summary is written.
+``read == malformed + decontaminated + filtered + len(docs)`` holds for every part, checked before its
+summary is written.
+
+PII masking (``pipelines.pii``, sources with ``pii: true``) runs first, so neither the filters, the dedupe
+keys nor the shards ever see the original addresses. Decontamination (``pipelines.decontam``, the sources
+YAML's top-level ``decontam:`` block) runs next, before the filters, so a removed document is counted as
+``decontaminated`` whatever a filter would have said, and in spans mode the filters judge the cut text.
+For every well-formed document, the metadata its chain's rules need and lack
+(``pipelines.sanity.missing_requirements``) is counted into the summary's ``meta_missing``.
 """
 from __future__ import annotations
 
@@ -21,7 +30,10 @@ import numpy as np
 
 from contract.stats import histogram
 from pipelines.dedupe.exact import exact_key
+from pipelines.pii import mask_pii
+from pipelines.sanity import NEEDS_META, missing_requirements
 from pipelines.plan import BuildPlan, PartTask
+from pipelines.decontam import decontaminate
 from pipelines.readers import Meter, read_file
 from pipelines.schema import Document, Reject, reject
 from pipelines.staging import PartFiles, save_npy, save_npz, write_json
@@ -42,6 +54,10 @@ class Tools:
         self.signers = {n: Signer(SignatureSpec.from_config(c.dedupe.minhash))
                         for n, c in plan.sources.items() if c.dedupe.minhash}
         self._embedder = None
+        # one eval index per decontam config per worker process (cached_index), built with the tools
+        from pipelines.decontam import cached_index
+
+        self.eval_index = {n: cached_index(c.decontam) for n, c in plan.sources.items() if c.decontam is not None}
 
     @property
     def embedder(self):
@@ -97,8 +113,15 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     part's done marker, written last)."""
     cfg = plan.sources[task.source]
     files = PartFiles(plan.part_staging(task.source, task.part))
-    counts: Counter = Counter()     # (stage, reason, file) -> n, for malformed and filtered documents
-    rejects: list[Reject] = []
+    counts: Counter = Counter()     # (stage, reason, file) -> n: malformed, decontaminated, filtered
+    rejects: list[tuple[int, dict]] = []   # (uid, audit record)
+    pii: Counter = Counter()                # documents, emails, ips
+    decontam: Counter = Counter()           # spans mode, kept documents: documents_cut, spans_removed
+    by_eval: Counter = Counter()            # eval source -> contaminated documents (removed or cut)
+    meta_missing: Counter = Counter()       # requirement -> documents lacking it
+    rule_names = cfg.chain.names
+    needs_meta = any(r in NEEDS_META for r in rule_names)
+    index = tools.eval_index.get(task.source)
     acc = _Accumulator()
     batch: list[Document] = []
     chars = read = text_bytes = 0
@@ -109,14 +132,39 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
             if isinstance(item, Reject):
                 counts[("read", item.reason, f.name)] += 1
                 if plan.write_rejects:
-                    rejects.append(item)
+                    rejects.append((item.uid, reject_record(item)))
                 continue
+            if needs_meta:  # counted over every well-formed document: the share sanity.warnings_for reports
+                for req in missing_requirements(item.meta, rule_names):
+                    meta_missing[req] += 1
+            if cfg.pii:
+                text, n_emails, n_ips = mask_pii(item.text)
+                if n_emails or n_ips:
+                    pii["documents"] += 1
+                    pii["emails"] += n_emails
+                    pii["ips"] += n_ips
+                    item = item._replace(text=text)
+            if index is not None:
+                dc = decontaminate(index, cfg.decontam.mode, item.text)
+                if dc.contaminated:
+                    by_eval[dc.eval_source] += 1
+                    if dc.text is None:
+                        counts[("decontam", "eval_overlap", "")] += 1
+                        if plan.write_rejects:
+                            rec = reject_record(reject(item, "decontam", "eval_overlap",
+                                                       detail=f"{dc.eval_source}: {dc.ngram}"))
+                            rec.update(eval_source=dc.eval_source, ngram=dc.ngram)
+                            rejects.append((item.uid, rec))
+                        continue
+                    decontam["documents_cut"] += 1
+                    decontam["spans_removed"] += dc.spans_removed
+                    item = item._replace(text=dc.text)
             res = cfg.chain(item.text, item.meta)
             if res is not None:
                 rule, value, detail = res
                 counts[("filter", rule, "")] += 1
                 if plan.write_rejects:
-                    rejects.append(reject(item, "filter", rule, value, detail=detail))
+                    rejects.append((item.uid, reject_record(reject(item, "filter", rule, value, detail=detail))))
                 continue
             batch.append(item)
             chars += len(item.text)
@@ -155,12 +203,16 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
                  emb=np.concatenate(acc.embs) if acc.embs else np.zeros((0, EMBED_DIM), np.float32))
     if rejects:
         # "uid<TAB>record": the writer merges these with the dedupe rejects in uid order
-        body = "".join(f"{r.uid}\t{json.dumps(reject_record(r), ensure_ascii=False)}\n" for r in rejects)
+        body = "".join(f"{uid}\t{json.dumps(rec, ensure_ascii=False)}\n" for uid, rec in rejects)
         fsio.write_bytes(files.rejects, body.encode("utf-8"))
     summary = {"source": task.source, "part": task.part, "read": read, "docs": n, "text_bytes": text_bytes,
                "input_bytes": task.input_bytes, "tokens": int(lengths.sum()),
                "counts": [[s, r, f, c] for (s, r, f), c in sorted(counts.items())], "finished": time.time(),
-               "token_hist_before_dedupe": histogram(lengths)}
+               "token_hist_before_dedupe": histogram(lengths),
+               "pii": {k: int(pii[k]) for k in ("documents", "emails", "ips")},
+               "decontam": {"by_eval": dict(sorted(by_eval.items())), "spans_removed": int(decontam["spans_removed"]),
+                            "documents_cut": int(decontam["documents_cut"])},
+               "meta_missing": dict(sorted(meta_missing.items()))}
     write_json(files.summary, summary)
     return summary
 

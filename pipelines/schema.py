@@ -51,7 +51,8 @@ class Document(NamedTuple):
 class Reject(NamedTuple):
     """A document that is not kept, with why. Every non-kept document yields exactly one Reject.
 
-    stage: "read" (malformed input), "filter", "exact_dedupe", "near_dedupe", "semantic_dedupe".
+    stage: "read" (malformed input), "decontam" (shares an n-gram with eval data), "filter", "exact_dedupe",
+           "near_dedupe", "semantic_dedupe".
     reason: rule / error name (e.g. "bad_json", "min_words", "exact_duplicate").
     value: measured value that triggered the rule (NaN when not applicable).
     duplicate_of: id of the kept document of the cluster (dedupe stages only, else "").

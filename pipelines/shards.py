@@ -126,7 +126,9 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
     stats = {"source": source, "part": part, "read": summary["read"], "kept": int(rows.size),
              "tokens": int(lengths.sum()), "bytes": int(nbytes[rows].sum()), "token_hist": histogram(lengths),
              "docs_ge_4096_tokens": int((lengths >= 4096).sum()),
-             "counts": [list(c) for c in counts] + [[s, r, f, n] for (s, r, f), n in sorted(dedupe_counts.items())]}
+             "counts": [list(c) for c in counts] + [[s, r, f, n] for (s, r, f), n in sorted(dedupe_counts.items())],
+             # per-part pass-through for the source's stats (pipelines.process; absent in older summaries)
+             **{k: summary[k] for k in ("pii", "decontam", "meta_missing") if k in summary}}
     write_json(done_path, stats)
     return stats
 
