@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
@@ -22,7 +23,8 @@ from pipelines.readers import InputFile
 from pipelines.schema import split_uid
 
 CODE_VERSION = "1"  # bump when output bytes change for the same inputs (invalidates resume)
-TARGET_PART_INPUT_BYTES = 24 << 20   # compressed input bytes per part (~60-100 MB of text)
+# compressed input bytes per part (~60-100 MB of text); $MPTDATA_PART_MB overrides it (tests use tiny parts)
+TARGET_PART_INPUT_BYTES = int(float(os.environ.get("MPTDATA_PART_MB", "24")) * (1 << 20))
 MAX_PARTS_PER_SOURCE = 100_000
 
 
@@ -71,6 +73,8 @@ def config_hash(cfg: SourceConfig, files: Sequence[InputFile], tokenizer_fp: str
     rules = [(r.name, sorted(r.params.items())) for r in cfg.chain.rules]
     payload = {"cfg": repr((cfg.text_field, cfg.id_field, cfg.meta_fields, cfg.format, rules, cfg.dedupe)),
                "files": [(f.path, f.size) for f in files], "tok": tokenizer_fp, "cross": cross, "code": CODE_VERSION}
+    if TARGET_PART_INPUT_BYTES != 24 << 20:  # part boundaries decide the shard files (default: hash unchanged)
+        payload["part_bytes"] = TARGET_PART_INPUT_BYTES
     if cfg.pii:
         payload["pii"] = True
     if cfg.decontam is not None:  # absent keys keep the hashes of builds without pii/decontam unchanged
