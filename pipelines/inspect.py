@@ -145,6 +145,7 @@ def summarize(out: str) -> dict:
             "kept": int(s.get("kept", 0)),
             "kept_share": (int(s.get("kept", 0)) / read) if read else None,
             "malformed": int(s.get("malformed", 0)),
+            "decontaminated": int(s.get("decontaminated", 0)),
             "rejected": sum(rejected.values()),
             "top_reasons": sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))[:3],
             **{f: int(s.get(f, 0)) for f in _DUP_FIELDS},
@@ -198,16 +199,18 @@ def render_summary(summary: dict) -> str:
         for name, s in src.items():
             reasons = ", ".join(f"{k} {v:,}" for k, v in s["top_reasons"]) or "-"
             rows.append([name + (" [demo]" if s["demo"] else ""), _fmt_int(s["read"]), _fmt_int(s["kept"]),
-                         _fmt_pct(s["kept_share"]), _fmt_int(s["malformed"]), _fmt_int(s["rejected"]),
+                         _fmt_pct(s["kept_share"]), _fmt_int(s["malformed"]), _fmt_int(s["decontaminated"]),
+                         _fmt_int(s["rejected"]),
                          _fmt_int(s["exact_duplicates"]), _fmt_int(s["near_duplicates"]),
                          _fmt_int(s["semantic_duplicates"]), _fmt_int(s["tokens"]), reasons])
-        total = [sum(s[k] for s in src.values()) for k in ("read", "kept", "malformed", "rejected", *_DUP_FIELDS, "tokens")]
+        total = [sum(s[k] for s in src.values())
+                 for k in ("read", "kept", "malformed", "decontaminated", "rejected", *_DUP_FIELDS, "tokens")]
         rows.append(["TOTAL", _fmt_int(total[0]), _fmt_int(total[1]), _fmt_pct(total[1] / total[0] if total[0] else None),
                      *(_fmt_int(t) for t in total[2:]), ""])
         parts += ["", "Sources (OUT/stats):",
-                  _table(["source", "read", "kept", "kept%", "malformed", "rejected", "exact dup", "near dup",
-                          "sem dup", "tokens", "top rejection reasons"], rows,
-                         [False] + [True] * 9 + [False])]
+                  _table(["source", "read", "kept", "kept%", "malformed", "decontam", "rejected", "exact dup",
+                          "near dup", "sem dup", "tokens", "top rejection reasons"], rows,
+                         [False] + [True] * 10 + [False])]
         warns = [w for s in src.values() for w in s["warnings"]]
         if warns:
             parts += ["", "Warnings:", *(f"  ! {w}" for w in warns)]

@@ -156,6 +156,12 @@ def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_p
     assert head.split()[3] == "decontam" and arxiv_row.split()[3] == "4"
     assert all(w in after for w in st["warnings"])
     assert load_stats(out, "rp_arxiv")["warnings"] == []
+    from pipelines.inspect import render_summary, summarize  # python -m pipelines.inspect OUT shows the same
+
+    summary = summarize(str(out))
+    assert summary["sources"]["rp_arxiv"]["decontaminated"] == 4
+    assert summary["sources"]["stack_selected"]["warnings"] == st["warnings"]
+    assert "decontam" in render_summary(summary)
 
 
 @needs_shared("tokenizers")
