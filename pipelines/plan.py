@@ -25,6 +25,8 @@ from pipelines.schema import split_uid
 CODE_VERSION = "1"  # bump when output bytes change for the same inputs (invalidates resume)
 # compressed input bytes per part (~60-100 MB of text); $MPTDATA_PART_MB overrides it (tests use tiny parts)
 TARGET_PART_INPUT_BYTES = int(float(os.environ.get("MPTDATA_PART_MB", "24")) * (1 << 20))
+if TARGET_PART_INPUT_BYTES < 1:
+    raise ValueError(f"MPTDATA_PART_MB={os.environ.get('MPTDATA_PART_MB')!r}: expected a positive number of MB")
 MAX_PARTS_PER_SOURCE = 100_000
 
 

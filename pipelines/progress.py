@@ -130,7 +130,10 @@ class Reporter:
             spans[r["stage"]] = (min(lo, r["t0"]), max(hi, r["t"]))
         end = time.time()
         parts = [f"{st} {lo - self.started:,.0f}-{hi - self.started:,.0f} s" for st, (lo, hi) in sorted(spans.items(), key=lambda kv: kv[1])]
-        return f"stage times (seconds from start): {', '.join(parts)}; end {end - self.started:,.0f} s"
+        reads = [r for r in recs if r["stage"] == "read" and r.get("done")]
+        resumed = sum(1 for r in reads if r.get("resumed"))
+        return (f"stage times (seconds from start): {', '.join(parts)}; end {end - self.started:,.0f} s; "
+                f"parts resumed from an earlier run: {resumed}/{len(reads)}")
 
     def _run(self) -> None:
         first = min(self.interval, 15.0)
