@@ -1,4 +1,4 @@
-"""Small filesystem helpers over Beam's FileSystems, so every output path may be local, gs:// or s3://.
+"""Storage for both sides of the contract: every output path may be local, gs:// or s3:// (Beam's FileSystems, imported only for remote paths).
 
 Local outputs use real atomic renames; object stores have no directory rename, so there the readable
 "commit marker" (index.json, then stats.json) is always written last.

@@ -18,7 +18,7 @@ from contract import layout
 from contract.config import ConfigError
 from contract.registry import SOURCE_NAMES
 from contract.stats import summary_table
-from pipelines import fsio
+from contract import fsio
 from pipelines.config import load_sources, source_config
 from pipelines.plan import config_hash
 

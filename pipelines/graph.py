@@ -16,7 +16,7 @@ import apache_beam as beam
 
 from contract import layout
 from contract.stats import make_stats
-from pipelines import fsio
+from contract import fsio
 from pipelines.dedupe.policy import Dedupe
 from pipelines.plan import BuildPlan, PartTask, part_name
 from pipelines.process import Tools, cached_summary, process_part

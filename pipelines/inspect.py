@@ -54,7 +54,7 @@ def _exists(path: str) -> bool:
 def _read_bytes(path: str, what: str) -> bytes:
     try:
         if layout.is_remote(path):
-            from pipelines import fsio
+            from contract import fsio
 
             return fsio.read_bytes(path)
         with open(path, "rb") as f:

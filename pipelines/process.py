@@ -187,7 +187,7 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     save_npy(files.tokens, np.concatenate(acc.tokens) if n else np.zeros(0, np.uint16))
     save_npz(files.docs, uid=np.asarray(acc.uids, dtype=np.int64), offsets=offsets,
              nbytes=np.asarray(acc.nbytes, dtype=np.int64))
-    from pipelines import fsio
+    from contract import fsio
 
     fsio.write_bytes(files.ids, json.dumps(acc.ids, ensure_ascii=False).encode("utf-8"))
     if cfg.dedupe.exact:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Callable, Mapping, Optional
 
 from contract import layout
-from pipelines import fsio
+from contract import fsio
 
 INTERVAL_S = 20.0
 WORKER_EVERY_S = 5.0

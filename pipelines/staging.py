@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from contract import layout
-from pipelines import fsio
+from contract import fsio
 
 SUMMARY = "summary.json"
 

@@ -22,7 +22,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from contract.registry import SOURCE_INDEX
-from pipelines import fsio
+from contract import fsio
 from pipelines.dedupe import semantic
 from pipelines.dedupe.components import ConnectedComponents
 from pipelines.dedupe.exact import duplicate_pairs
