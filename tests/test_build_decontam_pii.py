@@ -156,7 +156,10 @@ def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_p
     assert head.split()[3] == "decontam" and arxiv_row.split()[3] == "4"
     assert all(w in after for w in st["warnings"])
     assert load_stats(out, "rp_arxiv")["warnings"] == []
-    from pipelines.inspect import render_summary, summarize  # python -m pipelines.inspect OUT shows the same
+    from pipelines.inspect import (  # python -m pipelines.inspect OUT shows the same
+        render_summary,
+        summarize,
+    )
 
     summary = summarize(str(out))
     assert summary["sources"]["rp_arxiv"]["decontaminated"] == 4
