@@ -23,9 +23,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import yaml
@@ -33,9 +36,10 @@ import yaml
 from mixtures.pack import packing_order, write_packed
 from mixtures.planner import Plan, long_mask, plan_mixture, stream_rng
 from mixtures.report import write_report
-from mixtures.sources import (SourceDataError, SourceInfo, demo_sources, is_remote, iter_documents, load_source,
-                              source_present)
+from contract import fsio, layout
 from contract.config import ConfigError
+from mixtures.sources import (SourceDataError, SourceInfo, demo_sources, iter_documents, load_source,
+                              source_present)
 from mixtures.spec import MIXTURE_NAMES, load_spec, parse_tokens, spec_path
 
 MANIFEST_FORMAT = "mptdata.mixture/1"
@@ -102,12 +106,14 @@ def _manifest(plan: Plan, infos: dict[str, SourceInfo], results: dict, spec_file
 
 
 def _streams_yaml(manifest: dict, final_dir: str) -> str:
+    """``final_dir`` local -> ``local:`` entries; gs:// or s3:// -> ``remote:`` entries (streaming caches them)."""
     m = manifest
     head = (f"# Streams of mixture {m['name']}: {m['budget']['samples']:,} samples of {m['seq_len']} tokens per epoch "
             f"(seed {m['seed']}).\n"
             f"# Use as llm-foundry train_loader.dataset.streams with max_seq_len: {m['seq_len']} and no epoch_size\n"
             f"# (choose is an absolute per-epoch sample count), or pass to our trainer. Written by mixtures.build.\n")
-    body = {name: {"local": os.path.join(final_dir, s["part"], s["source"]), "choose": s["choose"]}
+    where = "remote" if layout.is_remote(final_dir) else "local"
+    body = {name: {where: layout.join(final_dir, s["part"], s["source"]), "choose": s["choose"]}
             for name, s in m["streams"].items()}
     return head + yaml.safe_dump(body, sort_keys=False)
 
@@ -119,24 +125,66 @@ def _upsampled(s) -> bool:
 
 def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | None = None, seed: int = 17,
                   allow_missing: bool = False, demo: bool = False, size_limit: int | str = 1 << 26,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, workers: int | None = None) -> dict:
     """Plan, pack and write mixture ``name`` (a built-in name or a spec file path); return the manifest.
 
-    ``sources_dir`` is OUT/sources, ``out_dir`` is OUT/mixtures. ``tokens`` overrides the spec's budget;
-    ``demo`` scales the budget to what the (demo) data supplies when ``tokens`` is None. Missing sources
-    raise MixtureError naming them, unless ``allow_missing`` (then they are left out, the rest
-    renormalized, and the manifest and report say so).
+    ``sources_dir`` is OUT/sources, ``out_dir`` is OUT/mixtures; either may be local, gs:// or s3:// (remote
+    sources are fetched into a local cache first; a remote mixture is packed locally, then uploaded with
+    streams.yaml last, and its streams.yaml has ``remote:`` entries). ``tokens`` overrides the spec's budget;
+    ``demo`` scales the budget to what the (demo) data supplies when ``tokens`` is None. Streams are packed
+    in ``workers`` processes (default: all cores): each stream's packing is independent, so the bytes do not
+    depend on it. Missing sources raise MixtureError naming them, unless ``allow_missing`` (then they are
+    left out, the rest renormalized, and the manifest and report say so).
     """
     try:
         spec = load_spec(name)
         spec_file = str(spec_path(name))
     except ConfigError as e:
         raise MixtureError(str(e)) from e
-    for label, p in (("sources dir", sources_dir), ("output dir", out_dir)):
-        if is_remote(p):
-            raise MixtureError(f"{label} {p!r}: remote paths are not supported by the mixture builder yet; build "
-                               f"into a local folder and upload it (streams.yaml then needs remote: entries)")
     sources_dir, out_dir = str(sources_dir), str(out_dir)
+    with tempfile.TemporaryDirectory(prefix="mptdata-mixture-") as scratch:
+        local_sources = _fetch_sources(sources_dir, spec.sources, scratch) if layout.is_remote(sources_dir) else sources_dir
+        local_out = os.path.join(scratch, "mixtures") if layout.is_remote(out_dir) else out_dir
+        manifest = _build_local(spec, spec_file, local_sources, local_out, out_dir, tokens=tokens, seed=seed,
+                                allow_missing=allow_missing, demo=demo, size_limit=size_limit, progress=progress,
+                                workers=workers or os.cpu_count() or 1)
+        if layout.is_remote(out_dir):
+            dest = layout.join(out_dir, spec.name)
+            fsio.delete_tree(dest)
+            fsio.upload_tree(os.path.join(local_out, spec.name), dest, last=[layout.MANIFEST, layout.STREAMS])
+    if progress:
+        print(summary(manifest, out_dir), flush=True)
+    return manifest
+
+
+def _fetch_sources(sources_dir: str, names, scratch: str) -> str:
+    """Copy remote OUT/sources/<s> (index, doc_tokens, shards) and OUT/stats/<s>.json into ``scratch``."""
+    out_root = layout.out_of_sources_dir(sources_dir)
+    local = os.path.join(scratch, "sources")
+    for s in names:
+        src = layout.join(sources_dir, s)
+        if not fsio.exists(layout.join(src, layout.INDEX)):
+            continue  # reported as missing by the caller
+        for rel in fsio.list_files(src):
+            dst = os.path.join(local, s, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "wb") as f:
+                f.write(fsio.read_bytes(layout.join(src, rel)))
+        stats = layout.stats_path(out_root, s)
+        if fsio.exists(stats):
+            os.makedirs(os.path.join(scratch, "stats"), exist_ok=True)
+            with open(os.path.join(scratch, "stats", f"{s}.json"), "wb") as f:
+                f.write(fsio.read_bytes(stats))
+    return local
+
+
+def _pack_stream(job) -> tuple[str, object]:
+    name, info, order, out, seq_len, wrap, size_limit = job
+    return name, write_packed(iter_documents(info, order), out, seq_len, wrap=wrap, size_limit=size_limit)
+
+
+def _build_local(spec, spec_file: str, sources_dir: str, out_dir: str, final_out: str, *, tokens, seed, allow_missing,
+                 demo, size_limit, progress, workers) -> dict:
     if not os.path.isdir(sources_dir):
         raise MixtureError(f"sources dir {sources_dir!r} does not exist; run python -m pipelines.build first")
     missing = [s for s in spec.sources if not source_present(sources_dir, s)]
@@ -161,24 +209,39 @@ def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | No
     results = {}
     try:
         from tqdm import tqdm
-        expected = sum(-(-s.selected_tokens // spec.seq_len) if _upsampled(s) else s.selected_tokens // spec.seq_len
-                       for s in plan.streams)
-        with tqdm(total=expected, unit="sample", desc=f"packing {spec.name}", disable=not progress,
-                  file=sys.stderr, dynamic_ncols=True) as bar:
-            for s in plan.streams:
-                bar.set_postfix_str(s.name)
-                info = infos[s.source]
-                order = packing_order(s.selected, info.shard_sizes, stream_rng(seed, s.part, s.source, "order"))
-                np.save(os.path.join(tmp, "documents", f"{s.name}.npy"), order.astype(np.int64))
-                results[s.name] = write_packed(iter_documents(info, order), os.path.join(tmp, s.part, s.source),
-                                               spec.seq_len, wrap=_upsampled(s), size_limit=size_limit,
-                                               progress=bar)
+        expected = {s.name: -(-s.selected_tokens // spec.seq_len) if _upsampled(s) else s.selected_tokens // spec.seq_len
+                    for s in plan.streams}
+        jobs = []
+        for s in plan.streams:
+            info = infos[s.source]
+            order = packing_order(s.selected, info.shard_sizes, stream_rng(seed, s.part, s.source, "order"))
+            np.save(os.path.join(tmp, "documents", f"{s.name}.npy"), order.astype(np.int64))
+            jobs.append((s.name, info, order, os.path.join(tmp, s.part, s.source), spec.seq_len, _upsampled(s),
+                         size_limit))
+        jobs.sort(key=lambda j: -expected[j[0]])  # largest first: the pool's tail is short
+        with tqdm(total=sum(expected.values()), unit="sample", desc=f"packing {spec.name} ({workers} procs)",
+                  disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+            if workers <= 1 or len(jobs) <= 1:
+                for job in jobs:
+                    name, res = _pack_stream(job)
+                    results[name] = res
+                    bar.update(expected[name])
+            else:
+                ctx = multiprocessing.get_context("fork")
+                with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+                    for fut in as_completed([pool.submit(_pack_stream, j) for j in jobs]):
+                        name, res = fut.result()
+                        results[name] = res
+                        bar.set_postfix_str(name)
+                        bar.update(expected[name])
+        results = {s.name: results[s.name] for s in plan.streams}  # plan order, whatever finished first
         manifest = _manifest(plan, infos, results, spec_file, demo)
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=False)
             f.write("\n")
+        final_dir = layout.join(final_out, spec.name) if layout.is_remote(final_out) else os.path.abspath(final)
         with open(os.path.join(tmp, "streams.yaml"), "w", encoding="utf-8") as f:
-            f.write(_streams_yaml(manifest, os.path.abspath(final)))
+            f.write(_streams_yaml(manifest, final_dir))
         write_report(manifest, {s: i.doc_tokens for s, i in infos.items()}, tmp)
         old = None
         if os.path.exists(final):
@@ -193,8 +256,6 @@ def build_mixture(name: str, sources_dir: str, out_dir: str, *, tokens: int | No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if progress:
-        print(summary(manifest, out_dir), flush=True)
     return manifest
 
 
@@ -205,7 +266,7 @@ def summary(manifest: dict, out_dir: str) -> str:
              f"tokens per epoch ({m['budget']['origin']} budget {m['budget']['tokens']:,} tokens), largest "
              f"planned-vs-realized gap {100 * worst:.2f} points, {m['remainder_tokens']:,} remainder tokens not packed, "
              f"{m['wrapped_tokens']:,} tokens wrapped in upsampled streams",
-             f"  -> {os.path.join(out_dir, m['name'])}/ (streams.yaml, manifest.json, report.md)"]
+             f"  -> {layout.join(out_dir, m['name'])}/ (streams.yaml, manifest.json, report.md)"]
     if m["missing_sources"]:
         lines.append(f"  missing sources left out: {', '.join(m['missing_sources'])}")
     for d in m["dropped"]:
@@ -228,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                "examples:\n"
                "  python -m mixtures.build --mixture mpt30b_8k --sources-dir out/sources --demo\n"
                "  python -m mixtures.build --mixture mpt30b_2k --sources-dir out/sources --tokens 1T --seed 17\n"
-               "  python -m mixtures.build --mixture my_mix.yaml --sources-dir out/sources --allow-missing-sources",
+               "  python -m mixtures.build --mixture my_mix.yaml --sources-dir out/sources --allow-missing-sources\n"
+               "  python -m mixtures.build --mixture mpt30b_2k --sources-dir s3://b/mpt/sources --out s3://b/mpt/mixtures \\\n"
+               "      --s3_endpoint_url=...   (any Beam filesystem option; streams.yaml then has remote: entries)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mixture", required=True, metavar="NAME|FILE",
                     help="built-in mixture name or path to a spec YAML")
@@ -247,8 +310,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave out sources that are not built and renormalize the rest (the report says so); "
                          "without it a missing source is an error")
     ap.add_argument("--quiet", action="store_true", help="no progress bar (the summary is still printed)")
-    args = ap.parse_args(argv)
-    out = args.out or os.path.join(os.path.dirname(os.path.normpath(args.sources_dir)), "mixtures")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="processes packing streams in parallel (default: all cores; output bytes do not depend on it)")
+    args, fs_args = ap.parse_known_args(argv)
+    if fs_args:  # e.g. --s3_endpoint_url=...: Beam filesystem options for gs:// and s3:// paths
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        FileSystems.set_options(PipelineOptions(fs_args))
+    out = args.out or layout.mixtures_dir(layout.out_of_sources_dir(args.sources_dir))
     try:
         tokens = parse_tokens(args.tokens, "--tokens") if args.tokens is not None else None
         demo = args.demo
@@ -257,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             print("notice: the sources are DEMO data (their stats say demo: true); the budget is scaled down to what "
                   "they supply. Pass --tokens N to set it yourself.", file=sys.stderr)
         manifest = build_mixture(args.mixture, args.sources_dir, out, tokens=tokens, seed=args.seed,
-                                 allow_missing=args.allow_missing_sources, demo=demo, progress=not args.quiet)
+                                 allow_missing=args.allow_missing_sources, demo=demo, progress=not args.quiet,
+                                 workers=args.workers)
     except (MixtureError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -46,10 +46,6 @@ class SourceInfo:
         return int(self.doc_tokens.astype(np.int64).sum())
 
 
-def is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def source_present(sources_dir: str, source: str) -> bool:
     return os.path.isfile(os.path.join(sources_dir, source, "index.json"))
 

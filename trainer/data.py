@@ -7,11 +7,12 @@ streams file, so a mixture directory can be moved as a whole.
 
 Samples carry ``tokens: ndarray:uint16`` of exactly ``seq_len`` tokens. StreamingDataset does the
 mixing, shuffling and per-rank partitioning; we only count the samples consumed so that a resumed run
-skips exactly those (``state_dict(num_samples, from_beginning=True)``, mpt_spec.md section 8.4).
+skips exactly those (``state_dict(num_samples, from_beginning=True)``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,22 @@ def read_streams(spec: Any) -> dict[str, dict]:
     """Normalise a streams spec (path to streams.yaml, a mixture dir holding one, or a mapping)."""
     base = Path.cwd()
     where = "streams"
-    if isinstance(spec, (str, Path)):
+    if isinstance(spec, str) and "://" in spec:  # a mixture written to gs:// or s3://: its streams are remote too
+        import tempfile
+
+        from streaming.base.storage.download import CloudDownloader
+
+        url = spec if spec.endswith((".yaml", ".yml")) else spec.rstrip("/") + "/streams.yaml"
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "streams.yaml")
+            try:
+                CloudDownloader.direct_download(url, local)
+            except Exception as e:
+                raise FileNotFoundError(f"cannot fetch {url}: {type(e).__name__}: {e} (for s3:// set "
+                                        "S3_ENDPOINT_URL and AWS credentials as mosaicml-streaming expects)") from None
+            spec = yaml.safe_load(Path(local).read_text())
+        where = url
+    elif isinstance(spec, (str, Path)):
         path = Path(spec)
         if path.is_dir():
             path = path / "streams.yaml"
