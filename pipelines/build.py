@@ -219,7 +219,8 @@ def run(args, beam_args) -> int:
     from mixtures.build import build_mixture
 
     manifest = build_mixture(args.mixture, layout.sources_dir(out), layout.mixtures_dir(out), tokens=args.tokens,
-                             seed=args.seed, allow_missing=args.allow_missing_sources, demo=demo)
+                             seed=args.seed, allow_missing=args.allow_missing_sources, demo=demo,
+                             workers=args.workers)
     print(f"\nmixture {args.mixture} written to {layout.mixture_dir(out, args.mixture)}"
           f"{' [DEMO DATA]' if demo else ''}", flush=True)
     return 0 if manifest is not None else 1
