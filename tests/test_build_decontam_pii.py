@@ -75,12 +75,15 @@ def _build(tmp: Path, cfg: dict, tokenizer_path: str, name: str = "sources.yaml"
 def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_path, raw_tokenizer, capsys):
     rng = random.Random(15)
     ev = _evals(tmp_path, rng)
-    # rp_arxiv: 30 clean documents, 4 with a planted eval text, 2 near misses that must stay
+    # rp_arxiv: 30 clean documents, 5 with a planted eval text, 2 near misses that must stay
     rows = [{"id": f"clean-{i}", "text": _prose(rng, 80)} for i in range(30)]
     planted = {"dirty-0": ("mmlu/test", ev["mmlu/test"][0]), "dirty-1": ("mmlu/test", ev["mmlu/test"][1]),
                "dirty-2": ("mmlu/test", ev["mmlu/test"][0]), "dirty-3": ("gsm8k", ev["gsm8k"][0])}
     for i, (doc_id, (_src, text)) in enumerate(planted.items()):
         rows.insert(5 + 6 * i, {"id": doc_id, "text": f"{_prose(rng, 40)} {_shout(text)} {_prose(rng, 40)}"})
+    # decontamination runs before the filters: this one is counted as decontaminated, not as min_words
+    rows.append({"id": "dirty-short", "text": ev["gsm8k"][0]})
+    planted["dirty-short"] = ("gsm8k", ev["gsm8k"][0])
     twelve = " ".join(words(ev["gsm8k"][0])[:12])  # 12 of 13 words: not an overlap
     rows.append({"id": "near-miss-12-words", "text": f"{_prose(rng, 40)} {twelve} {_prose(rng, 40)}"})
     rows.append({"id": "short-eval-text", "text": f"{_prose(rng, 40)} the capital of france is {_prose(rng, 40)}"})
@@ -101,7 +104,8 @@ def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_p
     stack = _write_jsonl(tmp_path / "in" / "stack.jsonl", stack_rows)
     cfg = {"decontam": {"eval_paths": [str(tmp_path / "evals")]},
            "sources": {
-               "rp_arxiv": {"inputs": [arxiv], "id_field": "id", "filters": "none", "dedupe": {"exact": True}},
+               "rp_arxiv": {"inputs": [arxiv], "id_field": "id", "filters": [{"min_words": {"min_words": 30}}],
+                            "dedupe": {"exact": True}},
                "rp_stackexchange": {"inputs": [se], "id_field": "id", "filters": "none", "dedupe": {"exact": True},
                                     "pii": True, "decontam": False},
                "stack_selected": {"inputs": [stack], "format": "jsonl", "text_field": "text", "id_field": "id",
@@ -110,12 +114,12 @@ def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_p
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
 
-    # decontamination, document mode: exactly the planted four
+    # decontamination, document mode: exactly the planted five
     st = load_stats(out, "rp_arxiv")
-    assert (st["read"], st["decontaminated"], st["kept"]) == (36, 4, 32)
+    assert (st["read"], st["decontaminated"], st["kept"], st["rejected"]) == (37, 5, 32, {})
     assert st["read"] == accounted(st)
-    assert st["decontam_by_eval"] == {"gsm8k": 1, "mmlu/test": 3}
-    assert st["by_stage_reason"]["decontam/eval_overlap"] == 4
+    assert st["decontam_by_eval"] == {"gsm8k": 2, "mmlu/test": 3}
+    assert st["by_stage_reason"]["decontam/eval_overlap"] == 5
     assert st["decontam_index"]["eval_texts"] == 3 and st["decontam_index"]["skipped_short"] == 1
     assert st["decontam_index"]["eval_sources"] == ["gsm8k", "mmlu/test"]
     assert st["decontam"]["mode"] == "document"
@@ -153,7 +157,7 @@ def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_p
     table, _, after = printed.out.partition("warnings:")
     head = next(line for line in table.splitlines() if line.startswith("source "))
     arxiv_row = next(line for line in table.splitlines() if line.startswith("rp_arxiv "))
-    assert head.split()[3] == "decontam" and arxiv_row.split()[3] == "4"
+    assert head.split()[3] == "decontam" and arxiv_row.split()[3] == "5"
     assert all(w in after for w in st["warnings"])
     assert load_stats(out, "rp_arxiv")["warnings"] == []
     from pipelines.inspect import (  # python -m pipelines.inspect OUT shows the same
@@ -162,7 +166,7 @@ def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_p
     )
 
     summary = summarize(str(out))
-    assert summary["sources"]["rp_arxiv"]["decontaminated"] == 4
+    assert summary["sources"]["rp_arxiv"]["decontaminated"] == 5
     assert summary["sources"]["stack_selected"]["warnings"] == st["warnings"]
     assert "decontam" in render_summary(summary)
 
