@@ -2,8 +2,8 @@
 
     parts | ProcessDocuments | Dedupe | WriteShards | FinalizeSources
 
-Every document ends in exactly one place: an MDS part (kept) or a count (malformed, filtered, or removed
-by a dedupe stage) with an audit record under --write-rejects. Counts are computed from those records as
+Every document ends in exactly one place: an MDS part (kept) or a count (malformed, decontaminated,
+filtered, or removed by a dedupe stage) with an audit record under --write-rejects. Counts are computed from those records as
 data, not from runner metrics, so stats reconcile on every runner; Metrics counters and the heartbeat
 files (``pipelines.progress``) are only for live progress.
 """
@@ -56,7 +56,8 @@ class _ProcessPart(beam.DoFn):
 
 
 class ProcessDocuments(beam.PTransform):
-    """PartTasks -> part summaries; each part's documents go read -> filter -> hash/sign/embed -> tokenize
+    """PartTasks -> part summaries; each part's documents go read -> PII mask -> decontaminate -> filter ->
+    hash/sign/embed -> tokenize
     in one worker (``pipelines.process``), and a part done by an earlier run is not redone."""
 
     def __init__(self, plan: BuildPlan, label=None):
