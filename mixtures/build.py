@@ -33,13 +33,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 import yaml
 
+from contract import fsio, layout
+from contract.config import ConfigError
 from mixtures.pack import packing_order, write_packed
 from mixtures.planner import Plan, long_mask, plan_mixture, stream_rng
 from mixtures.report import write_report
-from contract import fsio, layout
-from contract.config import ConfigError
-from mixtures.sources import (SourceDataError, SourceInfo, demo_sources, iter_documents, load_source,
-                              source_present)
+from mixtures.sources import SourceDataError, SourceInfo, demo_sources, iter_documents, load_source, source_present
 from mixtures.spec import MIXTURE_NAMES, load_spec, parse_tokens, spec_path
 
 MANIFEST_FORMAT = "mptdata.mixture/1"

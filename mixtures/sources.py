@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-EOS = 0
+from contract.tokens import EOS
 
 
 class SourceDataError(ValueError):
@@ -104,7 +104,7 @@ def load_source(sources_dir: str, source: str) -> SourceInfo:
 
 def read_mds_shard(dirpath: str, shard: dict) -> tuple[list[dict], str]:
     """Decode every sample of one MDS shard (its entry in index.json) without touching the folder."""
-    from streaming.base.compression import decompress      # importing streaming costs seconds: only when reading
+    from streaming.base.compression import decompress  # importing streaming costs seconds: only when reading
     from streaming.base.format import reader_from_json
 
     reader = reader_from_json(dirpath, None, shard)

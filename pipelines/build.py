@@ -14,11 +14,10 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from contract import layout
+from contract import fsio, layout
 from contract.config import ConfigError
 from contract.registry import SOURCE_NAMES
 from contract.stats import summary_table
-from contract import fsio
 from pipelines.config import load_sources, source_config
 from pipelines.plan import config_hash
 
@@ -158,8 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args, beam_args)
     except Exception as e:  # the CLI contract: a one-paragraph reason, non-zero exit
-        from pipelines.readers import InputFileError
         from contract.stats import ReconciliationError
+        from pipelines.readers import InputFileError
         from tokenization import TokenizerError
 
         known = (ConfigError, InputFileError, TokenizerError, ReconciliationError, *_mixture_errors())

@@ -14,9 +14,8 @@ import logging
 
 import apache_beam as beam
 
-from contract import layout
+from contract import fsio, layout
 from contract.stats import make_stats
-from contract import fsio
 from pipelines.dedupe.policy import Dedupe
 from pipelines.plan import BuildPlan, PartTask, part_name
 from pipelines.process import Tools, cached_summary, process_part

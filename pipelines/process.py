@@ -29,15 +29,15 @@ from typing import Optional
 import numpy as np
 
 from contract.stats import histogram
+from pipelines.decontam import decontaminate
 from pipelines.dedupe.exact import exact_key
 from pipelines.pii import mask_pii
-from pipelines.sanity import NEEDS_META, missing_requirements
 from pipelines.plan import BuildPlan, PartTask
-from pipelines.decontam import decontaminate
 from pipelines.readers import Meter, read_file
+from pipelines.sanity import NEEDS_META, missing_requirements
 from pipelines.schema import Document, Reject, reject
-from pipelines.staging import PartFiles, save_npy, save_npz, write_json
 from pipelines.shards import reject_record
+from pipelines.staging import PartFiles, save_npy, save_npz, write_json
 
 BATCH_DOCS = 512
 BATCH_CHARS = 4 << 20

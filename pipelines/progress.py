@@ -15,8 +15,7 @@ import time
 from collections import defaultdict
 from typing import Callable, Mapping, Optional
 
-from contract import layout
-from contract import fsio
+from contract import fsio, layout
 
 INTERVAL_S = 20.0
 WORKER_EVERY_S = 5.0

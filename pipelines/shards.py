@@ -17,11 +17,10 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 import xxhash
 
-from contract import layout
+from contract import fsio, layout
 from contract.layout import DOC_TOKENS, INDEX
 from contract.stats import DEDUPE_STAGES, histogram
 from contract.tokens import MDS_TOKENS_ENCODING
-from contract import fsio
 from pipelines.plan import part_name
 from pipelines.schema import Reject, split_uid
 from pipelines.staging import PartFiles, load_npy, load_npz, read_json, write_json

@@ -21,8 +21,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from contract import layout
-from contract import fsio
+from contract import fsio, layout
 
 SUMMARY = "summary.json"
 

@@ -69,7 +69,8 @@ def test_filter_threshold_type_is_refused_at_load():
 
 def test_trainer_and_mixture_specs_use_the_same_error():
     from mixtures.spec import parse_spec
-    from trainer.config import ConfigError as TrainerConfigError, load_config
+    from trainer.config import ConfigError as TrainerConfigError
+    from trainer.config import load_config
 
     assert TrainerConfigError is ConfigError
     with pytest.raises(ConfigError, match="optimizer.lr"):

@@ -3,7 +3,6 @@ across sources, identical removals on re-runs (also under the multi-process loca
 import random
 from pathlib import Path
 
-import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.dedupe.minhash import exact_jaccard

@@ -3,7 +3,6 @@ s3:// (a local S3-compatible server) with remote: streams, and the trainer's dat
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import yaml
 

@@ -29,10 +29,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from contract.tokens import EOS as EOS_ID
+
 ENV_ENCODER = "NEOX_ENCODER"
 ENCODERS = ("auto", "fastokens", "tokenizers")
 FASTOKENS_VERSION = "0.3.5"
-EOS_ID = 0
 
 # Small, cheap self-check run once per process before the fast encoder is trusted: each class of input
 # where a byte-level BPE re-implementation could part ways with ``tokenizers``.

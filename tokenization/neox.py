@@ -14,12 +14,9 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from contract.tokens import EOS as EOS_ID  # noqa: F401
 from tokenization.fast import build_fast_encoder, requested_encoder
 
-EOS_ID = 0          # <|endoftext|>
-PAD_ID = 1          # <|padding|>
-VOCAB_SIZE = 50277  # tokenizer vocabulary incl. added tokens
-MODEL_VOCAB_SIZE = 50432  # padded for the model (multiple of 128), as MPT does
 HF_REPO = "EleutherAI/gpt-neox-20b"
 ENV_VAR = "NEOX_TOKENIZER"
 # sha256 over the canonical vocab + merges + added tokens of EleutherAI/gpt-neox-20b's tokenizer.json

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import yaml
 
-EOS_ID = 0
+from contract.tokens import EOS as EOS_ID
+
 _STREAM_KEYS = {"remote", "local", "split", "proportion", "repeat", "choose", "download_retry",
                 "download_timeout", "validate_hash", "keep_zip"}
 

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
+from contract.tokens import EOS as EOS_ID
 from trainer.config import ModelConfig
-
-EOS_ID = 0
 
 
 def hf_config(cfg: ModelConfig, dtype: str = "float32") -> dict:

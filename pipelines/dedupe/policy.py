@@ -21,8 +21,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from contract.registry import SOURCE_INDEX
 from contract import fsio
+from contract.registry import SOURCE_INDEX
 from pipelines.dedupe import semantic
 from pipelines.dedupe.components import ConnectedComponents
 from pipelines.dedupe.exact import duplicate_pairs
