@@ -35,7 +35,8 @@ Any option not listed above is passed to Apache Beam unchanged.
 def parse_args(argv: Optional[Sequence[str]] = None):
     ap = argparse.ArgumentParser(prog="python -m pipelines.build", description=__doc__.split("\n\n")[1],
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mixture", required=True, help="mixture to build after the sources: mpt7b_2k, mpt30b_2k, mpt30b_8k")
+    ap.add_argument("--mixture", required=True,
+                    help="mixture to build after the sources: mpt7b_2k, mpt30b_2k, mpt30b_8k, or a spec YAML path")
     ap.add_argument("--sources", help="sources YAML (README 'Real corpora'); default: the built-in DEMO corpora")
     ap.add_argument("--out", default="./out", help="output root: local path, gs:// or s3:// (default ./out)")
     ap.add_argument("--tokenizer", help="path to GPT-NeoX-20B tokenizer.json (else $NEOX_TOKENIZER, local cache, HF hub)")
@@ -82,14 +83,6 @@ def clear_stale_staging(out: str, source: str, keep: str) -> None:
         fsio.delete_tree(layout.join(root, h))
 
 
-def known_mixtures() -> Optional[list[str]]:
-    try:
-        from mixtures.spec import MIXTURE_NAMES
-    except ImportError:
-        return None
-    return list(MIXTURE_NAMES)
-
-
 def source_summary(out: str, names: Sequence[str]) -> str:
     """The summary table, then the sanity warnings of every source (``pipelines.sanity``), also logged."""
     stats = [json.loads(fsio.read_bytes(layout.stats_path(out, n))) for n in names]
@@ -127,18 +120,12 @@ def check_decontam(sources: dict, where: str) -> dict:
     return info
 
 
-def _mixture_errors() -> tuple:
-    try:
-        from mixtures.build import MixtureError
-    except ImportError:
-        return ()
-    return (MixtureError,)
-
-
 def explain(e: BaseException) -> str:
     """One paragraph for the user: our own error messages survive Beam's wrapping of worker exceptions."""
     text = str(e)
-    if isinstance(e, (ConfigError, *_mixture_errors())):
+    from mixtures.build import MixtureError
+
+    if isinstance(e, (ConfigError, MixtureError)):
         return f"{type(e).__name__}: {e}"
     for marker in ("InputFileError: ", "TokenizerError: ", "ReconciliationError: ", "ConfigError: ", "DecontamError: "):
         if marker in text:
@@ -158,10 +145,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args, beam_args)
     except Exception as e:  # the CLI contract: a one-paragraph reason, non-zero exit
         from contract.stats import ReconciliationError
+        from mixtures.build import MixtureError
         from pipelines.readers import InputFileError
         from tokenization import TokenizerError
 
-        known = (ConfigError, InputFileError, TokenizerError, ReconciliationError, *_mixture_errors())
+        known = (ConfigError, InputFileError, TokenizerError, ReconciliationError, MixtureError)
         if not isinstance(e, known) and os.environ.get("MPTDATA_DEBUG"):
             raise
         print(f"\nbuild failed: {explain(e)}\n(set MPTDATA_DEBUG=1 for the full traceback)", file=sys.stderr)
@@ -174,9 +162,10 @@ def run(args, beam_args) -> int:
     from pipelines.readers import expand_inputs
 
     # 1. everything the user wrote is validated before any input is listed or read
-    mixtures = known_mixtures()
-    if mixtures is not None and args.mixture not in mixtures and not args.skip_mixture:
-        raise ConfigError(f"--mixture {args.mixture!r} is not a known mixture; choose one of {', '.join(mixtures)}")
+    if not args.skip_mixture:
+        from mixtures.spec import load_spec
+
+        load_spec(args.mixture)  # a built-in name or a spec file: validated now, not after the sources are built
     demo = args.sources is None
     out = args.out
     if demo:

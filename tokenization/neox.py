@@ -14,7 +14,8 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from contract.tokens import EOS as EOS_ID  # noqa: F401
+from contract.tokens import EOS as EOS_ID, MODEL_VOCAB_SIZE, VOCAB_SIZE  # noqa: F401
+from contract.tokens import PAD as PAD_ID  # noqa: F401
 from tokenization.fast import build_fast_encoder, requested_encoder
 
 HF_REPO = "EleutherAI/gpt-neox-20b"
