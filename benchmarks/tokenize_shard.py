@@ -5,8 +5,8 @@ Rows (all on the same text, the ten categories of ../shared/corpora):
                processes over the same hash parts; the faster of the two is the ceiling
   fast ceiling the same with the adopted fast encoder (fastokens, tokenization/fast.py), when installed;
                the stage rows use whichever encoder NeoXTokenizer.encode_batch selects ($NEOX_ENCODER)
-  stage x1     our build's tokenize-and-shard code (pipelines.shards.tokenize_and_write: batch encode,
-               uint16 + EOS, zstd MDS, doc_tokens.npy) in one process, rayon on all cores
+  stage x1     our build's tokenize-and-shard code (pipelines.process's batch encode to uint16 + EOS, then
+               pipelines.shards.write_mds: zstd MDS, doc_tokens.npy) in one process
   stage xN     the same code in N worker processes over hash parts, as the Beam workers run it
   llm-foundry  llm-foundry's convert_dataset_json shape: one process, per-document encode, concat into
                2048-token samples, MDSWriter(tokens: bytes, zstd)
@@ -81,8 +81,6 @@ def ceiling(texts, encoder="tokenizers"):
 
 def ceiling_procs(docs, workers, encoder="tokenizers"):
     """The raw encoder in N processes over the same hash parts the stage uses (rayon inside each)."""
-    from pipelines.shards import part_of
-
     fn = _ceiling_worker_fast if encoder == "fastokens" else _ceiling_worker
     parts = [[] for _ in range(workers)]
     for d in docs:
@@ -102,20 +100,38 @@ def fast_available() -> bool:
     return True
 
 
+def part_of(uid: int, n: int) -> int:
+    import xxhash
+
+    return xxhash.xxh64_intdigest(uid.to_bytes(8, "little", signed=True)) % n
+
+
+def tokenize_and_write(docs, tok, out: str) -> int:
+    """What a part goes through in the build: batch encode (pipelines.process), then the MDS writer
+    (pipelines.shards.write_mds); returns the token count."""
+    from pipelines.process import BATCH_DOCS
+    from pipelines.shards import write_mds
+
+    arrays = []
+    for i in range(0, len(docs), BATCH_DOCS):
+        arrays += tok.encode_batch([d.text for d in docs[i:i + BATCH_DOCS]], eos=True)
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = np.concatenate(arrays) if arrays else np.zeros(0, np.uint16)
+    return int(write_mds(tokens, offsets, np.arange(len(docs)), [d.id for d in docs], out).sum())
+
+
 def _stage_worker(args):
     docs, out = args
-    from pipelines.shards import tokenize_and_write
     from tokenization import NeoXTokenizer
 
     tok = NeoXTokenizer(str(TOK))
     t = time.perf_counter()
-    stats = tokenize_and_write(docs, tok, out)
-    return time.perf_counter() - t, stats["tokens"]
+    n = tokenize_and_write(docs, tok, out)
+    return time.perf_counter() - t, n
 
 
 def stage(docs, workers, tmp):
-    from pipelines.shards import part_of
-
     parts = [[] for _ in range(max(workers, 1))]
     for d in docs:
         parts[part_of(d.uid, len(parts))].append(d)
