@@ -1,4 +1,4 @@
-"""The token format of every shard this toolkit writes or reads (GPT-NeoX-20B, DESIGN.md section 7)."""
+"""The token format of every shard this toolkit writes or reads (GPT-NeoX-20B; README "Tokenizer")."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,8 +1,9 @@
 """Causal ALiBi attention, exactly as MPT computes it, behind one signature and several backends.
 
 Every backend takes ``(q, k, v, slopes, *, seq_id=None, softmax_scale=None)`` with q, k, v of shape
-``(B, H, S, D)`` and returns ``(B, H, S, D)``. The bias is MPT's (``reference/mpt_spec.md`` section 2):
-added to the already-scaled scores, never multiplied by the scale. MPT builds it key-only,
+``(B, H, S, D)`` and returns ``(B, H, S, D)``. The bias is MPT's (llm-foundry's ``build_alibi_bias``, slopes
+``2^(-8 h / H)`` with the non-power-of-2 interleave): added to the already-scaled scores, never
+multiplied by the scale. MPT builds it key-only,
 ``slope_h * (j - (S-1))``; flex and flash-attn use the relative form ``slope_h * (j - i)``. The two
 differ by a per-row constant that softmax cancels, so all backends compute the same function, and the
 relative form keeps the bias small where it matters (near the diagonal) in bf16.

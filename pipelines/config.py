@@ -1,4 +1,4 @@
-"""The sources YAML (DESIGN.md "Interfaces"): load, validate, and merge with the registry defaults.
+"""The sources YAML (README "Real corpora"): load, validate, and merge with the registry defaults.
 
 Errors name the file, the source and the key, and say what is allowed, because a typo in a 10-source
 config should fail in the first second, not after an hour on Dataflow.
@@ -26,7 +26,7 @@ FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One source's entry in the sources YAML, as typed data (DESIGN.md "Interfaces")."""
+    """One source's entry in the sources YAML, as typed data (README "Real corpora")."""
 
     inputs: Union[str, list[str]]
     format: Optional[Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"]] = None

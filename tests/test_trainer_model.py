@@ -15,7 +15,7 @@ from trainer.model import MPTForCausalLM
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
-# mpt_spec.md section 4, "same with V=50432" column (alibi, no_bias, tied).
+# Parameter counts of the released MPT sizes with V=50432 (alibi, no_bias, tied), from llm-foundry's formula.
 REFERENCE_PARAMS = {
     "125m": 123_685_632, "350m": 353_682_432, "760m": 757_016_064, "1b": 1_311_344_640,
     "3b": 2_645_854_720, "7b": 6_649_286_656, "13b": 12_841_538_560, "30b": 29_957_200_896,

@@ -70,7 +70,8 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     def num_params(self) -> int:
-        """MPT with alibi, no biases, tied embeddings (``reference/mpt_spec.md`` section 4)."""
+        """MPT with alibi, no biases, tied embeddings: the embedding, per block Wqkv + out_proj (4 d^2) and
+        the MLP (8 d^2) plus two LayerNorm weights (2 d), and the final LayerNorm weight (d)."""
         d, L = self.d_model, self.n_layers
         return self.vocab_size * d + L * (12 * d * d + 2 * d) + d
 

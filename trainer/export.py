@@ -3,7 +3,8 @@
 Our parameter names already are HF's, so export is: read the model from the DCP checkpoint (any world
 size, no process group needed), drop nothing but the tied ``lm_head`` (HF re-ties it), write
 ``model.safetensors`` and a config.json with both HF's and llm-foundry's keys. HF native MPT silently
-ignores several llm-foundry fields (mpt_spec.md section 5.2), so we refuse models it would misread.
+ignores several llm-foundry fields (e.g. ``attn_config.attn_uses_sequence_id``, ``no_bias=False``
+variants, non-ALiBi position schemes), so we refuse models it would misread.
 
     python -m trainer.export --checkpoint runs/x/checkpoints/step_000100 --out hf/ [--dtype bf16]
 """

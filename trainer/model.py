@@ -3,7 +3,8 @@
 Pre-norm blocks with a weight-only low-precision LayerNorm, one fused ``Wqkv`` split Q|K|V, ALiBi
 attention (no positional embedding), an exact-GELU MLP with expansion 4, no biases anywhere, and
 logits through the tied embedding. Parameter names are HF's ``MptForCausalLM`` names, so export is a
-config.json plus the state dict (``trainer/export.py``). See ``reference/mpt_spec.md``.
+config.json plus the state dict (``trainer/export.py``); tests/test_trainer_model.py checks the
+logits against ``transformers``' ``MptForCausalLM`` and the parameter counts of the released sizes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """MinHash signatures and LSH banding: the pure, Beam-free half of near-duplicate detection.
 
-Why these choices (see ../shared/reference/pipeline_anchors.md, sections 0 and C):
+Why these choices (lessons from datatrove's and text-dedup's MinHash pipelines and their issue trackers;
+benchmarks/RESULTS.md measures ours against datatrove on planted duplicates):
 
 * Words come from a Unicode ``\\w+`` regex over lower-cased text, not a linguistic tokenizer: datatrove's
   spaCy tokenization costs ~40x the hashing itself and buys nothing for 5-gram shingles. Punctuation and
