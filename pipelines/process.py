@@ -7,17 +7,13 @@ hashes, signatures and counts written to the part's staging folder (``pipelines.
 summary record to the runner. So the runner never buffers or shuffles text (the local runner used to hold
 the whole corpus in its driver), and a finished part survives a crash.
 
-Each step has the shape of a datatrove step: a pure function of one document (or a batch) that keeps it
-or turns it into a counted ``Reject``; ``process_part`` only chains them and keeps the books:
+Each per-document step (``pipelines.steps``) has one shape, ``step(doc) -> Document | Reject``, with its own
+stats; the batch work after them (hash, sign, embed, tokenize) is ``_flush``. ``process_part`` only chains
+them and keeps the books:
 ``read == malformed + decontaminated + filtered + len(docs)`` holds for every part, checked before its
 summary is written.
 
-PII masking (``pipelines.pii``, sources with ``pii: true``) runs first, so neither the filters, the dedupe
-keys nor the shards ever see the original addresses. Decontamination (``pipelines.decontam``, the sources
-YAML's top-level ``decontam:`` block) runs next, before the filters, so a removed document is counted as
-``decontaminated`` whatever a filter would have said, and in spans mode the filters judge the cut text.
-For every well-formed document, the metadata its chain's rules need and lack
-(``pipelines.sanity.missing_requirements``) is counted into the summary's ``meta_missing``.
+The order of the per-document steps, and why, is in ``pipelines.steps``.
 """
 from __future__ import annotations
 
@@ -29,15 +25,20 @@ from typing import Optional
 import numpy as np
 
 from contract.stats import histogram
-from pipelines.decontam import decontaminate
 from pipelines.dedupe.exact import exact_key
-from pipelines.pii import mask_pii
 from pipelines.plan import BuildPlan, PartTask
 from pipelines.readers import Meter, read_file
-from pipelines.sanity import NEEDS_META, missing_requirements
-from pipelines.schema import Document, Reject, reject
+from pipelines.schema import Document, Reject
 from pipelines.shards import reject_record
 from pipelines.staging import PartFiles, save_npy, save_npz, write_json
+from pipelines.steps import (
+    CountMissingMeta,
+    Decontaminate,
+    MaskPII,
+    document_steps,
+    run_steps,
+    step_stats,
+)
 
 BATCH_DOCS = 512
 BATCH_CHARS = 4 << 20
@@ -115,13 +116,7 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     files = PartFiles(plan.part_staging(task.source, task.part))
     counts: Counter = Counter()     # (stage, reason, file) -> n: malformed, decontaminated, filtered
     rejects: list[tuple[int, dict]] = []   # (uid, audit record)
-    pii: Counter = Counter()                # documents, emails, ips
-    decontam: Counter = Counter()           # spans mode, kept documents: documents_cut, spans_removed
-    by_eval: Counter = Counter()            # eval source -> contaminated documents (removed or cut)
-    meta_missing: Counter = Counter()       # requirement -> documents lacking it
-    rule_names = cfg.chain.names
-    needs_meta = any(r in NEEDS_META for r in rule_names)
-    index = tools.eval_index.get(task.source)
+    steps = document_steps(cfg, tools.eval_index.get(task.source))
     acc = _Accumulator()
     batch: list[Document] = []
     chars = read = text_bytes = 0
@@ -129,42 +124,13 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     for f in task.files:
         for item in read_file(cfg, f, meter):
             read += 1
+            by = None
+            if not isinstance(item, Reject):
+                item, by = run_steps(steps, item)
             if isinstance(item, Reject):
-                counts[("read", item.reason, f.name)] += 1
+                counts[(item.stage, item.reason, f.name if item.stage == "read" else "")] += 1
                 if plan.write_rejects:
-                    rejects.append((item.uid, reject_record(item)))
-                continue
-            if needs_meta:  # counted over every well-formed document: the share sanity.warnings_for reports
-                for req in missing_requirements(item.meta, rule_names):
-                    meta_missing[req] += 1
-            if cfg.pii:
-                text, n_emails, n_ips = mask_pii(item.text)
-                if n_emails or n_ips:
-                    pii["documents"] += 1
-                    pii["emails"] += n_emails
-                    pii["ips"] += n_ips
-                    item = item._replace(text=text)
-            if index is not None:
-                dc = decontaminate(index, cfg.decontam.mode, item.text)
-                if dc.contaminated:
-                    by_eval[dc.eval_source] += 1
-                    if dc.text is None:
-                        counts[("decontam", "eval_overlap", "")] += 1
-                        if plan.write_rejects:
-                            rec = reject_record(reject(item, "decontam", "eval_overlap",
-                                                       detail=f"{dc.eval_source}: {dc.ngram}"))
-                            rec.update(eval_source=dc.eval_source, ngram=dc.ngram)
-                            rejects.append((item.uid, rec))
-                        continue
-                    decontam["documents_cut"] += 1
-                    decontam["spans_removed"] += dc.spans_removed
-                    item = item._replace(text=dc.text)
-            res = cfg.chain(item.text, item.meta)
-            if res is not None:
-                rule, value, detail = res
-                counts[("filter", rule, "")] += 1
-                if plan.write_rejects:
-                    rejects.append((item.uid, reject_record(reject(item, "filter", rule, value, detail=detail))))
+                    rejects.append((item.uid, by.record(item) if by else reject_record(item)))
                 continue
             batch.append(item)
             chars += len(item.text)
@@ -178,6 +144,8 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     if batch:
         text_bytes += _flush(batch, acc, task, plan, tools)
     n = len(acc.uids)
+    pii, decontam = step_stats(steps, MaskPII), step_stats(steps, Decontaminate)
+    by_eval = sum((s.by_eval for s in steps if isinstance(s, Decontaminate)), Counter())
     if read != n + sum(counts.values()):
         raise RuntimeError(f"{task.source} part {task.part}: read {read} but kept {n} + rejected "
                            f"{sum(counts.values())}; this is a bug")
@@ -212,7 +180,7 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
                "pii": {k: int(pii[k]) for k in ("documents", "emails", "ips")},
                "decontam": {"by_eval": dict(sorted(by_eval.items())), "spans_removed": int(decontam["spans_removed"]),
                             "documents_cut": int(decontam["documents_cut"])},
-               "meta_missing": dict(sorted(meta_missing.items()))}
+               "meta_missing": dict(sorted(step_stats(steps, CountMissingMeta).items()))}
     write_json(files.summary, summary)
     return summary
 

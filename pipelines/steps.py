@@ -1,0 +1,131 @@
+"""Per-document steps, datatrove style: each is a small unit of one shape, ``step(doc) -> Document | Reject``
+(the document kept, possibly rewritten, or a counted Reject), with its own stats.
+
+``document_steps`` composes the chain a source's documents go through before the batch work (hashes,
+signatures, embeddings, tokens) in ``pipelines.process``:
+
+    count missing metadata -> PII mask -> decontaminate -> quality filters
+
+PII masking runs first so neither the filters, the dedupe keys nor the shards ever see the original
+addresses; decontamination runs before the filters so a removed document counts as ``decontaminated``
+whatever a filter would have said, and in spans mode the filters judge the cut text.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Optional, Union
+
+from pipelines.decontam import decontaminate
+from pipelines.pii import mask_pii
+from pipelines.sanity import NEEDS_META, missing_requirements
+from pipelines.schema import Document, Reject, reject
+from pipelines.shards import reject_record
+
+Outcome = Union[Document, Reject]
+
+
+class Step:
+    """A per-document step; ``stats`` is its own counter (summed into the part summary)."""
+
+    def __init__(self):
+        self.stats: Counter = Counter()
+
+    def __call__(self, doc: Document) -> Outcome:
+        raise NotImplementedError
+
+    def record(self, r: Reject) -> dict:
+        """The audit record of a Reject this step produced."""
+        return reject_record(r)
+
+
+class CountMissingMeta(Step):
+    """Counts, per requirement, the documents lacking metadata a rule of the chain needs (never rejects):
+    the share ``pipelines.sanity.warnings_for`` turns into a warning."""
+
+    def __init__(self, rule_names):
+        super().__init__()
+        self.rule_names = list(rule_names)
+
+    def __call__(self, doc: Document) -> Outcome:
+        for req in missing_requirements(doc.meta, self.rule_names):
+            self.stats[req] += 1
+        return doc
+
+
+class MaskPII(Step):
+    """E-mail and public IP addresses replaced by FineWeb's placeholders (``pipelines.pii``)."""
+
+    def __call__(self, doc: Document) -> Outcome:
+        text, n_emails, n_ips = mask_pii(doc.text)
+        if not (n_emails or n_ips):
+            return doc
+        self.stats["documents"] += 1
+        self.stats["emails"] += n_emails
+        self.stats["ips"] += n_ips
+        return doc._replace(text=text)
+
+
+class Decontaminate(Step):
+    """Documents sharing an n-gram with the evaluation texts: removed (document mode) or cut (spans mode)."""
+
+    def __init__(self, index, mode: str):
+        super().__init__()
+        self.index, self.mode = index, mode
+        self.by_eval: Counter = Counter()
+
+    def __call__(self, doc: Document) -> Outcome:
+        dc = decontaminate(self.index, self.mode, doc.text)
+        if not dc.contaminated:
+            return doc
+        self.by_eval[dc.eval_source] += 1
+        if dc.text is None:
+            return reject(doc, "decontam", "eval_overlap", detail=f"{dc.eval_source}: {dc.ngram}")
+        self.stats["documents_cut"] += 1
+        self.stats["spans_removed"] += dc.spans_removed
+        return doc._replace(text=dc.text)
+
+    def record(self, r: Reject) -> dict:
+        rec = reject_record(r)
+        rec["eval_source"], rec["ngram"] = r.detail.split(": ", 1)
+        return rec
+
+
+class Filter(Step):
+    """The source's quality-filter chain: the first rule that fails names the reason."""
+
+    def __init__(self, chain):
+        super().__init__()
+        self.chain = chain
+
+    def __call__(self, doc: Document) -> Outcome:
+        res = self.chain(doc.text, doc.meta)
+        if res is None:
+            return doc
+        rule, value, detail = res
+        return reject(doc, "filter", rule, value, detail=detail)
+
+
+def document_steps(cfg, eval_index=None) -> list[Step]:
+    """The chain for one source's config (``pipelines.config.SourceConfig``)."""
+    steps: list[Step] = []
+    if any(r in NEEDS_META for r in cfg.chain.names):
+        steps.append(CountMissingMeta(cfg.chain.names))
+    if cfg.pii:
+        steps.append(MaskPII())
+    if eval_index is not None:
+        steps.append(Decontaminate(eval_index, cfg.decontam.mode))
+    steps.append(Filter(cfg.chain))
+    return steps
+
+
+def run_steps(steps: list[Step], doc: Document) -> tuple[Outcome, Optional[Step]]:
+    """The document through the chain until a step rejects it: (outcome, the step that rejected or None)."""
+    for step in steps:
+        doc = step(doc)
+        if isinstance(doc, Reject):
+            return doc, step
+    return doc, None
+
+
+def step_stats(steps: list[Step], kind: type) -> Counter:
+    return sum((s.stats for s in steps if isinstance(s, kind)), Counter())
