@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
+from contract.registry import SOURCE_NAMES
 from mixtures.build import build_mixture
 from mixtures.spec import MIXTURE_NAMES
 from mixtures.synthetic import random_lengths, write_source
-from contract.registry import SOURCE_NAMES
 
 
 def main() -> None:

@@ -38,7 +38,14 @@ from contract.config import ConfigError
 from mixtures.pack import packing_order, write_packed
 from mixtures.planner import Plan, long_mask, plan_mixture, stream_rng
 from mixtures.report import write_report
-from mixtures.sources import SourceDataError, SourceInfo, demo_sources, iter_documents, load_source, source_present
+from mixtures.sources import (
+    SourceDataError,
+    SourceInfo,
+    demo_sources,
+    iter_documents,
+    load_source,
+    source_present,
+)
 from mixtures.spec import MIXTURE_NAMES, load_spec, parse_tokens, spec_path
 
 MANIFEST_FORMAT = "mptdata.mixture/1"

@@ -22,6 +22,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from contract import layout
+
 TOKENS_COLUMN = {"tokens": "ndarray:uint16"}
 COMPRESSION = "zstd"
 HASHES = ["sha1"]
@@ -90,7 +92,7 @@ class PackResult:
 def dir_sha256(path: str) -> str:
     """Content hash of an MDS dataset: index.json then its shard files in index order."""
     h = hashlib.sha256()
-    with open(os.path.join(path, "index.json"), "rb") as f:
+    with open(os.path.join(path, layout.INDEX), "rb") as f:
         raw = f.read()
     h.update(raw)
     for shard in json.loads(raw)["shards"]:
@@ -141,6 +143,6 @@ def write_packed(docs: Iterable[tuple[int, np.ndarray]], out: str, seq_len: int,
             emit(packer.add(filler))
             rem = 0
     assert tokens_in + wrapped == n * seq_len + rem
-    with open(os.path.join(out, "index.json"), encoding="utf-8") as f:
+    with open(os.path.join(out, layout.INDEX), encoding="utf-8") as f:
         shards = len(json.load(f)["shards"])
     return PackResult(n, tokens_in, rem, last_doc if rem else None, wrapped, shards, dir_sha256(out))

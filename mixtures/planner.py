@@ -29,7 +29,6 @@ How a budget becomes samples (why it is done this way):
 """
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence

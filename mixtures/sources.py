@@ -21,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
+from contract import layout
 from contract.tokens import EOS
 
 
@@ -47,11 +48,11 @@ class SourceInfo:
 
 
 def source_present(sources_dir: str, source: str) -> bool:
-    return os.path.isfile(os.path.join(sources_dir, source, "index.json"))
+    return os.path.isfile(os.path.join(sources_dir, source, layout.INDEX))
 
 
 def _load_index(path: str) -> dict:
-    index_path = os.path.join(path, "index.json")
+    index_path = os.path.join(path, layout.INDEX)
     try:
         with open(index_path, encoding="utf-8") as f:
             index = json.load(f)
@@ -76,7 +77,7 @@ def load_source(sources_dir: str, source: str) -> SourceInfo:
     path = os.path.join(sources_dir, source)
     index = _load_index(path)
     shard_sizes = [int(s["samples"]) for s in index["shards"]]
-    dt_path = os.path.join(path, "doc_tokens.npy")
+    dt_path = os.path.join(path, layout.DOC_TOKENS)
     try:
         doc_tokens = np.load(dt_path, allow_pickle=False)
     except OSError as e:
@@ -91,7 +92,7 @@ def load_source(sources_dir: str, source: str) -> SourceInfo:
         raise SourceDataError(f"{dt_path}: a document has {int(doc_tokens.min())} tokens; every document "
                               f"has at least its EOS")
     stats_tokens = None
-    stats_path = os.path.join(os.path.dirname(os.path.normpath(sources_dir)), "stats", f"{source}.json")
+    stats_path = layout.stats_path(layout.out_of_sources_dir(sources_dir), source)
     if os.path.isfile(stats_path):
         try:
             with open(stats_path, encoding="utf-8") as f:
@@ -104,7 +105,9 @@ def load_source(sources_dir: str, source: str) -> SourceInfo:
 
 def read_mds_shard(dirpath: str, shard: dict) -> tuple[list[dict], str]:
     """Decode every sample of one MDS shard (its entry in index.json) without touching the folder."""
-    from streaming.base.compression import decompress  # importing streaming costs seconds: only when reading
+    from streaming.base.compression import (
+        decompress,  # importing streaming costs seconds: only when reading
+    )
     from streaming.base.format import reader_from_json
 
     reader = reader_from_json(dirpath, None, shard)
@@ -165,7 +168,7 @@ def iter_documents(info: SourceInfo, order: np.ndarray) -> Iterator[tuple[int, n
 
 def demo_sources(sources_dir: str) -> list[str]:
     """Sources whose stats (``OUT/stats/<source>.json``) mark them as demo data (``"demo": true``)."""
-    stats_dir = os.path.join(os.path.dirname(os.path.normpath(sources_dir)), "stats")
+    stats_dir = layout.stats_dir(layout.out_of_sources_dir(sources_dir))
     found = []
     if os.path.isdir(stats_dir):
         for name in sorted(os.listdir(stats_dir)):

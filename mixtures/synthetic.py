@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from contract import layout
+
 VOCAB = 50277
 
 
@@ -38,8 +40,8 @@ def write_source(sources_dir: str, source: str, lengths: Sequence[int], *, seed:
             tokens = rng.integers(1, VOCAB, size=int(n), dtype=np.uint16)
             tokens[-1] = 0
             w.write({"tokens": tokens, "id": f"{source}/{i:07d}"})
-    np.save(os.path.join(out, "doc_tokens.npy"), lengths)
-    stats_dir = os.path.join(os.path.dirname(os.path.normpath(sources_dir)), "stats")
+    np.save(os.path.join(out, layout.DOC_TOKENS), lengths)
+    stats_dir = layout.stats_dir(layout.out_of_sources_dir(sources_dir))
     os.makedirs(stats_dir, exist_ok=True)
     with open(os.path.join(stats_dir, f"{source}.json"), "w", encoding="utf-8") as f:
         json.dump({"source": source, "kept": int(len(lengths)), "tokens": int(lengths.astype(np.int64).sum())}, f)
@@ -61,7 +63,7 @@ def read_mds(path: str, column: str = "tokens") -> list:
     """One column of every sample of an MDS dataset folder, in index order (reads, never writes)."""
     from mixtures.sources import read_mds_shard
 
-    with open(os.path.join(path, "index.json"), encoding="utf-8") as f:
+    with open(os.path.join(path, layout.INDEX), encoding="utf-8") as f:
         index = json.load(f)
     out = []
     for shard in index["shards"]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
 from contract import layout
-from contract.registry import SOURCE_INDEX, SOURCE_NAMES
+from contract.registry import SOURCE_NAMES
 from pipelines.config import SourceConfig
 from pipelines.readers import InputFile
 from pipelines.schema import split_uid
@@ -153,7 +153,3 @@ class BuildPlan:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-
-
-def source_index(name: str) -> int:
-    return SOURCE_INDEX[name]

@@ -54,8 +54,6 @@ def write_mds(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray, ids: Se
                    size_limit=MDS_SIZE_LIMIT, progress_bar=False) as w:
         for r in rows.tolist():
             w.write({"tokens": tokens[offsets[r]:offsets[r + 1]], "id": ids[r]})
-    if not rows.size:
-        os.makedirs(out_dir, exist_ok=True)
     np.save(os.path.join(out_dir, DOC_TOKENS), lengths)
     return lengths
 
@@ -163,11 +161,11 @@ def merge_parts(staging: str, num_parts: int) -> np.ndarray:
         for p in range(num_parts):
             name = part_name(p)
             os.makedirs(os.path.join(tmp, name))
-            local_idx = os.path.join(tmp, name, "index.json")
+            local_idx = os.path.join(tmp, name, INDEX)
             with open(local_idx, "wb") as f:
-                f.write(fsio.read_bytes(fsio.join(data, name, "index.json")))
+                f.write(fsio.read_bytes(fsio.join(data, name, INDEX)))
             idx_paths.append(local_idx)
-            lengths.append(np.load(_local_copy(fsio.join(data, name, "doc_tokens.npy"), tmp)))
+            lengths.append(np.load(_local_copy(fsio.join(data, name, DOC_TOKENS), tmp)))
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # merge_index warns about its temp folder on every call
@@ -175,13 +173,13 @@ def merge_parts(staging: str, num_parts: int) -> np.ndarray:
             merge_index(idx_paths, tmp, keep_local=True)
         finally:
             root.setLevel(level)
-        fsio.write_bytes(fsio.join(data, "index.json"), open(os.path.join(tmp, "index.json"), "rb").read())
+        fsio.write_bytes(fsio.join(data, INDEX), open(os.path.join(tmp, INDEX), "rb").read())
         all_lengths = np.concatenate(lengths).astype(np.uint32) if lengths else np.zeros(0, np.uint32)
-        buf_path = os.path.join(tmp, "doc_tokens.npy")
+        buf_path = os.path.join(tmp, DOC_TOKENS)
         np.save(buf_path, all_lengths)
-        fsio.write_bytes(fsio.join(data, "doc_tokens.npy"), open(buf_path, "rb").read())
+        fsio.write_bytes(fsio.join(data, DOC_TOKENS), open(buf_path, "rb").read())
         for p in range(num_parts):
-            fsio.delete_tree(fsio.join(data, part_name(p), "doc_tokens.npy"))
+            fsio.delete_tree(fsio.join(data, part_name(p), DOC_TOKENS))
         return all_lengths
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

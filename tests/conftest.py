@@ -129,3 +129,59 @@ def stage_and_dedupe(tmp_path: Path, docs: dict, dedupe, tokenizer_path: str, cr
         f = PartFiles(plan.part_staging(t.source, t.part))
         ids.update(zip(load_npz(f.docs)["uid"].tolist(), json.loads(Path(f.ids).read_text())))
     return plan, removals, ids
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc, timeout: float = 60) -> None:
+    import socket
+    import time
+
+    t = time.time()
+    while time.time() - t < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"port {port} did not open")
+
+
+@pytest.fixture()
+def s3_server(monkeypatch):
+    """A local S3-compatible server (moto, real HTTP on loopback) with test credentials in the environment;
+    yields its endpoint URL. ``s3_options(endpoint)`` gives the matching Beam filesystem options."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("moto")
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def s3_options(endpoint: str) -> list[str]:
+    return [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
+            "--s3_region_name=us-east-1"]
+
+
+def s3_upload_tree(s3, local: Path, bucket: str, prefix: str) -> None:
+    for d, _, files in os.walk(local):
+        for fn in files:
+            rel = os.path.relpath(os.path.join(d, fn), local).replace(os.sep, "/")
+            s3.upload_file(os.path.join(d, fn), bucket, f"{prefix}/{rel}")

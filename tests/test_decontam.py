@@ -18,6 +18,7 @@ from pipelines.decontam import (
     list_eval_files,
     load_eval_texts,
 )
+from tests.conftest import s3_options, s3_upload_tree
 
 Q1 = "Which of the following best describes the primary function of mitochondria in eukaryotic cells today"
 Q2 = "A train leaves the station at noon travelling at sixty miles per hour towards the distant city"
@@ -143,50 +144,22 @@ def test_errors_name_the_file_or_path(tmp_path, evals):
         == ["trains"]
 
 
-def test_remote_eval_directory_through_beam_filesystems(evals, monkeypatch):
+def test_remote_eval_directory_through_beam_filesystems(evals, s3_server):
     """The same eval folder on a local moto S3 server loads to the same index."""
-    pytest.importorskip("moto")
     boto3 = pytest.importorskip("boto3")
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    try:
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.3)
-        endpoint = f"http://127.0.0.1:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="evals")
-        for d, _, files in os.walk(evals):
-            for fn in files:
-                rel = os.path.relpath(os.path.join(d, fn), evals).replace(os.sep, "/")
-                s3.upload_file(os.path.join(d, fn), "evals", f"bench/{rel}")
-        FileSystems.set_options(PipelineOptions([f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
-                                                 "--s3_secret_access_key=test", "--s3_region_name=us-east-1"]))
-        remote = EvalIndex.build(DecontamConfig(("s3://evals/bench",), text_field="question.text"))
-        local = EvalIndex.build(DecontamConfig((str(evals),), text_field="question.text"))
-        assert remote.sources == local.sources == ("mmlu/test", "quiz", "trains")
-        assert all((remote.keys[m] == local.keys[m]).all() for m in local.keys)
-        with pytest.raises(DecontamError, match="s3://evals/missing"):
-            list_eval_files(["s3://evals/missing/*.jsonl"])
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="evals")
+    s3_upload_tree(s3, evals, "evals", "bench")
+    FileSystems.set_options(PipelineOptions(s3_options(s3_server)))
+    remote = EvalIndex.build(DecontamConfig(("s3://evals/bench",), text_field="question.text"))
+    local = EvalIndex.build(DecontamConfig((str(evals),), text_field="question.text"))
+    assert remote.sources == local.sources == ("mmlu/test", "quiz", "trains")
+    assert all((remote.keys[m] == local.keys[m]).all() for m in local.keys)
+    with pytest.raises(DecontamError, match="s3://evals/missing"):
+        list_eval_files(["s3://evals/missing/*.jsonl"])
 
 
 def test_decontaminate_per_mode(index):

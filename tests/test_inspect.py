@@ -9,6 +9,7 @@ import pytest
 
 from contract import layout
 from pipelines.inspect import main
+from tests.conftest import s3_options, s3_upload_tree
 
 DOCS = [f"Document number {i} talks about topic {i * 7} and nothing else." for i in range(12)]
 
@@ -121,40 +122,13 @@ def test_help(capsys):
 
 
 @pytest.fixture()
-def s3_out(out, monkeypatch):
+def s3_out(out, s3_server):
     """The same output folder copied to a local moto S3 server; yields (s3 url, Beam filesystem options)."""
-    pytest.importorskip("moto")
     boto3 = pytest.importorskip("boto3")
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    try:
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.3)
-        endpoint = f"http://127.0.0.1:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="outputs")
-        for d, _, files in os.walk(out):
-            for fn in files:
-                rel = os.path.relpath(os.path.join(d, fn), out).replace(os.sep, "/")
-                s3.upload_file(os.path.join(d, fn), "outputs", f"run1/{rel}")
-        yield "s3://outputs/run1", [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
-                                    "--s3_secret_access_key=test", "--s3_region_name=us-east-1"]
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="outputs")
+    s3_upload_tree(s3, out, "outputs", "run1")
+    yield "s3://outputs/run1", s3_options(s3_server)
 
 
 def test_remote_out_through_beam_filesystems(out, s3_out, capsys, tokenizer_path):

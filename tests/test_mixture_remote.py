@@ -6,8 +6,8 @@ import os
 
 import yaml
 
-from tests.conftest import needs_shared, run_build
-from tests.test_runners import _args, _corpus, _tree, s3_server  # noqa: F401  (s3_server is a fixture)
+from tests.conftest import needs_shared, run_build, s3_options
+from tests.test_runners import _args, _corpus, _tree
 
 
 def _mixture_args(sources, out, tokenizer_path, *extra):
@@ -15,17 +15,14 @@ def _mixture_args(sources, out, tokenizer_path, *extra):
 
 
 @needs_shared("tokenizers")
-def test_mixture_on_s3_streams_to_the_trainer(tmp_path, tokenizer_path, s3_server, monkeypatch):  # noqa: F811
+def test_mixture_on_s3_streams_to_the_trainer(tmp_path, tokenizer_path, s3_server, monkeypatch):
     import boto3
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                 "S3_ENDPOINT_URL": s3_server}.items():
-        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3_server)  # mosaicml-streaming's S3 client
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     s3.create_bucket(Bucket="outputs")
     sources = _corpus(tmp_path)
-    opts = [f"--s3_endpoint_url={s3_server}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
-            "--s3_region_name=us-east-1"]
+    opts = s3_options(s3_server)
     assert run_build(_mixture_args(sources, "s3://outputs/run", tokenizer_path, "--workers", "2", *opts)) == 0
     assert run_build(_mixture_args(sources, tmp_path / "local", tokenizer_path, "--workers", "1")) == 0
 

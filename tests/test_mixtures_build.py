@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
+from contract.registry import SOURCE_NAMES
 from mixtures.build import MixtureError, build_mixture
 from mixtures.pack import dir_sha256
 from mixtures.planner import boosted_shares
 from mixtures.spec import load_spec
 from mixtures.synthetic import random_lengths, read_documents, read_mds, write_source
-from contract.registry import SOURCE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 NO_LONG = "rp_stackexchange"          # a source without any long document

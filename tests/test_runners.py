@@ -3,16 +3,22 @@ through the whole build. Everything runs against real local services (Beam job s
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import REPO, load_stats, read_mds, run_build
+from tests.conftest import (
+    REPO,
+    free_port,
+    load_stats,
+    read_mds,
+    run_build,
+    s3_options,
+    wait_port,
+)
 
 TEXTS = [f"Document {i}: " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(60 + i % 40)) for i in range(120)]
 
@@ -40,24 +46,6 @@ def _args(sources: Path, out, tokenizer_path, *extra):
 
 def _tree(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc, timeout=60):
-    t = time.time()
-    while time.time() - t < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"service exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"port {port} did not open")
 
 
 def test_graph_serializes_to_runner_api_and_dofns_pickle(tmp_path, tokenizer_path):
@@ -90,11 +78,11 @@ def test_portable_runner_output_equals_local(tmp_path, tokenizer_path):
     with_mixture = lambda out, *extra: [a for a in _args(sources, out, tokenizer_path, *extra)  # noqa: E731
                                         if a != "--skip-mixture"] + ["--tokens", "100000"]
     assert run_build(with_mixture(tmp_path / "local", "--workers", "2")) == 0
-    port = _free_port()
+    port = free_port()
     svc = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port, svc)
+        wait_port(port, svc)
         assert run_build(with_mixture(tmp_path / "portable", "--runner=PortableRunner",
                                       f"--job_endpoint=localhost:{port}", "--environment_type=LOOPBACK")) == 0
     finally:
@@ -110,26 +98,9 @@ def test_portable_runner_output_equals_local(tmp_path, tokenizer_path):
     assert load_stats(tmp_path / "local", "rp_arxiv")["exact_duplicates"] == 1
 
 
-@pytest.fixture()
-def s3_server():
-    port = _free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        _wait_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def test_s3_inputs_and_outputs_round_trip(tmp_path, tokenizer_path, s3_server, monkeypatch):
+def test_s3_inputs_and_outputs_round_trip(tmp_path, tokenizer_path, s3_server):
     import boto3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     s3.create_bucket(Bucket="corpora")
     s3.create_bucket(Bucket="outputs")
@@ -139,8 +110,7 @@ def test_s3_inputs_and_outputs_round_trip(tmp_path, tokenizer_path, s3_server, m
         s3.upload_file(str(path), "corpora", f"mpt/{path.name}")
         c["inputs"] = [f"s3://corpora/mpt/{path.name}"]
     (tmp_path / "s3.yaml").write_text(yaml.safe_dump(local_cfg))
-    opts = [f"--s3_endpoint_url={s3_server}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
-            "--s3_region_name=us-east-1"]
+    opts = s3_options(s3_server)
     assert run_build(_args(tmp_path / "s3.yaml", "s3://outputs/run1", tokenizer_path, "--workers", "1", *opts)) == 0
     assert run_build(_args(tmp_path / "s.yaml", tmp_path / "local", tokenizer_path, "--workers", "1")) == 0
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="outputs", Prefix="run1/")["Contents"])

@@ -51,6 +51,16 @@ def _part_key(summary: dict):
     return (summary["source"], summary["part"]), summary
 
 
+def _groups_by_config(plan: BuildPlan, stage: str) -> dict:
+    """Stage config -> the sources sharing it (they run in one transform; needed for cross-source scope)."""
+    groups: dict = {}
+    for n in sorted(plan.sources):
+        cfg = getattr(plan.sources[n].dedupe, stage)
+        if cfg:
+            groups.setdefault(cfg, []).append(n)
+    return groups
+
+
 def _survivors(parts, removed, label: str):
     """(part summary, set of uids already removed in that part) for every part."""
     return ({"part": parts | f"{label}PartKey" >> beam.Map(_part_key), "gone": removed}
@@ -229,11 +239,7 @@ class NearDedupe(beam.PTransform):
     def expand(self, inputs):
         parts, removed = inputs
         plan = self.plan
-        groups: dict = {}
-        for n in sorted(plan.sources):
-            mh = plan.sources[n].dedupe.minhash
-            if mh:
-                groups.setdefault(mh, []).append(n)
+        groups = _groups_by_config(plan, "minhash")
         if not groups:
             return parts.pipeline | "NoNear" >> beam.Create([])
         specs = {n: (i, SignatureSpec.from_config(cfg)) for i, (cfg, srcs) in enumerate(groups.items()) for n in srcs}
@@ -431,11 +437,7 @@ class SemanticDedupe(beam.PTransform):
     def expand(self, inputs):
         parts, removed = inputs
         plan = self.plan
-        groups: dict = {}
-        for n in sorted(plan.sources):
-            sem = plan.sources[n].dedupe.semantic
-            if sem:
-                groups.setdefault(sem, []).append(n)
+        groups = _groups_by_config(plan, "semantic")
         if not groups:
             return parts.pipeline | "NoSemantic" >> beam.Create([])
         survivors = _survivors(parts, removed | "GoneByPart" >> beam.Map(_by_part(plan)), "Sem")
