@@ -48,7 +48,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                     help="build the mixture from the sources given, renormalizing proportions (the report says so)")
     ap.add_argument("--tokens", type=int, help="mixture token budget (default: the spec's; scaled down for the demo)")
     ap.add_argument("--seed", type=int, default=17, help="mixture sampling seed (default 17)")
-    ap.add_argument("--force", action="store_true", help="rebuild sources even if finished outputs exist")
+    ap.add_argument("--force", action="store_true",
+                    help="rebuild sources even if finished outputs exist (and redo parts an interrupted run finished)")
     ap.add_argument("--skip-mixture", action="store_true",
                     help="stop after the per-source shards (then any subset of the ten sources may be built)")
     return ap.parse_known_args(argv)
@@ -251,8 +252,8 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
         extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": tok_fp,
                          "inputs": [f.path for f in files[n]], **source_extra_stats(todo[n], decontam or {})}
                      for n in todo})
-    for n in todo:
-        clear_stale_staging(out, n, hashes[n])
+    for n in todo:  # --force recomputes every part; otherwise staging of the same inputs and config is resumed
+        clear_stale_staging(out, n, "" if args.force else hashes[n])
     fsio.delete_tree(heartbeat_dir(out))
     resumable = sum(1 for t in plan.tasks if fsio.exists(layout.join(plan.part_staging(t.source, t.part), "summary.json")))
     sizes = {n: sum(f.size for f in files[n]) for n in todo}
