@@ -224,13 +224,12 @@ def _near_removal(kv):
         yield Removal(uid, "near_dedupe", "near_duplicate", root, float(max(g["j"])), f"keeper_uid={root}")
 
 
-class NearDedupe(beam.PTransform):
-    """(parts, removals so far) -> near-duplicate Removals, per group of sources sharing MinHash settings.
+class _FuzzyStage(beam.PTransform):
+    """The shape both fuzzy stages share: (parts, removals so far) -> Removals. Sources sharing the stage's
+    settings form one group (one sub-graph; required for cross-source scope), and each group works on what
+    the earlier stages left (``_survivors``)."""
 
-    band records of survivors -> GroupByKey per bucket -> (member, leader) candidates -> signatures of
-    candidates fetched from their parts -> verification per leader group -> connected components in Beam
-    (large-star/small-star) -> every non-minimal uid of a component is removed (keeper = the smallest uid),
-    value = its highest verified Jaccard estimate. Scope per source unless cross-source."""
+    stage = ""  # the DedupeConfig field: "minhash" | "semantic"
 
     def __init__(self, plan: BuildPlan, label=None):
         super().__init__(label)
@@ -238,12 +237,30 @@ class NearDedupe(beam.PTransform):
 
     def expand(self, inputs):
         parts, removed = inputs
-        plan = self.plan
-        groups = _groups_by_config(plan, "minhash")
+        groups = _groups_by_config(self.plan, self.stage)
         if not groups:
-            return parts.pipeline | "NoNear" >> beam.Create([])
+            return parts.pipeline | "Nothing" >> beam.Create([])
+        survivors = _survivors(parts, removed | "GoneByPart" >> beam.Map(_by_part(self.plan)), "Survivors")
+        out = self.removals(survivors, groups)
+        return out | "AllGroups" >> beam.Flatten() if len(out) > 1 else out[0]
+
+    def removals(self, survivors, groups: dict) -> list:
+        raise NotImplementedError
+
+
+class NearDedupe(_FuzzyStage):
+    """(parts, removals so far) -> near-duplicate Removals, per group of sources sharing MinHash settings.
+
+    band records of survivors -> GroupByKey per bucket -> (member, leader) candidates -> signatures of
+    candidates fetched from their parts -> verification per leader group -> connected components in Beam
+    (large-star/small-star) -> every non-minimal uid of a component is removed (keeper = the smallest uid),
+    value = its highest verified Jaccard estimate. Scope per source unless cross-source."""
+
+    stage = "minhash"
+
+    def removals(self, survivors, groups: dict) -> list:
+        plan = self.plan
         specs = {n: (i, SignatureSpec.from_config(cfg)) for i, (cfg, srcs) in enumerate(groups.items()) for n in srcs}
-        survivors = _survivors(parts, removed | "GoneByPart" >> beam.Map(_by_part(plan)), "Near")
         candidates = (survivors
                       | "Bands" >> beam.FlatMap(_band_blobs, plan, specs, num_buckets(plan))
                       | "GroupBands" >> beam.GroupByKey()
@@ -268,7 +285,7 @@ class NearDedupe(beam.PTransform):
             out.append({"root": labels, "j": best_j}
                        | f"JoinRemoved{i}" >> beam.CoGroupByKey()
                        | f"Removals{i}" >> beam.FlatMap(_near_removal))
-        return out | "AllNear" >> beam.Flatten() if len(out) > 1 else out[0]
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -427,25 +444,16 @@ class SemanticDuplicates(beam.PTransform):
         return clusters | "Remove" >> beam.ParDo(_ClusterRemovals(seed), beam.pvalue.AsSingleton(cutoff))
 
 
-class SemanticDedupe(beam.PTransform):
+class SemanticDedupe(_FuzzyStage):
     """(parts, removals so far) -> SemDedup Removals, per group of sources sharing SemDedup settings."""
 
-    def __init__(self, plan: BuildPlan, label=None):
-        super().__init__(label)
-        self.plan = plan
+    stage = "semantic"
 
-    def expand(self, inputs):
-        parts, removed = inputs
-        plan = self.plan
-        groups = _groups_by_config(plan, "semantic")
-        if not groups:
-            return parts.pipeline | "NoSemantic" >> beam.Create([])
-        survivors = _survivors(parts, removed | "GoneByPart" >> beam.Map(_by_part(plan)), "Sem")
-        out = [survivors
-               | f"Embeddings{i}" >> beam.FlatMap(_embeddings, plan, frozenset(srcs))
-               | f"SemDedup{i}" >> SemanticDuplicates(cfg)
-               for i, (cfg, srcs) in enumerate(groups.items())]
-        return out | "AllSemantic" >> beam.Flatten() if len(out) > 1 else out[0]
+    def removals(self, survivors, groups: dict) -> list:
+        return [survivors
+                | f"Embeddings{i}" >> beam.FlatMap(_embeddings, self.plan, frozenset(srcs))
+                | f"SemDedup{i}" >> SemanticDuplicates(cfg)
+                for i, (cfg, srcs) in enumerate(groups.items())]
 
 
 # ---------------------------------------------------------------------------------------------------
