@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from contract import fsio
 from contract.stats import histogram
 from pipelines.dedupe.exact import exact_key
 from pipelines.plan import BuildPlan, PartTask
@@ -155,8 +156,6 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     save_npy(files.tokens, np.concatenate(acc.tokens) if n else np.zeros(0, np.uint16))
     save_npz(files.docs, uid=np.asarray(acc.uids, dtype=np.int64), offsets=offsets,
              nbytes=np.asarray(acc.nbytes, dtype=np.int64))
-    from contract import fsio
-
     fsio.write_bytes(files.ids, json.dumps(acc.ids, ensure_ascii=False).encode("utf-8"))
     if cfg.dedupe.exact:
         save_npy(files.exact, np.asarray(acc.exact, dtype=np.uint64).reshape(-1, 2))
