@@ -3,7 +3,9 @@ fastest attention the card has, all in one run.
 
 Ceilings, causal and *without* any bias (ALiBi can only cost time): torch SDPA's cuDNN backend and its
 flash backend (FlashAttention-2 class). Each row's ratio is over the faster of the two, measured in the
-same process on the same inputs. ALiBi rows: our Triton kernel (``kernels/triton_alibi.py``),
+same process on the same inputs. ALiBi rows: cuDNN's fused attention with its native ALiBi
+(``kernels/cudnn_alibi.py``, what ``auto`` picks on CUDA; atomic and deterministic backward), our Triton
+kernel (``kernels/triton_alibi.py``),
 FlexAttention with an ALiBi score_mod on its Triton backend, and -- when ``flash_attn.cute``
 (flash-attn-4) imports -- FlexAttention's FLASH backend (``kernel_options={"BACKEND": "FLASH"}``) with
 the same score_mod. Every ALiBi row also reports its forward error against MPT's torch path in fp32 on
@@ -111,8 +113,21 @@ def main(argv=None):
             return triton_alibi_attention(q, k, v, slopes, seq_id=seq_id)
         return fn
 
-    alibi = {"triton-alibi (ours), split bwd": ours("split"),
-             "triton-alibi (ours), one-pass bwd": ours("one_pass")}
+    alibi = {}
+    from kernels import cudnn_alibi
+
+    if cudnn_alibi.available():
+        def cudnn_rows(deterministic):
+            def fn(q, k, v):
+                cudnn_alibi.DETERMINISTIC_BACKWARD = deterministic  # read when the backward graph is chosen
+                return cudnn_alibi.cudnn_alibi_attention(q, k, v, slopes)
+            return fn
+        alibi["cudnn-alibi (auto), atomic dQ bwd"] = cudnn_rows(False)
+        alibi["cudnn-alibi, deterministic bwd"] = cudnn_rows(True)
+    else:
+        print("# cudnn-alibi rows not run: nvidia-cudnn-frontend / cuDNN >= 9 not available", file=sys.stderr)
+    alibi["triton-alibi (ours), split bwd"] = ours("split")
+    alibi["triton-alibi (ours), one-pass bwd"] = ours("one_pass")
     if not args.skip_flex:
         alibi["flex + alibi, triton backend"] = lambda q, k, v: flex_attention_alibi(q, k, v, slopes)
     why_not = _flash_cute_available() if args.flash != "off" else "--flash off"
@@ -162,6 +177,7 @@ def main(argv=None):
                              r["fwd+bwd"] / best["fwd+bwd"], r["err"]))
             del q, k, v, do
             set_backward("split")
+            cudnn_alibi.DETERMINISTIC_BACKWARD = None
             torch.cuda.empty_cache()
 
     if args.json:

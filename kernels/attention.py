@@ -14,7 +14,8 @@ relative form keeps the bias small where it matters (near the diagonal) in bf16.
 Backends: ``torch`` (the reference every other backend is tested against: materialised scores, fp32
 softmax), ``sdpa`` (torch SDPA with an additive float bias), ``flex`` (FlexAttention with an ALiBi
 score_mod and a causal block mask), ``flash_attn`` (flash-attn 2 ``alibi_slopes``, when installed),
-``triton`` (``kernels.triton_alibi``, imported lazily) and ``auto``.
+``triton`` (``kernels.triton_alibi``, imported lazily), ``cudnn`` (``kernels.cudnn_alibi``: cuDNN's fused
+attention with its native ALiBi, through nvidia-cudnn-frontend; no ``seq_id``) and ``auto``.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ BACKENDS: dict[str, AttentionFn] = {
 if _flash_attn_available():
     BACKENDS["flash_attn"] = flash_attn_alibi
 
-BACKEND_NAMES = ("torch", "sdpa", "flex", "flash_attn", "triton", "auto")
+BACKEND_NAMES = ("torch", "sdpa", "flex", "flash_attn", "triton", "cudnn", "auto")
 
 
 def triton_head_dims() -> tuple[int, ...]:
@@ -200,15 +201,32 @@ def triton_head_dims() -> tuple[int, ...]:
     return tuple(SUPPORTED_HEAD_DIMS)
 
 
-def resolve_backend(backend: str, device=None, head_dim: int | None = None) -> str:
-    """Turn ``auto`` into a concrete name: on CUDA the Triton kernel when it imports and supports
-    ``head_dim`` (64, 80, 96, 112, 128; benchmarks/RESULTS.md has the measurements behind this), else
-    FlexAttention (any head dim); off CUDA the torch reference."""
+def _cudnn_usable(head_dim: int | None, alibi_bias_max: int) -> bool:
+    """cuDNN applies the ALiBi paper's slopes, which are MPT's only for ``alibi_bias_max`` 8."""
+    if alibi_bias_max != 8:
+        return False
+    try:
+        from kernels import cudnn_alibi
+    except Exception:  # noqa: BLE001 - no torch.library custom ops / broken install: not usable
+        return False
+    return (head_dim is None or head_dim in cudnn_alibi.SUPPORTED_HEAD_DIMS) and cudnn_alibi.available()
+
+
+def resolve_backend(backend: str, device=None, head_dim: int | None = None, *, packed: bool = False,
+                    alibi_bias_max: int = 8) -> str:
+    """Turn ``auto`` into a concrete name. On CUDA: cuDNN's fused attention with native ALiBi when the
+    frontend is installed, the head dim is a multiple of 8 up to 128 and the slopes are MPT's default
+    (``alibi_bias_max`` 8), unless documents are ``packed`` (``seq_id``, which cuDNN cannot mask); else
+    the Triton kernel when it imports and supports ``head_dim`` (64, 80, 96, 112, 128); else
+    FlexAttention (any head dim). Off CUDA the torch reference. benchmarks/RESULTS.md (kernels) has the
+    measurements behind this order."""
     if backend != "auto":
         return backend
     on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     if not on_cuda:
         return "torch"
+    if not packed and _cudnn_usable(head_dim, alibi_bias_max):
+        return "cudnn"
     if (head_dim is None or head_dim in triton_head_dims()) and _triton_available():
         return "triton"
     return "flex"
@@ -220,6 +238,10 @@ def get_backend(backend: str, device=None, head_dim: int | None = None) -> Atten
         from kernels.triton_alibi import triton_alibi_attention
 
         return triton_alibi_attention
+    if name == "cudnn":
+        from kernels.cudnn_alibi import cudnn_alibi_attention
+
+        return cudnn_alibi_attention
     if name == "flash_attn" and name not in BACKENDS:
         raise ValueError("attention backend 'flash_attn' needs the flash-attn package (pip install flash-attn); "
                          "use 'flex' or 'torch' instead")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.attention import alibi_slopes, torch_attention
+from kernels.attention import alibi_slopes, resolve_backend, torch_attention
 from tests.conftest import run_in_triton_interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_every_preset_resolves_to_a_backend_that_supports_its_head_dim():
     112 did, before 80/96/112 were added). Every preset and every shipped config is checked."""
     import yaml
 
-    from kernels.attention import resolve_backend, triton_head_dims
+    from kernels.attention import triton_head_dims
     from trainer.config import PRESETS
 
     pytest.importorskip("triton")
@@ -246,15 +246,21 @@ def test_every_preset_resolves_to_a_backend_that_supports_its_head_dim():
         elif "d_model" in model:
             dims[cfg_path.name] = model["d_model"] // model["n_heads"]
     assert dims["30b"] == 112
+    from kernels.cudnn_alibi import SUPPORTED_HEAD_DIMS as cudnn_dims
+
     supported = triton_head_dims()
     assert set(supported) >= {64, 80, 96, 112, 128}
     for name, hd in dims.items():
-        backend = resolve_backend("auto", "cuda", head_dim=hd)
-        assert backend in ("triton", "flex"), (name, hd, backend)
-        if backend == "triton":
-            assert hd in supported, (name, hd)
-    # a head dim the kernel does not have falls back to flex, which takes any
-    assert resolve_backend("auto", "cuda", head_dim=48) == "flex"
+        for packed in (False, True):  # packed documents (seq_id) rule cuDNN out
+            backend = resolve_backend("auto", "cuda", head_dim=hd, packed=packed)
+            assert backend in (("triton", "flex") if packed else ("cudnn", "triton", "flex")), (name, hd, backend)
+            if backend == "triton":
+                assert hd in supported, (name, hd)
+            if backend == "cudnn":
+                assert hd in cudnn_dims, (name, hd)
+    # a head dim neither kernel has falls back to flex, which takes any
+    assert resolve_backend("auto", "cuda", head_dim=48, packed=True) == "flex"
+    assert resolve_backend("auto", "cuda", head_dim=36) == "flex"
     assert resolve_backend("auto", "cpu", head_dim=112) == "torch"
 
 
@@ -279,7 +285,9 @@ def test_mpt_with_head_dim_112_trains_with_auto():
         return float(loss), torch.cat([p.grad.flatten().float() for p in model.parameters()])
 
     loss, grad = loss_and_grads()
-    assert model.transformer.blocks[0].attn.backend == "triton"
+    # cuDNN's native ALiBi when nvidia-cudnn-frontend is installed (the lock has it), else this kernel
+    assert model.transformer.blocks[0].attn.backend == resolve_backend("auto", "cuda", head_dim=112)
+    assert model.transformer.blocks[0].attn.backend in ("cudnn", "triton")
     for b in model.transformer.blocks:
         b.attn.backend = "torch"
     ref_loss, ref_grad = loss_and_grads()

@@ -43,7 +43,7 @@ class ModelConfig:
     vocab_size: int = 50432
     norm_eps: float = 1e-5
     alibi_bias_max: int = 8
-    attn_impl: str = "auto"  # torch | sdpa | flex | flash_attn | triton | auto
+    attn_impl: str = "auto"  # torch | sdpa | flex | flash_attn | triton | cudnn | auto
     norm_impl: str = "auto"  # torch | fused | auto (fused Triton LayerNorm on CUDA, torch elsewhere)
     loss_impl: str = "auto"  # torch | chunked | auto (chunked Triton cross-entropy on CUDA, torch elsewhere)
     loss_chunk_size: int = 8192
@@ -61,9 +61,16 @@ class ModelConfig:
         if self.vocab_size >= 2**16 + 1 or self.vocab_size < 2:
             raise ConfigError(f"model.vocab_size {self.vocab_size}: tokens are stored as uint16, use <= 65536")
         for key, allowed in (("norm_impl", ("torch", "fused", "auto")), ("loss_impl", ("torch", "chunked", "auto")),
-                             ("attn_impl", ("torch", "sdpa", "flex", "flash_attn", "triton", "auto"))):
+                             ("attn_impl", ("torch", "sdpa", "flex", "flash_attn", "triton", "cudnn", "auto"))):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"model.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        if self.attn_impl == "cudnn":  # cuDNN's ALiBi: the paper's slopes, no packed-document mask
+            hd = self.d_model // self.n_heads
+            why = ("attn_uses_sequence_id needs a packed-document mask" if self.attn_uses_sequence_id else
+                   f"alibi_bias_max {self.alibi_bias_max} (cuDNN applies 8's slopes)" if self.alibi_bias_max != 8 else
+                   f"head dim {hd} (needs a multiple of 8 up to 128)" if hd % 8 or hd > 128 else None)
+            if why:
+                raise ConfigError(f"model.attn_impl: 'cudnn' cannot run this model: {why}; use 'triton' or 'auto'")
 
     @property
     def head_dim(self) -> int:

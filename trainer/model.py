@@ -94,6 +94,7 @@ class MPTForCausalLM(nn.Module):
             "blocks": nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
             "norm_f": LPLayerNorm(cfg.d_model, cfg.norm_eps, cfg.norm_impl),
         })
+        self._slopes: dict[torch.device, torch.Tensor] = {}
         self.init_weights()
 
     @torch.no_grad()
@@ -119,10 +120,15 @@ class MPTForCausalLM(nn.Module):
         if S > cfg.max_seq_len:
             raise ValueError(f"sequence length {S} exceeds max_seq_len {cfg.max_seq_len}")
         x = tr.wte(input_ids)
-        slopes = alibi_slopes(cfg.n_heads, cfg.alibi_bias_max, device=x.device)
+        slopes = self._slopes.get(x.device)
+        if slopes is None:  # one tensor per device: backends that validate slopes do it once
+            with torch.inference_mode(False):  # a normal tensor even if first made during inference
+                slopes = self._slopes[x.device] = alibi_slopes(cfg.n_heads, cfg.alibi_bias_max, device=x.device)
         if tr.blocks[0].attn.backend == "auto":  # -> a concrete name, once, outside compiled blocks
+            name = resolve_backend("auto", x.device, head_dim=cfg.d_model // cfg.n_heads,
+                                   packed=seq_id is not None, alibi_bias_max=cfg.alibi_bias_max)
             for block in tr.blocks:
-                block.attn.backend = resolve_backend("auto", x.device, head_dim=cfg.d_model // cfg.n_heads)
+                block.attn.backend = name
         if seq_id is None and tr.blocks[0].attn.backend == "flex":
             causal_block_mask(S, x.device)  # built here, outside compiled blocks, then only looked up
         for block in tr.blocks:
