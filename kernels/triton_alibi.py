@@ -1,9 +1,10 @@
 """Causal flash attention with MPT's ALiBi bias, written in Triton (forward and backward).
 
-Why our own kernel: FlashAttention-2 (the only flash kernel with built-in ALiBi) has no wheel for
-the torch/CUDA pair we train on, and FlexAttention with an ALiBi score_mod is slower on its Triton
-backend. FlexAttention's FLASH backend (flash-attn-4 CuTe kernels, not a project dependency) beats
-this kernel forward+backward at 8k tokens but not at 2k (benchmarks/RESULTS.md, kernels section, H200).
+Why our own kernel: cuDNN's native ALiBi (``kernels/cudnn_alibi.py``, what ``auto`` uses on CUDA, ~25%
+faster forward+backward on an H200) cannot mask packed documents and only has the ALiBi paper's slopes;
+this kernel covers ``seq_id`` and any slopes. FlashAttention-2 (built-in ALiBi) has no wheel for the
+torch/CUDA pair we train on, and FlexAttention with an ALiBi score_mod is slower on its Triton backend
+(benchmarks/RESULTS.md, kernels section, H200).
 ALiBi is cheap to fuse: for query i and key j MPT adds
 ``slope_h * (j - (S-1))`` to the scaled score; softmax cancels the per-row constant, so we add
 ``slope_h * (j - i)`` instead, which stays small near the diagonal (where the weight is) and keeps

@@ -35,6 +35,12 @@ def backends():
             names.append(extra)
         except Exception as e:  # noqa: BLE001 - not installed / not importable here
             print(f"# backend {extra} unavailable: {type(e).__name__}: {e}")
+    from kernels import cudnn_alibi
+
+    if cudnn_alibi.available():
+        names.append("cudnn")
+    else:
+        print("# backend cudnn unavailable: nvidia-cudnn-frontend / cuDNN >= 9 missing")
     return names
 
 
@@ -51,6 +57,8 @@ def attention_rows(names):
             ref = torch_attention(qr, kr, vr, slopes, seq_id=seq_id)
             ref_g = torch.autograd.grad(ref, (qr, kr, vr), do)
             for name in names:
+                if name == "cudnn" and use_seq:
+                    continue  # no packed-document mask in cuDNN; auto picks triton then
                 fn = get_backend(name, "cuda")
                 qb, kb, vb = (t.to(torch.bfloat16).requires_grad_(True) for t in (q, k, v))
                 try:

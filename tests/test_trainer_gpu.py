@@ -17,8 +17,13 @@ def _rel(x, ref):
 
 
 @pytest.mark.parametrize("use_seq_id", [False, True])
-@pytest.mark.parametrize("backend", ["sdpa", "flex", "triton", "flash_attn"])
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "triton", "flash_attn", "cudnn"])
 def test_backend_bf16_forward_and_grads_match_reference(backend, use_seq_id):
+    if backend == "cudnn":
+        from kernels import cudnn_alibi
+
+        if use_seq_id or not cudnn_alibi.available():
+            pytest.skip("cudnn: no packed-document mask" if use_seq_id else "cudnn frontend unavailable")
     try:
         fn = get_backend(backend, "cuda")
     except (ImportError, ValueError) as e:
