@@ -27,6 +27,8 @@ from typing import Tuple  # noqa: UP035 - torch.library's schema inference reads
 
 import torch
 
+from kernels.layout import bshd_buffer, grad_buffer
+
 SUPPORTED_HEAD_DIMS = tuple(range(8, 129, 8))  # cuDNN's flash engine: multiples of 8 up to 128 (Hopper)
 # The backward accumulates dQ with atomics (fastest) unless torch's deterministic mode is on, as torch's
 # own cuDNN attention does; None follows torch, True/False force it (benchmarks/attention.py times both).
@@ -159,26 +161,10 @@ def _run(kind: str, tensors: dict[str, torch.Tensor], scale: float) -> None:
     g.execute({uids[n]: tensors[n] for n in tensors}, workspace, handle=handle)
 
 
-def _bshd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An empty (B, S, H, D) buffer and its (B, H, S, D) view (the layout the next projection reads)."""
-    b, h, s, d = x.shape
-    buf = torch.empty((b, s, h, d), device=x.device, dtype=x.dtype)
-    return buf, buf.transpose(1, 2)
-
-
-def _grad_buffer(x: torch.Tensor, bhsd: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """A gradient buffer in its input's layout (else autograd copies it): (B, H, S, D) for a contiguous
-    leaf, (B, S, H, D) for views of a fused QKV projection."""
-    if bhsd:
-        buf = torch.empty_like(x, memory_format=torch.contiguous_format)
-        return buf, buf
-    return _bshd(x)
-
-
 @torch.library.custom_op("mpt_kernels::cudnn_alibi_fwd", mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float) -> Tuple[torch.Tensor, torch.Tensor]:  # noqa: UP006
     B, H, S, _ = q.shape
-    o_buf, o = _bshd(q)
+    o_buf, o = bshd_buffer(q)
     stats = torch.empty((B, H, S, 1), device=q.device, dtype=torch.float32)
     _run("fwd", {"q": q, "k": k, "v": v, "o": o, "stats": stats}, sm_scale)
     return o_buf, stats
@@ -194,7 +180,7 @@ def _fwd_fake(q, k, v, sm_scale):
 def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o_bshd: torch.Tensor,
             stats: torch.Tensor, sm_scale: float, bhsd_grads: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: UP006
     do_bshd = do_bshd if do_bshd.stride(-1) == 1 else do_bshd.contiguous()
-    (dq_buf, dq), (dk_buf, dk), (dv_buf, dv) = (_grad_buffer(t, bhsd_grads) for t in (q, k, v))
+    (dq_buf, dq), (dk_buf, dk), (dv_buf, dv) = (grad_buffer(t, bhsd_grads) for t in (q, k, v))
     _run("bwd", {"q": q, "k": k, "v": v, "o": o_bshd.transpose(1, 2), "do": do_bshd.transpose(1, 2),
                  "stats": stats, "dq": dq, "dk": dk, "dv": dv}, sm_scale)
     return dq_buf, dk_buf, dv_buf
@@ -202,7 +188,7 @@ def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
 
 @_bwd_op.register_fake
 def _bwd_fake(do_bshd, q, k, v, o_bshd, stats, sm_scale, bhsd_grads):
-    return tuple(_grad_buffer(t, bhsd_grads)[0] for t in (q, k, v))
+    return tuple(grad_buffer(t, bhsd_grads)[0] for t in (q, k, v))
 
 
 def _setup_context(ctx, inputs, output):

@@ -44,6 +44,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.layout import bshd_buffer, grad_buffer
+
 LOG2E = 1.4426950408889634
 SUPPORTED_HEAD_DIMS = (64, 80, 96, 112, 128)
 _SUPPORTED_HEAD_DIMS = SUPPORTED_HEAD_DIMS
@@ -392,16 +394,6 @@ def _check(q, k, v, slopes, seq_id):
             raise ValueError("q, k, v need a unit stride on the head dim")
 
 
-def _grad_buffer(x: torch.Tensor, bhsd: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """A contiguous gradient buffer and its (B, H, S, D) view for the kernel's strides."""
-    b, h, s, d = x.shape
-    if bhsd:
-        buf = torch.empty((b, h, s, d), device=x.device, dtype=x.dtype)
-        return buf, buf
-    buf = torch.empty((b, s, h, d), device=x.device, dtype=x.dtype)
-    return buf, buf.transpose(1, 2)
-
-
 # The kernels are wrapped as torch custom ops (opaque to torch.compile, with fake implementations
 # for tracing) rather than called from an autograd.Function that Dynamo would have to trace into.
 @torch.library.custom_op("mpt_kernels::alibi_attn_fwd", mutates_args=())
@@ -410,8 +402,7 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Ten
     B, H, S, D = q.shape
     has_seq = seq_id is not None
     seq = seq_id if has_seq else slopes  # dummy pointer when unused
-    o_buf = torch.empty((B, S, H, D), device=q.device, dtype=q.dtype)
-    o = o_buf.transpose(1, 2)
+    o_buf, o = bshd_buffer(q)
     lse = torch.empty((B * H, S), device=q.device, dtype=torch.float32)
     grid = lambda meta: (triton.cdiv(S, meta["BLOCK_M"]), B * H)
     _fwd_kernel[grid](
@@ -444,7 +435,7 @@ def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
         o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
         H, S, D=D, DP=_pad(D), BLOCK=128,
     )
-    (dq_buf, dq), (dk_buf, dk), (dv_buf, dv) = (_grad_buffer(t, bhsd_grads) for t in (q, k, v))
+    (dq_buf, dq), (dk_buf, dk), (dv_buf, dv) = (grad_buffer(t, bhsd_grads) for t in (q, k, v))
     ss = seq.stride(0) if has_seq else 0
     qk_scale = sm_scale * LOG2E
     one_pass = BACKWARD["one_pass"]
@@ -472,7 +463,7 @@ def _bwd_op(do_bshd: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
 
 @_bwd_op.register_fake
 def _bwd_fake(do_bshd, q, k, v, o_bshd, lse, slopes, seq_id, sm_scale, bhsd_grads):
-    return tuple(_grad_buffer(t, bhsd_grads)[0] for t in (q, k, v))
+    return tuple(grad_buffer(t, bhsd_grads)[0] for t in (q, k, v))
 
 
 def _setup_context(ctx, inputs, output):
