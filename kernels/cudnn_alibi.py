@@ -40,8 +40,10 @@ def _deterministic() -> bool:
         return torch.are_deterministic_algorithms_enabled()
     return DETERMINISTIC_BACKWARD
 
+
 _HANDLES: dict[int, int] = {}
-_GRAPHS: dict[tuple, tuple] = {}
+_GRAPHS: dict[tuple, tuple] = {}  # insertion-ordered; the oldest graph goes when _MAX_GRAPHS is reached
+_MAX_GRAPHS = 64
 
 
 def _cudnn():
@@ -51,8 +53,9 @@ def _cudnn():
 
 
 def available() -> bool:
-    """True when the frontend imports and finds a cuDNN with the fused attention engine (>= 9)."""
-    if not torch.cuda.is_available():
+    """True when the frontend imports, finds a cuDNN with the fused attention engine (>= 9), and the GPU
+    has it (Ampere or newer)."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8:
         return False
     try:
         cudnn = _cudnn()
@@ -112,11 +115,28 @@ def _sig(t: torch.Tensor) -> tuple:
     return tuple(t.shape), tuple(t.stride())
 
 
-def _build(kind: str, key: tuple, tensors: dict[str, torch.Tensor], scale: float, handle: int):
+def _build(kind: str, key: tuple, tensors: dict[str, torch.Tensor], scale: float, handle: int,
+           deterministic: bool):
     """Build (or fetch) a forward or backward graph for these tensor shapes and strides."""
     hit = _GRAPHS.get(key)
     if hit is not None:
         return hit
+    try:
+        entry = _make_graph(kind, tensors, scale, handle, deterministic)
+    except Exception as exc:  # cuDNN's own errors name no shape: say what was asked for
+        q = tensors["q"]
+        raise RuntimeError(
+            f"cuDNN could not build the ALiBi attention {kind} graph for q {tuple(q.shape)} strides "
+            f"{tuple(q.stride())} {q.dtype} on {torch.cuda.get_device_name(q.device)} (cuDNN "
+            f"{_cudnn().backend_version()}): {type(exc).__name__}: {exc}. Use attn_impl 'triton' instead."
+        ) from exc
+    if len(_GRAPHS) >= _MAX_GRAPHS:
+        _GRAPHS.pop(next(iter(_GRAPHS)))
+    _GRAPHS[key] = entry
+    return entry
+
+
+def _make_graph(kind: str, tensors: dict[str, torch.Tensor], scale: float, handle: int, deterministic: bool):
     cudnn = _cudnn()
     io = _dtype(cudnn, tensors["q"].dtype)
     g = cudnn.pygraph(io_data_type=io, intermediate_data_type=cudnn.data_type.FLOAT,
@@ -133,7 +153,7 @@ def _build(kind: str, key: tuple, tensors: dict[str, torch.Tensor], scale: float
     else:
         dq, dk, dv = g.sdpa_backward(q=t["q"], k=t["k"], v=t["v"], o=t["o"], dO=t["do"], stats=t["stats"],
                                      attn_scale=scale, use_alibi_mask=True, use_causal_mask=True,
-                                     use_deterministic_algorithm=key[4], name="alibi_bwd")
+                                     use_deterministic_algorithm=deterministic, name="alibi_bwd")
         outs = {"dq": dq, "dk": dk, "dv": dv}
     for name, o in outs.items():
         x = tensors[name]
@@ -144,17 +164,15 @@ def _build(kind: str, key: tuple, tensors: dict[str, torch.Tensor], scale: float
     g.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
     g.check_support()
     g.build_plans()
-    entry = (g, {**t, **outs}, g.get_workspace_size())
-    _GRAPHS[key] = entry
-    return entry
+    return g, {**t, **outs}, g.get_workspace_size()
 
 
 def _run(kind: str, tensors: dict[str, torch.Tensor], scale: float) -> None:
     q = tensors["q"]
     handle = _handle(q.device)
-    key = (kind, q.dtype, str(q.device), scale, _deterministic(),
-           *(_sig(tensors[n]) for n in sorted(tensors)))
-    g, uids, ws = _build(kind, key, tensors, scale, handle)
+    deterministic = _deterministic()
+    key = (kind, q.dtype, str(q.device), scale, deterministic, *(_sig(tensors[n]) for n in sorted(tensors)))
+    g, uids, ws = _build(kind, key, tensors, scale, handle, deterministic)
     cudnn = _cudnn()
     cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
     workspace = torch.empty(max(ws, 1), device=q.device, dtype=torch.uint8)
