@@ -179,7 +179,11 @@ def test_mpt_auto_uses_cudnn_unless_documents_are_packed(packed):
 
     loss, grad = loss_and_grads()
     assert model.transformer.blocks[0].attn.backend == ("triton" if packed else "cudnn")
-    for b in model.transformer.blocks:
+    # the same auto model called the other way switches backend instead of failing
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        model(ids, seq_id=None if packed else sequence_ids(ids))
+    assert model.transformer.blocks[0].attn.backend == ("cudnn" if packed else "triton")
+    for b in model.transformer.blocks:  # set by hand: auto leaves it alone from now on
         b.attn.backend = "torch"
     ref_loss, ref_grad = loss_and_grads()
     assert abs(loss - ref_loss) / ref_loss < 1e-2

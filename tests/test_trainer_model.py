@@ -182,3 +182,24 @@ def test_auto_backend_is_resolved_once_per_device():
     model = MPTForCausalLM(cfg)
     model(torch.randint(0, 64, (1, 8)))
     assert {b.attn.backend for b in model.transformer.blocks} == {"torch"}  # CPU
+
+
+def test_auto_attention_resolves_per_call_shape_and_respects_a_hand_set_backend():
+    """``attn_impl: auto`` is resolved outside the compiled blocks, separately for calls with and without
+    packed documents (on CUDA those can differ: cuDNN has no seq_id mask); a backend put on the blocks by
+    hand stays. On CPU auto means the torch reference either way."""
+    from trainer.data import sequence_ids
+
+    torch.manual_seed(0)
+    model = MPTForCausalLM(ModelConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=1000, max_seq_len=64))
+    ids = torch.randint(0, 1000, (2, 64))
+    ids[:, 30] = 0  # EOS: two documents per row
+    loss = model(ids, labels=ids)
+    assert [b.attn.backend for b in model.transformer.blocks] == ["torch", "torch"]
+    packed = model(ids, labels=ids, seq_id=sequence_ids(ids))
+    assert set(model._resolved) == {(torch.device("cpu"), False), (torch.device("cpu"), True)}
+    assert not torch.isclose(loss, packed)  # the document mask changed the attention
+    for b in model.transformer.blocks:
+        b.attn.backend = "sdpa"
+    assert torch.allclose(model(ids, labels=ids), loss, atol=1e-5)
+    assert [b.attn.backend for b in model.transformer.blocks] == ["sdpa", "sdpa"]

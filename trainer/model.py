@@ -95,6 +95,8 @@ class MPTForCausalLM(nn.Module):
             "norm_f": LPLayerNorm(cfg.d_model, cfg.norm_eps, cfg.norm_impl),
         })
         self._slopes: dict[torch.device, torch.Tensor] = {}
+        self._resolved: dict[tuple, str] = {}  # (device, packed) -> the backend attn_impl auto means there
+        self._auto_name: str | None = None  # the name auto last put on the blocks
         self.init_weights()
 
     @torch.no_grad()
@@ -124,11 +126,19 @@ class MPTForCausalLM(nn.Module):
         if slopes is None:  # one tensor per device: backends that validate slopes do it once
             with torch.inference_mode(False):  # a normal tensor even if first made during inference
                 slopes = self._slopes[x.device] = alibi_slopes(cfg.n_heads, cfg.alibi_bias_max, device=x.device)
-        if tr.blocks[0].attn.backend == "auto":  # -> a concrete name, once, outside compiled blocks
-            name = resolve_backend("auto", x.device, head_dim=cfg.d_model // cfg.n_heads,
-                                   packed=seq_id is not None, alibi_bias_max=cfg.alibi_bias_max)
-            for block in tr.blocks:
-                block.attn.backend = name
+        if tr.blocks[0].attn.backend in ("auto", self._auto_name):
+            # auto -> a concrete name, outside compiled blocks. Packed documents (seq_id) need a backend that
+            # masks them, so the name can differ per call; a backend set by hand on the blocks is left alone.
+            key = (x.device, seq_id is not None)
+            name = self._resolved.get(key)
+            if name is None:
+                name = self._resolved[key] = resolve_backend(
+                    "auto", x.device, head_dim=cfg.d_model // cfg.n_heads, packed=key[1],
+                    alibi_bias_max=cfg.alibi_bias_max)
+            if tr.blocks[0].attn.backend != name:
+                for block in tr.blocks:
+                    block.attn.backend = name
+                self._auto_name = name
         if seq_id is None and tr.blocks[0].attn.backend == "flex":
             causal_block_mask(S, x.device)  # built here, outside compiled blocks, then only looked up
         for block in tr.blocks:
