@@ -5,14 +5,14 @@ FlashAttention-2 backend on an H200), and its graph API computes ALiBi natively 
 inside the same kernels, on both passes. torch only exposes cuDNN attention without ALiBi, and its
 additive-bias path either loses the bias to bf16 rounding (a key-only bias) or streams an S x S tensor
 (a relative one); benchmarks/RESULTS.md has the measurements. We call the graph API through
-``nvidia-cudnn-frontend`` (the ``gpu`` extra), against the cuDNN library torch already loaded.
+``nvidia-cudnn-frontend`` (pinned in requirements.lock), against the cuDNN library torch already loaded.
 
 What cuDNN computes, and why it is MPT's function: scores ``q.k * scale + slope_h * (j - i)`` with
 the ALiBi paper's slopes for H heads (the power-of-2 schedule, then the interleaved in-between slopes
 for a non-power-of-2 H), under a causal mask. MPT adds ``slope_h * (j - (S-1))``; softmax cancels the
 per-row difference, and MPT's ``gen_slopes`` with ``alibi_bias_max=8`` *is* the paper's schedule. Any
-other slopes (a different ``alibi_bias_max``) are refused here, so ``auto`` never picks this backend
-for them; ``kernels.attention`` checks that with :func:`supports`.
+other slopes are refused here (:func:`supports`), and ``auto`` never picks this backend for a
+different ``alibi_bias_max`` (``kernels.attention.resolve_backend``).
 
 Graphs are built once per (shape, strides, dtype, scale, device) and cached; each call binds the
 tensors and runs the plan on torch's current stream with a workspace from torch's allocator. Both
@@ -27,7 +27,7 @@ from typing import Tuple  # noqa: UP035 - torch.library's schema inference reads
 
 import torch
 
-from kernels.layout import bshd_buffer, grad_buffer
+from kernels.layout import bshd_buffer, check_qkv, grad_buffer
 
 SUPPORTED_HEAD_DIMS = tuple(range(8, 129, 8))  # cuDNN's flash engine: multiples of 8 up to 128 (Hopper)
 # The backward accumulates dQ with atomics (fastest) unless torch's deterministic mode is on, as torch's
@@ -233,17 +233,15 @@ def cudnn_alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slo
                           softmax_scale: float | None = None) -> torch.Tensor:
     """Causal ALiBi attention, (B, H, S, D) bf16/fp16 CUDA tensors with a unit stride on D; returns a
     (B, H, S, D) view of (B, S, H, D) memory. ``slopes`` must be the ALiBi paper's (MPT's default)."""
+    check_qkv(q, k, v)
     D = q.shape[-1]
     if seq_id is not None:
         raise ValueError("the cudnn backend has no packed-document mask (seq_id); use attn_impl 'triton'")
     if D not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"the cudnn backend needs a head dim that is a multiple of 8 up to 128, got {D}")
-    if not (q.shape == k.shape == v.shape) or q.dim() != 4:
-        raise ValueError(f"q, k, v must share one (B, H, S, D) shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
-                         f"{tuple(v.shape)}")
-    if any(t.stride(-1) != 1 for t in (q, k, v)):
-        raise ValueError("q, k, v need a unit stride on the head dim")
-    if not torch.compiler.is_compiling() and not supports(D, slopes):  # the model checks before compiling
+    # slopes are read back outside compiled code only; under compile the model routes here only for
+    # alibi_bias_max 8 (resolve_backend), which are the paper's slopes
+    if not torch.compiler.is_compiling() and not supports(D, slopes):
         raise ValueError("the cudnn backend applies the ALiBi paper's slopes (MPT's alibi_bias_max=8); these "
                          "slopes differ: use attn_impl 'triton' or 'flex'")
     sm_scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(D)

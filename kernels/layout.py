@@ -1,4 +1,4 @@
-"""Output and gradient buffers for the attention kernels, in the layout their readers want.
+"""Input checks, output and gradient buffers shared by the attention kernels (Triton, cuDNN).
 
 Attention outputs are written as (B, S, H, D) memory and handed out as (B, H, S, D) views, so the
 ``transpose(1, 2).reshape(B, S, H * D)`` before the output projection is free. Gradients of q, k, v
@@ -24,3 +24,14 @@ def grad_buffer(x: torch.Tensor, bhsd: bool) -> tuple[torch.Tensor, torch.Tensor
         buf = torch.empty(x.shape, device=x.device, dtype=x.dtype)
         return buf, buf
     return bshd_buffer(x)
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """What both kernels need of q, k, v: one (B, H, S, D) shape, bf16/fp16, a unit stride on D."""
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        raise ValueError(f"q, k, v must share one (B, H, S, D) shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"q, k, v must all be bf16 or fp16, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if any(t.stride(-1) != 1 for t in (q, k, v)):
+        raise ValueError("q, k, v need a unit stride on the head dim")

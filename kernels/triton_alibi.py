@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.layout import bshd_buffer, grad_buffer
+from kernels.layout import bshd_buffer, check_qkv, grad_buffer
 
 LOG2E = 1.4426950408889634
 SUPPORTED_HEAD_DIMS = (64, 80, 96, 112, 128)
@@ -377,21 +377,15 @@ def _pad(d: int) -> int:
 
 
 def _check(q, k, v, slopes, seq_id):
-    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
-        raise ValueError(f"q, k, v must share one (B, H, S, D) shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    check_qkv(q, k, v)
     if q.shape[-1] not in _SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head dim {q.shape[-1]} not supported (only {_SUPPORTED_HEAD_DIMS})")
-    if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"q, k, v must all be bf16 or fp16, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("triton_alibi_attention needs CUDA tensors; use backend='torch' on CPU")
     if slopes.shape != (q.shape[1],):
         raise ValueError(f"slopes must have shape ({q.shape[1]},), got {tuple(slopes.shape)}")
     if seq_id is not None and tuple(seq_id.shape) != (q.shape[0], q.shape[2]):
         raise ValueError(f"seq_id must have shape (B, S) = {(q.shape[0], q.shape[2])}, got {tuple(seq_id.shape)}")
-    for t in (q, k, v):
-        if t.stride(-1) != 1:
-            raise ValueError("q, k, v need a unit stride on the head dim")
 
 
 # The kernels are wrapped as torch custom ops (opaque to torch.compile, with fake implementations
