@@ -29,6 +29,7 @@ from contract.stats import histogram
 from pipelines.dedupe.exact import exact_key
 from pipelines.plan import BuildPlan, PartTask
 from pipelines.readers import Meter, read_file
+from pipelines.samples import PartSampler
 from pipelines.schema import Document, Reject
 from pipelines.shards import reject_record
 from pipelines.staging import PartFiles, save_npy, save_npz, write_json
@@ -95,12 +96,10 @@ def _flush(batch: list[Document], acc: _Accumulator, task: PartTask, plan: Build
     if cfg.dedupe.exact:
         acc.exact += [exact_key(t) for t in texts]
     signer = tools.signers.get(task.source)
-    if signer is not None:
-        for d, t in zip(batch, texts):
-            sig = signer.signature(t)
-            if sig is not None:  # a document without a single word is never a near-duplicate
-                acc.sig_uids.append(d.uid)
-                acc.sigs.append(sig)
+    if signer is not None:  # a document without a single word gets no signature: never a near-duplicate
+        rows, sigs = signer.sign_batch(texts)
+        acc.sig_uids += [batch[r].uid for r in rows.tolist()]
+        acc.sigs.append(sigs)
     if cfg.dedupe.semantic:
         from pipelines.dedupe import semantic
 
@@ -119,19 +118,22 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     rejects: list[tuple[int, dict]] = []   # (uid, audit record)
     steps = document_steps(cfg, tools.eval_index.get(task.source))
     acc = _Accumulator()
+    sampler = PartSampler(cfg)     # bounded examples of not-kept documents for the report (pipelines.samples)
     batch: list[Document] = []
     chars = read = text_bytes = 0
     meter = Meter()
     for f in task.files:
         for item in read_file(cfg, f, meter):
             read += 1
-            by = None
+            by, doc = None, item
             if not isinstance(item, Reject):
+                sampler.read(item)
                 item, by = run_steps(steps, item)
             if isinstance(item, Reject):
                 counts[(item.stage, item.reason, f.name if item.stage == "read" else "")] += 1
                 if plan.write_rejects:
                     rejects.append((item.uid, by.record(item) if by else reject_record(item)))
+                sampler.reject(item, doc, rejects[-1][1] if plan.write_rejects else None)
                 continue
             batch.append(item)
             chars += len(item.text)
@@ -162,7 +164,7 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     if task.source in tools.signers:
         width = tools.signers[task.source].spec.num_perm
         save_npz(files.sigs, uid=np.asarray(acc.sig_uids, dtype=np.int64),
-                 sig=np.stack(acc.sigs) if acc.sigs else np.zeros((0, width), np.uint32))
+                 sig=np.concatenate(acc.sigs) if acc.sigs else np.zeros((0, width), np.uint32))
     if cfg.dedupe.semantic:
         from pipelines.dedupe.semantic import EMBED_DIM
 
@@ -179,7 +181,8 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
                "pii": {k: int(pii[k]) for k in ("documents", "emails", "ips")},
                "decontam": {"by_eval": dict(sorted(by_eval.items())), "spans_removed": int(decontam["spans_removed"]),
                             "documents_cut": int(decontam["documents_cut"])},
-               "meta_missing": dict(sorted(step_stats(steps, CountMissingMeta).items()))}
+               "meta_missing": dict(sorted(step_stats(steps, CountMissingMeta).items())),
+               "samples": sampler.save(files.samples)}
     write_json(files.summary, summary)
     return summary
 

@@ -4,14 +4,14 @@ import random
 
 import numpy as np
 import pytest
-from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from contract.config import ConfigError
 from pipelines.dedupe.config import MinHashConfig, SemDedupConfig, parse_dedupe
-from pipelines.dedupe.minhash import (SignatureSpec, Signer, band_keys, collision_probability,
+from pipelines.dedupe import minhash
+from pipelines.dedupe.minhash import (SignatureSpec, Signer, band_keys, band_keys_batch, collision_probability,
                                       estimated_jaccard, exact_jaccard, optimal_bands, shingle_hashes,
-                                      verify_threshold, words)
+                                      splitmix64, verify_threshold, words)
 
 TEXT = ("The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat near the old "
         "stone wall of the garden in the quiet village by the river")
@@ -25,7 +25,7 @@ def test_words_lowercase_regex_split_keeps_digits():
 def test_shingles_ignore_case_punctuation_and_whitespace():
     a = shingle_hashes("The quick brown fox jumps over the lazy dog.")
     b = shingle_hashes("the   QUICK, brown fox -- jumps over\nthe lazy dog!!")
-    assert a.dtype == np.uint32 and len(a) == 9 - 5 + 1
+    assert a.dtype == np.uint64 and len(a) == 9 - 5 + 1
     assert np.array_equal(a, b)
 
 
@@ -52,27 +52,101 @@ def test_exact_jaccard_of_known_sets():
     assert exact_jaccard(TEXT, other) == pytest.approx((n - 1) / (n + 1))
 
 
-def test_signature_is_datasketch_with_pinned_scheme_seed_num_perm():
+M64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    return int(splitmix64(np.array([x], dtype=np.uint64))[0])
+
+
+def _ref_shingles(text: str, ngram: int = 5, seed: int = 0) -> list[int]:
+    """The scheme written out one word and one shingle at a time (plain Python integers)."""
+    hs = []
+    for w in words(text):
+        h = 0
+        for j, c in enumerate(w):
+            h = (h + ord(c) * pow(0x100000001B3, j, 1 << 64)) & M64
+        hs.append(_mix(h ^ (len(w) << 40)))
+    if not hs:
+        return []
+    k = min(ngram, len(hs))
+    out = []
+    for i in range(len(hs) - k + 1):
+        acc = hs[i]
+        for m in range(1, k):
+            acc = ((acc * 0x9E3779B97F4A7C15) & M64) ^ hs[i + m]
+        out.append(_mix(acc ^ _mix(seed)))
+    return out
+
+
+def _ref_signature(text: str, spec: SignatureSpec, probe: np.ndarray):
+    p = spec.num_perm
+    sig = [None] * p
+    for h in _ref_shingles(text, spec.ngram, spec.seed):
+        b, v = ((h >> 32) * p) >> 32, h & 0xFFFFFFFF
+        sig[b] = v if sig[b] is None else min(sig[b], v)
+    if all(v is None for v in sig):
+        return None
+    out = list(sig)
+    for i in range(p):
+        if sig[i] is None:
+            seq = list(probe[i]) + [(i + s) % p for s in range(1, p)]
+            out[i] = next(sig[j] for j in seq if sig[j] is not None)
+    return np.array(out, dtype=np.uint32)
+
+
+CORNER_TEXTS = [TEXT, "", "  ...  ", "one", "just three words", "Hello, World!  It's 2024 -- naïve café_bar",
+                "İstanbul ΣΟΦΙΑ straße ǅ ﬁ x\u00002y", "a " * 3, "日本語のテキスト、句読点。そして English mixed in",
+                "tabs\tand\nnew\r\nlines  " * 20, "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ℌ𝔢𝔵 🙂 emoji 🙂 word"]
+
+
+def test_vectorized_words_are_the_regex_words():
+    for text in CORNER_TEXTS:
+        low = text.lower()
+        starts, _h = minhash._word_hashes(np.frombuffer(low.encode("utf-32-le"), dtype=np.uint32))
+        assert [m.start() for m in minhash.WORD_RE.finditer(low)] == starts.tolist(), text
+
+
+def test_shingles_and_signatures_equal_the_scalar_reference():
     spec = SignatureSpec.from_config(MinHashConfig())
-    assert (spec.scheme, spec.seed, spec.num_perm) == ("affine32", 1, 128)
-    sig = Signer(spec).signature(TEXT)
-    ref = MinHash(num_perm=128, seed=1, scheme="affine32", hashfunc=lambda x: x)
-    ref.update_batch(shingle_hashes(TEXT).tolist())
-    assert np.array_equal(sig, ref.hashvalues)
-    # different seed or scheme -> incomparable, must differ
-    other = Signer(SignatureSpec.from_config(MinHashConfig(seed=2))).signature(TEXT)
-    assert not np.array_equal(sig, other)
-    assert Signer(spec).signature("!!!") is None
+    signer = Signer(spec)
+    for text in CORNER_TEXTS:
+        assert shingle_hashes(text, seed=spec.seed).tolist() == _ref_shingles(text, 5, spec.seed), text
+        ref = _ref_signature(text, spec, signer._probe)
+        got = signer.signature(text)
+        assert (got is None) == (ref is None), text
+        if ref is not None:
+            assert np.array_equal(got, ref), text
 
 
-def test_long_document_chunking_equals_one_batch():
+def test_pinned_spec_and_batch_equals_one_at_a_time():
+    spec = SignatureSpec.from_config(MinHashConfig())
+    assert (spec.scheme, spec.seed, spec.num_perm) == ("oph-v1", 1, 128)
+    signer = Signer(spec)
     rng = random.Random(0)
-    text = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", str(rng.random())]) for _ in range(30_000))
-    spec = SignatureSpec.from_config(MinHashConfig())
-    sig = Signer(spec).signature(text)
-    ref = MinHash(num_perm=128, seed=1, scheme="affine32", hashfunc=lambda x: x)
-    ref.update_batch(shingle_hashes(text).tolist())
-    assert np.array_equal(sig, ref.hashvalues)
+    texts = CORNER_TEXTS + [" ".join(rng.choice(["alpha", "beta", "gamma", str(rng.random())])
+                                     for _ in range(rng.randrange(1, 400))) for _ in range(60)]
+    rows, sigs = signer.sign_batch(texts)
+    singles = [signer.signature(t) for t in texts]
+    assert rows.tolist() == [i for i, s in enumerate(singles) if s is not None]
+    for r, s in zip(rows.tolist(), sigs):
+        assert np.array_equal(s, singles[r])
+    # another seed or num_perm -> incomparable, must differ
+    assert not np.array_equal(singles[0], Signer(SignatureSpec.from_config(MinHashConfig(seed=2))).signature(TEXT))
+    with pytest.raises(ValueError, match="scheme"):
+        Signer(SignatureSpec(128, 5, 1, "affine32", 18, 7, 0.73))
+
+
+def test_long_document_split_into_passes_equals_one_pass(monkeypatch):
+    rng = random.Random(0)
+    long = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", str(rng.random())]) for _ in range(30_000))
+    texts = ["short text before it", long, "and one after it with a few words"]
+    signer = Signer(SignatureSpec.from_config(MinHashConfig()))
+    rows, one_pass = signer.sign_batch(texts)
+    monkeypatch.setattr(minhash, "_CHUNK_CHARS", 50)  # every document in its own pass
+    rows2, passes = signer.sign_batch(texts)
+    assert rows.tolist() == rows2.tolist() == [0, 1, 2] and np.array_equal(one_pass, passes)
+    assert np.array_equal(passes[1], _ref_signature(long, signer.spec, signer._probe))
 
 
 def test_estimate_tracks_true_jaccard():
@@ -113,6 +187,12 @@ def test_band_keys_separate_bands():
     keys = band_keys(sig, 16, 8)
     assert len(set(keys)) == 16
     assert band_keys(sig, 16, 8) == keys
+    other = sig.copy()
+    other[8 * 3 + 5] = 1  # one slot of band 3 differs: only that band's key changes
+    diff = [i for i, (a, b) in enumerate(zip(keys, band_keys(other, 16, 8))) if a != b]
+    assert diff == [3]
+    batch = band_keys_batch(np.stack([sig, other]), 16, 8)
+    assert batch[0].tolist() == keys and batch[1].tolist() == band_keys(other, 16, 8)
 
 
 def test_config_parsing_and_errors():

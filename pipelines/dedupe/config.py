@@ -6,6 +6,8 @@ from typing import Any, Mapping, Optional
 
 from contract.config import ConfigError, build, is_number, require
 
+MINHASH_SCHEME = "oph-v1"  # one-permutation MinHash, optimal densification (pipelines/dedupe/minhash.py)
+
 
 @dataclass(frozen=True)
 class MinHashConfig:
@@ -16,7 +18,8 @@ class MinHashConfig:
       threshold), so pairs at the threshold are caught with ~98% probability (margin 2).
     bands/rows: None -> chosen from the weighted FP/FN trade-off (fp_weight, fn_weight) at the
       verification threshold; give one and the other is num_perm // it.
-    scheme/seed/num_perm: pinned on every worker (datasketch 2.0 changed the default scheme).
+    scheme/seed/num_perm: pinned on every worker; ``oph-v1`` is the only scheme this version computes
+      (signatures of other schemes, seeds or num_perm are incomparable).
     cc_rounds: large-star/small-star round pairs unrolled in the Beam graph before the convergence check;
       edges still unconverged after them (normally none) are finished by a union-find over just those,
       which fails the run if more than max_residual_edges remain.
@@ -29,7 +32,7 @@ class MinHashConfig:
     bands: Optional[int] = None   # None -> chosen from the FP/FN trade-off for ``threshold``
     rows: Optional[int] = None
     seed: int = 1
-    scheme: str = "affine32"
+    scheme: str = MINHASH_SCHEME
     margin_sigmas: float = 2.0
     fp_weight: float = 0.1
     fn_weight: float = 0.9
@@ -51,8 +54,9 @@ class MinHashConfig:
             require(self.bands * self.rows <= self.num_perm, "bands*rows", self.bands * self.rows,
                    f"at most num_perm={self.num_perm}")
         require(isinstance(self.seed, int), "seed", self.seed, "an integer")
-        require(self.scheme in ("affine32", "affine64", "legacy"), "scheme", self.scheme,
-               "one of affine32, affine64, legacy")
+        require(self.scheme == MINHASH_SCHEME, "scheme", self.scheme,
+               f"{MINHASH_SCHEME!r} (one-permutation MinHash; datasketch's k-permutation schemes were replaced "
+               "by it for speed: drop the key)")
         require(is_number(self.margin_sigmas) and 0 <= self.margin_sigmas <= 6, "margin_sigmas", self.margin_sigmas,
                "a number in [0, 6]")
         for name in ("fp_weight", "fn_weight"):

@@ -3,16 +3,22 @@
 Why these choices (lessons from datatrove's and text-dedup's MinHash pipelines and their issue trackers;
 benchmarks/RESULTS.md measures ours against datatrove on planted duplicates):
 
-* Words come from a Unicode ``\\w+`` regex over lower-cased text, not a linguistic tokenizer: datatrove's
-  spaCy tokenization costs ~40x the hashing itself and buys nothing for 5-gram shingles. Punctuation and
+* Words are maximal runs of Unicode ``\\w`` characters of the lower-cased text (Python's ``re`` definition,
+  looked up per code point in a table built from ``re`` itself), not a linguistic tokenizer: datatrove's
+  spaCy tokenization costs ~40x the hashing and buys nothing for 5-gram shingles. Punctuation and
   whitespace differences disappear with the split; digits are kept (datatrove's digit-run collapsing made
   documents that differ only in numbers look identical).
-* Each word is hashed once (xxh3-64); a 5-gram shingle hash is a polynomial combination of its words'
-  hashes computed in numpy, folded to 32 bits. The signature itself is computed by ``datasketch.MinHash``
-  (``update_batch`` on the shingle hashes, identity ``hashfunc``) with the scheme, seed and num_perm pinned
-  explicitly: datasketch 2.0 changed the default scheme to ``affine32``, and signatures from different
-  schemes, seeds or versions are silently incomparable. Every worker must build the same
-  :class:`SignatureSpec`.
+* Everything is vectorized over a batch of documents in numpy: no Python loop per word or per shingle.
+  A word's hash is a polynomial over its code points (mod 2^64) finished with splitmix64; a shingle's is
+  the polynomial combination of its words' hashes, finished with splitmix64 and the spec's seed.
+* The signature is one-permutation MinHash (OPH, Li, Owen & Zhang 2012) with optimal densification
+  (Shrivastava 2017): each shingle hash picks one of ``num_perm`` bins (its high 32 bits) and competes
+  for that bin's minimum with its low 32 bits; an empty bin copies the bin its seeded probe sequence meets
+  first. The estimator (fraction of equal slots) has the variance of ``num_perm`` independent permutations
+  or less, and it costs one hash per shingle instead of ``num_perm``: the k-permutation scheme
+  (datasketch ``affine32``) spent ~60 % of the build's CPU here. The spec (``SignatureSpec``, scheme
+  ``oph-v1``) is pinned: every worker must build the same one, and signatures of another scheme, seed or
+  num_perm are incomparable.
 * Bands/rows come from the false-positive/false-negative trade-off (datasketch's integral criterion),
   evaluated at the *verification* threshold and weighting misses 9x more than band false positives: a band
   false positive only costs one signature comparison (every candidate pair is verified against the
@@ -25,51 +31,128 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
-import xxhash
-from datasketch import MinHash
 from scipy.integrate import quad
 
-from pipelines.dedupe.config import MinHashConfig
+from pipelines.dedupe.config import MINHASH_SCHEME, MinHashConfig
 
-WORD_RE = re.compile(r"\w+", re.UNICODE)
-# Odd 64-bit multiplier for the polynomial shingle combination (wraps mod 2^64 in numpy uint64).
-_SHINGLE_MULT = np.uint64(0x9E3779B97F4A7C15)
-# Shingles per datasketch update_batch call: bounds the (shingles x num_perm) temporary to a few MiB
-# however long a document is, so worker memory does not depend on document size.
-_CHUNK = 8192
+WORD_RE = re.compile(r"\w+", re.UNICODE)  # the reference definition of a word; _word_table() mirrors it
+SCHEME = MINHASH_SCHEME
+_U64 = np.uint64
+_SHINGLE_MULT = _U64(0x9E3779B97F4A7C15)  # odd: the polynomial combination of a shingle's word hashes
+_CHAR_MULT = _U64(0x100000001B3)          # odd: the polynomial over a word's code points
+_EMPTY = _U64(1 << 32)                    # larger than any 32-bit bin value: marks an empty bin
+_CHUNK_CHARS = 1 << 20                    # code points per vectorized pass: bounds temporaries to ~50 MB
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer on a uint64 array (wraps mod 2^64): full avalanche, a bijection."""
+    with np.errstate(over="ignore"):
+        z = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+        return z ^ (z >> _U64(31))
+
+
+@lru_cache(maxsize=1)
+def _word_table() -> np.ndarray:
+    """bool per code point: is it ``\\w`` for Python's ``re``? Built once per process from ``re`` itself,
+    so the vectorized split is the regex split by construction (tests compare them)."""
+    table = np.zeros(sys.maxunicode + 1, dtype=bool)
+    chars = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    cps = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)
+    starts = [m.start() for m in re.finditer(r"\w", chars)]
+    table[cps[starts]] = True
+    return table
+
+
+@lru_cache(maxsize=8)
+def _char_powers(n: int) -> np.ndarray:
+    """[1, B, B^2, ...] mod 2^64, ``n`` of them."""
+    out = np.ones(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        out[1:] = np.cumprod(np.full(n - 1, _CHAR_MULT, dtype=np.uint64))
+    return out
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased ``\\w+`` tokens: the normalization every near-dup comparison sees."""
+    """Lower-cased ``\\w+`` tokens: the normalization every near-dup comparison sees (the reference)."""
     return WORD_RE.findall(text.lower())
 
 
-def word_hashes(ws: Sequence[str]) -> np.ndarray:
-    h = xxhash.xxh3_64_intdigest  # bytes, not str: xxhash 4 refuses str
-    return np.fromiter((h(w.encode("utf-8")) for w in ws), dtype=np.uint64, count=len(ws))
+def _word_hashes(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start offsets, 64-bit hashes) of the words in a code-point array."""
+    pos = np.flatnonzero(_word_table()[cp])  # word characters
+    if not len(pos):
+        return pos, np.zeros(0, np.uint64)
+    first = np.flatnonzero(np.diff(pos, prepend=-2) != 1)  # index in pos of each word's first character
+    lens = np.diff(first, append=len(pos))
+    off = np.arange(len(pos)) - np.repeat(first, lens)  # offset of each character inside its word
+    powers = _char_powers(1 << max(4, int(lens.max()).bit_length()))
+    with np.errstate(over="ignore"):
+        h = np.add.reduceat(cp[pos].astype(np.uint64) * powers[off], first)
+        h ^= lens.astype(np.uint64) << _U64(40)
+    return pos[first], splitmix64(h)
 
 
-def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
-    """32-bit hashes of the word ``ngram``-grams of ``text`` (one per position, duplicates kept).
+def _shingles(texts: Sequence[str], ngram: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(document index, 64-bit shingle hash) of every word ``ngram``-gram of every text, in document and
+    position order. A document shorter than ``ngram`` words yields one shingle made of all its words (so
+    identical short documents still collide); one without a word yields none."""
+    lowered = [t.lower() for t in texts]
+    doc_out, hash_out = [], []
+    i = 0
+    while i < len(lowered):  # whole documents per pass, about _CHUNK_CHARS code points each
+        j, size = i, 0
+        while j < len(lowered) and (j == i or size + len(lowered[j]) <= _CHUNK_CHARS):
+            size += len(lowered[j]) + 1
+            j += 1
+        lens = np.fromiter((len(t) + 1 for t in lowered[i:j]), dtype=np.int64, count=j - i)
+        doc_starts = np.cumsum(lens) - lens
+        cp = np.frombuffer("\0".join(lowered[i:j]).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        starts, wh = _word_hashes(cp)
+        wdoc = np.searchsorted(doc_starts, starts, side="right") - 1
+        counts = np.bincount(wdoc, minlength=j - i)
+        accs, docs = [], []
+        n, k = len(wh), ngram
+        with np.errstate(over="ignore"):
+            if n >= k:
+                acc = wh[: n - k + 1].copy()
+                for m in range(1, k):
+                    acc *= _SHINGLE_MULT
+                    acc ^= wh[m: n - k + 1 + m]
+                valid = wdoc[: n - k + 1] == wdoc[k - 1:]
+                accs.append(acc[valid])
+                docs.append(wdoc[: n - k + 1][valid])
+            for d in np.flatnonzero((counts > 0) & (counts < k)).tolist():
+                first = int(np.searchsorted(wdoc, d))
+                acc = wh[first: first + 1].copy()
+                for m in range(1, int(counts[d])):
+                    acc *= _SHINGLE_MULT
+                    acc ^= wh[first + m: first + m + 1]
+                accs.append(acc)
+                docs.append(np.array([d], dtype=np.int64))
+        if accs:
+            d, a = np.concatenate(docs), np.concatenate(accs)
+            if len(accs) > 1:  # short documents were appended after the rest: back to document order
+                order = np.argsort(d, kind="stable")
+                d, a = d[order], a[order]
+            doc_out.append(d + i)
+            hash_out.append(a)
+        i = j
+    if not hash_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    salt = splitmix64(np.array([seed], dtype=np.uint64))[0]
+    return np.concatenate(doc_out), splitmix64(np.concatenate(hash_out) ^ salt)
 
-    A document shorter than ``ngram`` words yields one shingle made of all its words, so identical short
-    documents still collide; an empty document yields an empty array.
-    """
-    wh = word_hashes(words(text))
-    n = len(wh)
-    if n == 0:
-        return np.empty(0, dtype=np.uint32)
-    k = min(ngram, n)
-    acc = wh[: n - k + 1].copy()
-    for j in range(1, k):
-        acc *= _SHINGLE_MULT
-        acc ^= wh[j: n - k + 1 + j]
-    return (acc ^ (acc >> np.uint64(32))).astype(np.uint32)
+
+def shingle_hashes(text: str, ngram: int = 5, seed: int = 0) -> np.ndarray:
+    """64-bit hashes of the word ``ngram``-grams of ``text`` (one per position, duplicates kept)."""
+    return _shingles([text], ngram, seed)[1]
 
 
 def exact_jaccard(a: str, b: str, ngram: int = 5) -> float:
@@ -149,43 +232,74 @@ class SignatureSpec:
         return cls(cfg.num_perm, cfg.ngram, cfg.seed, cfg.scheme, bands, rows, vt)
 
 
-def _identity(x):
-    return x
-
-
 class Signer:
-    """Computes signatures with datasketch; build once per worker (DoFn.setup), reuse for every doc.
-    Not thread-safe (one reused MinHash): one per DoFn instance, which Beam never shares across threads."""
+    """One-permutation MinHash signatures with optimal densification, vectorized over a batch of texts.
+    Build once per worker (``DoFn.setup``); stateless after construction, so safe to share."""
 
     def __init__(self, spec: SignatureSpec):
+        if spec.scheme != SCHEME:
+            raise ValueError(f"signature scheme {spec.scheme!r}: this version computes {SCHEME!r} only")
         self.spec = spec
-        # Pinned explicitly: scheme (2.0's default changed), seed and num_perm.
-        self._template = MinHash(num_perm=spec.num_perm, seed=spec.seed, scheme=spec.scheme,
-                                 hashfunc=_identity)
+        p = spec.num_perm
+        # the densification probe sequence of each bin: seeded, identical on every worker
+        self._probe = np.random.default_rng([spec.seed, 0x0D3E]).integers(0, p, size=(p, 2 * p))
+
+    def sign_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(indices of the texts that have at least one word, uint32 signatures [len(indices), num_perm])."""
+        p = self.spec.num_perm
+        doc, h = _shingles(texts, self.spec.ngram, self.spec.seed)
+        if not len(doc):
+            return doc, np.zeros((0, p), np.uint32)
+        new_doc = np.empty(len(doc), dtype=bool)  # doc is sorted
+        new_doc[0] = True
+        np.not_equal(doc[1:], doc[:-1], out=new_doc[1:])
+        rows = doc[new_doc]
+        local = np.cumsum(new_doc) - 1
+        bins = ((h >> _U64(32)) * _U64(p)) >> _U64(32)
+        sig = np.full(len(rows) * p, _EMPTY, dtype=np.uint64)
+        np.minimum.at(sig, local.astype(np.uint64) * _U64(p) + bins, h & _U64(0xFFFFFFFF))
+        sig = sig.reshape(len(rows), p)
+        self._densify(sig)
+        return rows, sig.astype(np.uint32)
+
+    def _densify(self, sig: np.ndarray) -> None:
+        """Optimal densification: an empty bin takes the value of the first non-empty bin on its probe
+        sequence (then, past the sequence, the next non-empty bin to its right)."""
+        r, i = np.nonzero(sig == _EMPTY)
+        if not len(r):
+            return
+        orig = sig.copy()
+        p = self.spec.num_perm
+        for t in range(self._probe.shape[1] + p):
+            j = self._probe[i, t] if t < self._probe.shape[1] else (i + (t - self._probe.shape[1]) + 1) % p
+            v = orig[r, j]
+            ok = v != _EMPTY
+            sig[r[ok], i[ok]] = v[ok]
+            r, i = r[~ok], i[~ok]
+            if not len(r):
+                return
 
     def signature(self, text: str) -> Optional[np.ndarray]:
         """uint32[num_perm] signature, or None for a document without a single word."""
-        hs = shingle_hashes(text, self.spec.ngram)
-        if hs.size == 0:
-            return None
-        m = self._template  # reused: clear() is much cheaper than MinHash.copy() per document
-        m.clear()
-        for start in range(0, hs.size, _CHUNK):
-            m.update_batch(hs[start: start + _CHUNK].tolist())
-        return np.array(m.hashvalues, dtype=np.uint32)
+        rows, sigs = self.sign_batch([text])
+        return sigs[0] if len(rows) else None
 
-    def signatures(self, texts: Sequence[str]) -> list[Optional[np.ndarray]]:
-        return [self.signature(t) for t in texts]
+
+def band_keys_batch(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 [n, bands]: one 63-bit key per band, the band index mixed in, so equal rows in different
+    bands never collide. 64 bits instead of the raw rows keeps the shuffle at ~16 bytes per band; 63 so
+    any Beam int coder (VarIntCoder included) can carry one."""
+    x = np.asarray(sigs, dtype=np.uint64)[:, : bands * rows].reshape(len(sigs), bands, rows)
+    acc = np.broadcast_to(np.arange(bands, dtype=np.uint64) + _U64(0xB5AD4ECEDA1CE2A9), x.shape[:2]).copy()
+    for r in range(rows):
+        acc = splitmix64(acc ^ x[:, :, r])
+    return acc >> _U64(1)
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[int]:
-    """One 63-bit key per band (band index mixed in via the hash seed, so equal rows in different bands
-    never collide). 64 bits instead of the raw rows keeps the shuffle at ~16 bytes per band."""
-    h = xxhash.xxh3_64_intdigest
-    # 63 bits: fits a signed int64, so any Beam int coder (VarIntCoder included) can carry the key
-    return [h(sig[i * rows:(i + 1) * rows].tobytes(), seed=i) >> 1 for i in range(bands)]
+    return band_keys_batch(np.asarray(sig)[None, :], bands, rows)[0].tolist()
 
 
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """The MinHash estimator (fraction of equal slots), as ``datasketch.MinHash.jaccard`` computes it."""
+    """The MinHash estimator (fraction of equal slots)."""
     return float(np.count_nonzero(a == b)) / float(len(a))

@@ -26,7 +26,7 @@ from contract.registry import SOURCE_INDEX
 from pipelines.dedupe import semantic
 from pipelines.dedupe.components import ConnectedComponents
 from pipelines.dedupe.exact import duplicate_pairs
-from pipelines.dedupe.minhash import SignatureSpec, band_keys, estimated_jaccard
+from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
 from pipelines.plan import BuildPlan
 from pipelines.shards import Removal
 from pipelines.staging import PartFiles, load_npy, load_npz
@@ -117,10 +117,7 @@ class ExactDedupe(beam.PTransform):
 def _mix(x: np.ndarray, salt: np.ndarray) -> np.ndarray:
     """splitmix64 of ``x ^ salt`` (uint64 arrays): folds a band's index and scope into its key, so one
     16-byte (key, uid) record replaces (scope, band, key, uid) at a collision risk of 2^-64 per pair."""
-    z = x ^ (salt * np.uint64(0x9E3779B97F4A7C15))
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    return splitmix64(x ^ (salt * np.uint64(0x9E3779B97F4A7C15)))
 
 
 def _band_blobs(item, plan: BuildPlan, specs: dict, buckets: int):
@@ -139,8 +136,7 @@ def _band_blobs(item, plan: BuildPlan, specs: dict, buckets: int):
         uids, sigs = uids[keep], sigs[keep]
     if not len(uids):
         return
-    keys = np.fromiter((k for s in sigs for k in band_keys(s, spec.bands, spec.rows)), dtype=np.uint64,
-                       count=len(uids) * spec.bands)
+    keys = band_keys_batch(sigs, spec.bands, spec.rows).reshape(-1)
     salt = np.tile(np.arange(spec.bands, dtype=np.uint64), len(uids)) + np.uint64(_scope(plan, source) << 16)
     rec = np.empty((len(keys), 2), dtype=np.uint64)
     rec[:, 0] = _mix(keys, salt)
