@@ -6,6 +6,8 @@ the trainer through ``streams.yaml``) and the docs cannot drift apart:
     OUT/sources/<source>/index.json, shard.*.mds.zstd, doc_tokens.npy   per-source MDS (one doc per sample)
     OUT/stats/<source>.json                                            per-source stats (written last)
     OUT/rejects/<source>/*.jsonl                                       audit records (--write-rejects)
+    OUT/examples/<source>.json                                         sampled examples for the report
+    OUT/report.html                                                    the build's HTML report
     OUT/mixtures/<name>/{streams.yaml, manifest.json, report.md, report.png, <part>/<source>/}
     OUT/.staging/<source>/...                                          work in progress (resumable)
 """
@@ -20,6 +22,7 @@ STREAMS = "streams.yaml"
 MANIFEST = "manifest.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
+REPORT_HTML = "report.html"
 
 
 def is_remote(path: str) -> bool:
@@ -55,6 +58,18 @@ def stats_path(out: str, source: str) -> str:
 
 def rejects_dir(out: str, source: str) -> str:
     return join(out, "rejects", source)
+
+
+def examples_dir(out: str) -> str:
+    return join(out, "examples")
+
+
+def examples_path(out: str, source: str) -> str:
+    return join(out, "examples", f"{source}.json")
+
+
+def report_html(out: str) -> str:
+    return join(out, REPORT_HTML)
 
 
 def mixtures_dir(out: str) -> str:

@@ -220,6 +220,7 @@ def run(args, beam_args) -> int:
     print(f"\nper-source shards ({time.time() - t0:,.1f} s){' [DEMO DATA]' if demo else ''}:", flush=True)
     print(source_summary(out, sorted(sources, key=SOURCE_NAMES.index)), flush=True)
     if args.skip_mixture:
+        write_build_report(out, tok)
         return 0
     from mixtures.build import build_mixture
 
@@ -228,7 +229,23 @@ def run(args, beam_args) -> int:
                              workers=args.workers)
     print(f"\nmixture {args.mixture} written to {layout.mixture_dir(out, args.mixture)}"
           f"{' [DEMO DATA]' if demo else ''}", flush=True)
+    write_build_report(out, tok)
     return 0 if manifest is not None else 1
+
+
+def write_build_report(out: str, tok) -> None:
+    """OUT/report.html (``pipelines.report_html``), from what the build wrote. A page that cannot be made is
+    reported, not fatal: the shards, stats and mixture are already in place."""
+    from pipelines.report_html import write_report
+
+    try:
+        path, size = write_report(out, None, tok)
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("MPTDATA_DEBUG"):
+            raise
+        log.error("report: %s not written: %s: %s", layout.report_html(out), type(e).__name__, e)
+        return
+    print(f"report: {path} ({size / 1e3:,.1f} KB; or python -m pipelines.inspect {out} --html FILE)", flush=True)
 
 
 def source_extra_stats(cfg, decontam: dict) -> dict:

@@ -20,6 +20,7 @@ from pipelines.dedupe.policy import Dedupe
 from pipelines.plan import BuildPlan, PartTask, part_name
 from pipelines.process import Tools, cached_summary, process_part
 from pipelines.progress import Heartbeat
+from pipelines.samples import write_examples
 from pipelines.sanity import warnings_for
 from pipelines.shards import merge_parts, write_part
 
@@ -127,6 +128,7 @@ class _FinalizeSource(beam.DoFn):
         counts = [tuple(c) for p in parts for c in p["counts"]]
         stats = make_stats(source, sum(p["read"] for p in parts), counts, parts, plan.extra_stats.get(source))
         stats["warnings"] = warnings_for(stats)  # the build logs and prints them under its summary table
+        write_examples(plan, source, parts)      # OUT/examples/<source>.json for the report (pipelines.samples)
         out = plan.out
         if plan.write_rejects and fsio.has_files(layout.join(staging, "rejects")):
             fsio.replace_tree(layout.join(staging, "rejects"), layout.rejects_dir(out, source))

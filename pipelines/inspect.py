@@ -5,6 +5,7 @@
     python -m pipelines.inspect OUT docs SOURCE [-n 3] [--seed 0] [--chars 600] [--json]
     python -m pipelines.inspect OUT samples MIXTURE [--part P] [--source S] [-n 2] [--seed 0] [--json]
     python -m pipelines.inspect OUT reject ID [--source S] [--json]
+    python -m pipelines.inspect OUT --html FILE [--tokenizer PATH]   one self-contained HTML report
 
 ``summary`` reads ``OUT/stats/<source>.json`` and ``OUT/mixtures/<name>/manifest.json`` (counts,
 top rejection reasons, tokens, planned vs realized proportions) and adds the sanity warnings of
@@ -12,6 +13,8 @@ top rejection reasons, tokens, planned vs realized proportions) and adds the san
 text; ``samples`` decodes random packed samples of a mixture (``<|endoftext|>`` marks document
 boundaries); ``reject`` prints the audit record(s) of a document id from ``OUT/rejects`` (written by
 ``--write-rejects``). Random picks are reproducible: the same ``--seed`` picks the same documents.
+``--html FILE`` writes the whole build as one self-contained page (``pipelines.report_html``; the build
+writes the same page to ``OUT/report.html``).
 
 Paths come from ``contract.layout`` only. ``OUT`` may be local or remote (``gs://``, ``s3://``,
 through Beam's FileSystems; only the shard files a command needs are fetched); Beam filesystem options
@@ -392,7 +395,8 @@ def _parser() -> argparse.ArgumentParser:
                "  python -m pipelines.inspect out\n"
                "  python -m pipelines.inspect out docs rp_arxiv -n 2 --chars 400\n"
                "  python -m pipelines.inspect out samples mpt30b_8k --part long -n 1\n"
-               "  python -m pipelines.inspect out reject 'c4_en.json.gz:17'\n")
+               "  python -m pipelines.inspect out reject 'c4_en.json.gz:17'\n"
+               "  python -m pipelines.inspect out --html report.html\n")
     p.add_argument("out", metavar="OUT", help="the build's --out folder (local path, gs:// or s3://)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -402,7 +406,11 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--chars", type=int, default=600, help="characters of text to show, 0 = all (default 600)")
     decode.add_argument("--tokenizer", default=None, help="tokenizer.json (default: $NEOX_TOKENIZER, then caches)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("summary", parents=[common], help="per-source and per-mixture summary (default)")
+    sm = sub.add_parser("summary", parents=[common], help="per-source and per-mixture summary (default)")
+    sm.add_argument("--html", metavar="FILE", default=None,
+                    help="write one self-contained HTML report of the build to FILE (local, gs:// or s3://)")
+    sm.add_argument("--tokenizer", default=None,
+                    help="with --html: tokenizer.json to decode mixture samples (default: $NEOX_TOKENIZER, then caches)")
     d = sub.add_parser("docs", parents=[common, decode], help="decode random documents of a source")
     d.add_argument("source")
     s = sub.add_parser("samples", parents=[common, decode], help="decode random packed samples of a mixture")
@@ -424,6 +432,24 @@ def _render_texts(rows: list[dict], title_keys: Sequence[str]) -> str:
     return "\n\n".join(blocks) if blocks else "(nothing to show)"
 
 
+def _write_html(out: str, path: str, tokenizer: Optional[str]) -> int:
+    from pipelines.report_html import write_report
+    from tokenization import TokenizerError, load_tokenizer
+
+    tok = None
+    if load_manifests(out):  # the tokenizer is needed only to decode mixture sample openings
+        try:
+            tok = load_tokenizer(tokenizer)
+        except TokenizerError as e:
+            if tokenizer:
+                raise
+            print(f"note: no tokenizer ({str(e).splitlines()[0]}); the report leaves out the sample openings",
+                  file=sys.stderr)
+    path, size = write_report(out, path, tok)
+    print(f"wrote {path} ({size / 1e3:,.1f} KB)")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # OUT alone (or OUT --json) means summary
@@ -440,6 +466,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         FileSystems.set_options(PipelineOptions(extra))
     try:
+        if args.command in (None, "summary") and getattr(args, "html", None):
+            return _write_html(args.out, args.html, args.tokenizer)
         if args.command in (None, "summary"):
             summary = summarize(args.out)
             print(json.dumps(summary, indent=1) if args.json else render_summary(summary))

@@ -22,6 +22,7 @@ from contract.layout import DOC_TOKENS, INDEX
 from contract.stats import DEDUPE_STAGES, histogram
 from contract.tokens import MDS_TOKENS_ENCODING
 from pipelines.plan import part_name
+from pipelines.samples import dedupe_picks
 from pipelines.schema import Reject, split_uid
 from pipelines.staging import PartFiles, load_npy, load_npz, read_json, write_json
 
@@ -120,12 +121,15 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
         won.append(r)
     if plan.write_rejects:
         _write_rejects(plan, source, part, files, won, uids, ids)
+    gi = np.flatnonzero(gone).tolist()
+    report_samples = dedupe_picks(won, {int(uids[i]): ids[i] for i in gi}, {int(uids[i]): int(nbytes[i]) for i in gi})
     stats = {"source": source, "part": part, "read": summary["read"], "kept": int(rows.size),
              "tokens": int(lengths.sum()), "bytes": int(nbytes[rows].sum()), "token_hist": histogram(lengths),
              "docs_ge_4096_tokens": int((lengths >= 4096).sum()),
              "counts": [list(c) for c in counts] + [[s, r, f, n] for (s, r, f), n in sorted(dedupe_counts.items())],
              # per-part pass-through for the source's stats (pipelines.process; absent in older summaries)
-             **{k: summary[k] for k in ("pii", "decontam", "meta_missing") if k in summary}}
+             **{k: summary[k] for k in ("pii", "decontam", "meta_missing", "samples") if k in summary},
+             "dedupe_samples": report_samples}  # pipelines.samples: examples for the report
     write_json(done_path, stats)
     return stats
 

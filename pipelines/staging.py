@@ -9,6 +9,7 @@
     sigs.npz       uid int64[M], sig uint32[M, num_perm]              (sources with MinHash; M <= N)
     emb.npz        uid int64[N], emb float32[N, 384]                  (sources with SemDedup)
     rejects.jsonl  malformed and filtered documents' audit records    (--write-rejects)
+    samples.json   a few sampled not-kept documents per stage/reason   (pipelines.samples; for the report)
     summary.json   counts; written LAST: its presence means the part is done (resume skips it)
 
 The files are plain numpy/JSON written through Beam's filesystems, so staging works on gs:// and s3://.
@@ -71,7 +72,8 @@ class PartFiles:
 
     def __getattr__(self, name: str) -> str:
         files = {"docs": "docs.npz", "ids": "ids.json", "tokens": "tokens.npy", "exact": "exact.npy",
-                 "sigs": "sigs.npz", "emb": "emb.npz", "rejects": "rejects.jsonl", "summary": SUMMARY}
+                 "sigs": "sigs.npz", "emb": "emb.npz", "rejects": "rejects.jsonl", "samples": "samples.json",
+                 "summary": SUMMARY}
         if name not in files:
             raise AttributeError(name)
         return layout.join(self.root, files[name])

@@ -1,0 +1,333 @@
+"""Bounded, deterministic example reservoirs for the HTML report (``pipelines.report_html``).
+
+While a part's documents are processed, every document that is not kept is offered to a reservoir keyed by
+``stage/reason`` (``filter/min_words``, ``read/bad_json``, ``decontam/eval_overlap``, ``near_dedupe/...``).
+Each key keeps the ``K`` documents of smallest *priority*, a 64-bit hash of (key, uid): a bottom-k sample,
+so the chosen documents depend only on which documents were rejected, never on worker count, bundling or
+order, and merging two reservoirs is "keep the k smallest priorities of both". A reservoir holds at most
+``K`` records per key, and a record's text (the first ``SNIPPET_CHARS`` characters) is cut only when the
+document enters it, so the cost per document is one hash and a comparison.
+
+Where the pieces live (they never cross the runner in bulk):
+
+- ``pipelines.process``: a ``PartSampler`` per part offers malformed, decontaminated and filtered documents;
+  its records go to the part's staging file ``samples.json``, and only the chosen (priority, uid) pairs
+  and byte counts ride in the part summary.
+- ``pipelines.shards.write_part``: the dedupe removals of the part (they carry the keeper's uid and the
+  stage's value) give the dedupe picks, without text: (priority, uid, id, keeper).
+- at finalize (``write_examples``): the global ``K`` per key are chosen from the parts' picks; only the
+  samples.json of parts holding a winner are read, and duplicate pairs are decoded from the staged tokens
+  of both documents (at most ``2 K`` per dedupe stage), with the pair's estimated Jaccard (MinHash
+  signatures) or cosine (embeddings). The result is ``OUT/examples/<source>.json``.
+
+The texts of rejected documents are shown after PII masking when the source masks PII (the report must
+not bring back what the shards do not hold).
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections import Counter, defaultdict
+from typing import Callable, Iterable, Mapping, Optional
+
+import numpy as np
+import xxhash
+
+from contract import fsio, layout
+
+K = 5                    # examples per (source, stage/reason)
+SNIPPET_CHARS = 300      # characters of text per example
+SNIPPET_TOKENS = 160     # tokens decoded for a duplicate's snippet (enough for SNIPPET_CHARS)
+EXAMPLES_FORMAT = "mptdata.examples/1"
+
+
+def priority(key: str, uid: int) -> int:
+    """The document's rank in ``key``'s reservoir (smaller is kept): a seedless 64-bit hash."""
+    return xxhash.xxh64_intdigest(f"{key}\x00{int(uid)}")
+
+
+def snippet(text: str, chars: int = SNIPPET_CHARS) -> str:
+    return text if len(text) <= chars else text[:chars]
+
+
+class Reservoir:
+    """Per key, the ``k`` items of smallest priority (a bottom-k sample; ties cannot happen for distinct uids)."""
+
+    def __init__(self, k: int = K):
+        self.k = k
+        self._heaps: dict[str, list] = defaultdict(list)   # max-heap by priority: (-prio, uid, item)
+
+    def offer(self, key: str, uid: int, make: Callable[[], dict]) -> bool:
+        """Offer document ``uid``; ``make()`` (which may cut text) runs only when the document enters."""
+        prio = priority(key, uid)
+        heap = self._heaps[key]
+        if len(heap) < self.k:
+            heapq.heappush(heap, (-prio, uid, make()))
+            return True
+        if prio < -heap[0][0]:
+            heapq.heapreplace(heap, (-prio, uid, make()))
+            return True
+        return False
+
+    def picks(self) -> dict[str, list[list[int]]]:
+        """``{key: [[priority, uid], ...]}`` sorted by priority: what the part summary carries."""
+        return {key: [[-p, u] for p, u, _ in sorted(h, reverse=True)] for key, h in sorted(self._heaps.items())}
+
+    def records(self) -> dict[str, dict[str, dict]]:
+        """``{key: {uid: record}}`` (uids as strings: JSON)."""
+        return {key: {str(u): item for _p, u, item in sorted(h, reverse=True)} for key, h in sorted(self._heaps.items())}
+
+
+def merge_picks(lists: Iterable[Iterable[list]], k: int = K) -> list[list]:
+    """The ``k`` entries of smallest priority (first element) of several pick lists, in priority order."""
+    return heapq.nsmallest(k, (p for lst in lists for p in lst), key=lambda p: (p[0], p[1]))
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+class PartSampler:
+    """One part's reservoir of not-kept documents and the text bytes each stage removed."""
+
+    def __init__(self, cfg, k: int = K):
+        self.pii = bool(getattr(cfg, "pii", False))
+        self.res = Reservoir(k)
+        self.read_bytes = 0
+        self.bytes: Counter = Counter()
+
+    def read(self, doc) -> None:
+        """A parsed document (before any step): counts its text bytes."""
+        self.read_bytes += _nbytes(doc.text)
+
+    def reject(self, r, doc, record: Optional[Mapping] = None) -> None:
+        """``r``: the Reject; ``doc``: the Document as read (or the Reject itself for malformed input);
+        ``record``: the audit record when one was made (its fields are reused)."""
+        key = f"{r.stage}/{r.reason}"
+        text = getattr(doc, "text", None)
+        if text is not None:
+            self.bytes[key] += _nbytes(text)
+
+        def make() -> dict:
+            rec = {"id": r.id, "loc": r.loc}
+            if not math.isnan(r.value):
+                rec["value"] = r.value
+            if r.detail:
+                rec["detail"] = r.detail
+            if record is not None:
+                for extra in ("eval_source", "ngram"):
+                    if extra in record:
+                        rec[extra] = record[extra]
+            elif r.stage == "decontam" and ": " in r.detail:
+                rec["eval_source"], rec["ngram"] = r.detail.split(": ", 1)
+            if text is not None:
+                shown = text
+                if self.pii:
+                    from pipelines.pii import mask_pii
+
+                    shown = mask_pii(text[: SNIPPET_CHARS * 4])[0]
+                rec["text"] = snippet(shown)
+                rec["chars"] = len(text)
+            return rec
+
+        self.res.offer(key, r.uid, make)
+
+    def save(self, path: str) -> dict:
+        """Write the records to ``path`` (the part's staging ``samples.json``, only when there are any);
+        return what the part summary carries: picks and byte counts."""
+        records = self.res.records()
+        if records:
+            fsio.write_bytes(path, (json.dumps(records, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+        return {"read_bytes": int(self.read_bytes), "bytes": dict(sorted(self.bytes.items())), "picks": self.res.picks()}
+
+
+def dedupe_picks(won, ids_by_uid: Mapping[int, str], nbytes_by_uid: Mapping[int, int], k: int = K) -> dict:
+    """A part's dedupe removals (``pipelines.shards.Removal``, one per document) -> the picks the part's
+    written stats carry: per ``stage/reason`` the ``k`` of smallest priority as
+    ``[priority, uid, id, keeper_uid, keeper_id, value]``, and the bytes each removed."""
+    res: dict[str, list] = defaultdict(list)
+    nbytes: Counter = Counter()
+    for r in won:
+        key = f"{r.stage}/{r.reason}"
+        nbytes[key] += int(nbytes_by_uid.get(r.uid, 0))
+        res[key].append([priority(key, r.uid), int(r.uid), ids_by_uid.get(r.uid, ""), int(r.keeper_uid),
+                         r.keeper_id, float(r.value)])
+    picks = {key: merge_picks([v], k) for key, v in sorted(res.items())}
+    return {"bytes": dict(sorted(nbytes.items())), "picks": picks}
+
+
+# ---------------------------------------------------------------------------------------------
+# finalize: the source's examples file
+# ---------------------------------------------------------------------------------------------
+
+
+class _StagedParts:
+    """Staged arrays of parts, loaded on first use (at most a few parts per source)."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self._cache: dict[tuple[str, int, str], Optional[dict]] = {}
+        self._tok = None
+
+    def _load(self, source: str, part: int, what: str) -> Optional[dict]:
+        key = (source, part, what)
+        if key not in self._cache:
+            from pipelines.staging import PartFiles, load_npy, load_npz
+
+            try:
+                files = PartFiles(self.plan.part_staging(source, part))
+                if what == "tokens":
+                    path = files.tokens
+                    arr = (np.load(path, mmap_mode="r", allow_pickle=False) if not fsio.is_remote(path)
+                           else load_npy(path))
+                    self._cache[key] = {"tokens": arr}
+                else:
+                    self._cache[key] = load_npz(getattr(files, what))
+            except Exception:  # noqa: BLE001 - staging of another source may already be gone (cross-source)
+                self._cache[key] = None
+        return self._cache[key]
+
+    def _row(self, uid: int, what: str):
+        if uid < 0:
+            return None, None
+        try:
+            source, part = self.plan.part_of_uid(uid)
+        except Exception:  # noqa: BLE001
+            return None, None
+        if source not in self.plan.hashes:
+            return None, None
+        arrs = self._load(source, part, what)
+        if arrs is None or "uid" not in arrs:
+            return arrs, None
+        i = int(np.searchsorted(arrs["uid"], uid))
+        if i >= len(arrs["uid"]) or int(arrs["uid"][i]) != uid:
+            return arrs, None
+        return arrs, i
+
+    def doc_id(self, uid: int) -> str:
+        """The document's id (ids.json of its part); "" when its staging is gone."""
+        docs, i = self._row(uid, "docs")
+        if i is None:
+            return ""
+        source, part = self.plan.part_of_uid(uid)
+        key = (source, part, "ids")
+        if key not in self._cache:
+            from pipelines.staging import PartFiles
+
+            try:
+                self._cache[key] = {"ids": json.loads(fsio.read_bytes(PartFiles(self.plan.part_staging(source, part)).ids))}
+            except Exception:  # noqa: BLE001
+                self._cache[key] = None
+        ids = self._cache[key]
+        return ids["ids"][i] if ids is not None else ""
+
+    def text(self, uid: int) -> Optional[str]:
+        docs, i = self._row(uid, "docs")
+        if i is None:
+            return None
+        source, part = self.plan.part_of_uid(uid)
+        tokens = self._load(source, part, "tokens")
+        if tokens is None:
+            return None
+        lo, hi = int(docs["offsets"][i]), int(docs["offsets"][i + 1])
+        ids = np.asarray(tokens["tokens"][lo:min(hi, lo + SNIPPET_TOKENS)]).tolist()
+        if ids and hi <= lo + SNIPPET_TOKENS and ids[-1] == 0:
+            ids = ids[:-1]       # the EOS every document ends with
+        if self._tok is None:
+            from tokenization import NeoXTokenizer
+
+            self._tok = NeoXTokenizer(raw=self.plan.tokenizer_json, verify=False)
+        return snippet(self._tok.decode(ids).rstrip("\ufffd"))
+
+    def vector(self, uid: int, what: str) -> Optional[np.ndarray]:
+        arrs, i = self._row(uid, what)
+        if i is None:
+            return None
+        return np.asarray(arrs["sig" if what == "sigs" else "emb"][i])
+
+
+def _pair_score(stage: str, a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[float]:
+    if a is None or b is None:
+        return None
+    if stage == "near_dedupe":
+        return float(np.mean(a == b))
+    if stage == "semantic_dedupe":
+        na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+        return float(np.dot(a, b) / (na * nb)) if na and nb else None
+    return None
+
+
+def build_examples(plan, source: str, parts: list[Mapping], k: int = K) -> dict:
+    """The examples record of one source from its parts' written stats (``pipelines.shards.write_part``)."""
+    from pipelines.staging import PartFiles
+
+    read_bytes = 0
+    nbytes: Counter = Counter()
+    by_key: dict[str, list] = defaultdict(list)       # key -> [[prio, uid, part], ...]
+    dd_by_key: dict[str, list] = defaultdict(list)    # key -> [[prio, uid, id, keeper_uid, keeper_id, value, part]]
+    have_samples = True
+    for p in parts:
+        s = p.get("samples")
+        if s is None:  # a part staged by an older build: no examples from it
+            have_samples = False
+            continue
+        read_bytes += int(s.get("read_bytes", 0))
+        nbytes.update(s.get("bytes") or {})
+        for key, lst in (s.get("picks") or {}).items():
+            by_key[key] += [[pr, uid, p["part"]] for pr, uid in lst]
+        d = p.get("dedupe_samples") or {}
+        nbytes.update(d.get("bytes") or {})
+        for key, lst in (d.get("picks") or {}).items():
+            dd_by_key[key] += [[*x, p["part"]] for x in lst]
+    examples: dict[str, list] = {}
+    # per-document rejects: read only the samples.json of parts that hold a winner
+    wanted: dict[int, set] = defaultdict(set)
+    chosen = {key: merge_picks([lst], k) for key, lst in by_key.items()}
+    for key, lst in chosen.items():
+        for _pr, _uid, part in lst:
+            wanted[part].add(key)
+    loaded: dict[int, dict] = {}
+    for part in sorted(wanted):
+        path = PartFiles(plan.part_staging(source, part)).samples
+        try:
+            loaded[part] = json.loads(fsio.read_bytes(path))
+        except Exception:  # noqa: BLE001 - a resumed part from older code has no samples file
+            loaded[part] = {}
+    for key in sorted(chosen):
+        rows = []
+        for _pr, uid, part in chosen[key]:
+            rec = (loaded.get(part) or {}).get(key, {}).get(str(uid))
+            if rec is not None:
+                rows.append(rec)
+        examples[key] = rows
+    # dedupe: both sides decoded from staged tokens, the pair's score from signatures / embeddings
+    staged = _StagedParts(plan)
+    for key in sorted(dd_by_key):
+        stage = key.split("/", 1)[0]
+        rows = []
+        for _pr, uid, doc_id, keeper_uid, keeper_id, value, _part in merge_picks([dd_by_key[key]], k):
+            row = {"id": doc_id, "value": value, "keeper_id": keeper_id or staged.doc_id(keeper_uid),
+                   "text": staged.text(uid),
+                   "keeper_text": staged.text(keeper_uid)}
+            what = {"near_dedupe": "sigs", "semantic_dedupe": "emb"}.get(stage)
+            if what:
+                score = _pair_score(stage, staged.vector(uid, what), staged.vector(keeper_uid, what))
+                if score is not None:
+                    row["pair_score"] = round(score, 6)
+            rows.append(row)
+        examples[key] = rows
+    cfg = plan.sources[source]
+    thresholds = {r.name: dict(sorted(r.params.items())) for r in cfg.chain.rules}
+    return {"format": EXAMPLES_FORMAT, "source": source, "k": k, "snippet_chars": SNIPPET_CHARS,
+            "complete": have_samples, "read_bytes": int(read_bytes),
+            "bytes": {key: int(v) for key, v in sorted(nbytes.items())},
+            "thresholds": json.loads(json.dumps(thresholds, default=str)),
+            "pii_masked_in_examples": bool(cfg.pii), "examples": examples}
+
+
+def write_examples(plan, source: str, parts: list[Mapping]) -> None:
+    """``OUT/examples/<source>.json`` (before the source's stats file, which is written last)."""
+    rec = build_examples(plan, source, parts)
+    fsio.write_bytes(layout.examples_path(plan.out, source),
+                     (json.dumps(rec, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
