@@ -11,7 +11,9 @@ Beside the counts that reconcile, the record carries counts that do not remove d
 (``pii_documents``, ``pii_emails``, ``pii_ips``), decontamination details (``decontam_by_eval``: eval
 source -> contaminated documents, removed or cut; ``decontam_documents_cut`` and
 ``decontam_spans_removed``: spans mode, documents kept with matches cut out, and the spans cut), and
-``meta_missing`` (metadata requirement of the chain's rules -> documents lacking it). ``filters`` (the
+``meta_missing`` (metadata requirement of the chain's rules -> documents lacking it) and ``filter_stats``
+(rule -> group -> key -> documents, from rules that tally what they measure: ``fasttext_lang``'s
+``top_language``, ``fasttext_quality``'s ``score_bins``; only present when such a rule ran). ``filters`` (the
 chain), ``decontam_index`` and ``warnings`` (``pipelines.sanity``) are added by the build.
 """
 from __future__ import annotations
@@ -67,6 +69,7 @@ def make_stats(source: str, read: int, counts: Iterable[tuple[str, str, str, int
     by_eval: Counter = Counter()
     cut: Counter = Counter()
     meta_missing: Counter = Counter()
+    filter_stats: dict = {}
     for p in parts:
         hist = [a + b for a, b in zip(hist, p["token_hist"])]
         pii.update(p.get("pii") or {})
@@ -74,6 +77,9 @@ def make_stats(source: str, read: int, counts: Iterable[tuple[str, str, str, int
         by_eval.update(dc.get("by_eval") or {})
         cut.update({k: dc.get(k, 0) for k in ("documents_cut", "spans_removed")})
         meta_missing.update(p.get("meta_missing") or {})
+        for rule, groups in (p.get("filter_stats") or {}).items():
+            for group, counts in groups.items():
+                filter_stats.setdefault(rule, {}).setdefault(group, Counter()).update(counts)
     stats = {
         "source": source,
         "read": int(read),
@@ -101,6 +107,9 @@ def make_stats(source: str, read: int, counts: Iterable[tuple[str, str, str, int
         "parts": len(parts),
         "stats_version": STATS_VERSION,
     }
+    if filter_stats:  # absent otherwise: stats of builds without tallying rules stay as they were
+        stats["filter_stats"] = {r: {g: {k: int(v) for k, v in sorted(c.items())} for g, c in sorted(gs.items())}
+                                 for r, gs in sorted(filter_stats.items())}
     if extra:
         stats.update(extra)
     check_reconciles(stats)

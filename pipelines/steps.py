@@ -91,14 +91,17 @@ class Decontaminate(Step):
 
 
 class Filter(Step):
-    """The source's quality-filter chain: the first rule that fails names the reason."""
+    """The source's quality-filter chain: the first rule that fails names the reason. ``rule_stats``: the
+    counters of rules with a tally hook (rule -> group -> key -> n, e.g. detected languages)."""
 
     def __init__(self, chain):
         super().__init__()
         self.chain = chain
+        self.rule_stats: dict = {}
+        self._tally = self.rule_stats if any(r.tally is not None for r in chain.rules) else None
 
     def __call__(self, doc: Document) -> Outcome:
-        res = self.chain(doc.text, doc.meta)
+        res = self.chain(doc.text, doc.meta, self._tally)
         if res is None:
             return doc
         rule, value, detail = res
@@ -125,6 +128,19 @@ def run_steps(steps: list[Step], doc: Document) -> tuple[Outcome, Optional[Step]
         if isinstance(doc, Reject):
             return doc, step
     return doc, None
+
+
+def filter_stats(steps: list[Step]) -> dict:
+    """The tally counters of the filter rules (rule -> group -> key -> n), for the part summary."""
+    out: dict = {}
+    for s in steps:
+        if isinstance(s, Filter):
+            for rule, groups in s.rule_stats.items():
+                for group, counts in groups.items():
+                    dest = out.setdefault(rule, {}).setdefault(group, {})
+                    for k, n in counts.items():
+                        dest[k] = dest.get(k, 0) + n
+    return {r: {g: dict(sorted(c.items())) for g, c in sorted(gs.items())} for r, gs in sorted(out.items())}
 
 
 def step_stats(steps: list[Step], kind: type) -> Counter:

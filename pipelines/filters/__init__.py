@@ -5,6 +5,12 @@ the document, a tuple rejects it, and the chain reports the rule's name as the r
 small modules (``basic``, and the C4/Gopher/code rule modules) and register themselves in ``RULES``
 with their default thresholds, so the sources YAML can name them and override thresholds.
 
+A rule may also register ``check`` (``check(params, given, where) -> params``: range and path checks when
+the chain is built, i.e. before any input is read), ``prepare`` (driver-side, once the inputs are listed:
+``pipelines.calibrate`` resolves what depends on a model file or a sample, e.g. the model's hash, so it
+enters the config hash) and ``tally`` (``tally(stats, text, meta, params, result)``: per-rule counters
+such as detected languages, summed into the stats record's ``filter_stats``).
+
 Spec grammar (sources YAML ``filters:``):
   default                      -> the source's default chain from the registry
   none                         -> no filtering
@@ -28,18 +34,21 @@ class Rule:
     fn: RuleFn
     defaults: Mapping[str, Any]
     doc: str = ""
+    check: Optional[Callable[..., dict]] = None
+    prepare: Optional[Callable[..., dict]] = None
+    tally: Optional[Callable[..., None]] = None
 
 
 RULES: dict[str, Rule] = {}
 
 
-def register(name: str, **defaults: Any) -> Callable[[RuleFn], RuleFn]:
-    """Decorator: register ``fn`` as rule ``name`` with default thresholds."""
+def register(name: str, *, check=None, prepare=None, tally=None, **defaults: Any) -> Callable[[RuleFn], RuleFn]:
+    """Decorator: register ``fn`` as rule ``name`` with default thresholds (and the optional hooks above)."""
 
     def deco(fn: RuleFn) -> RuleFn:
         if name in RULES:
             raise ValueError(f"filter rule {name!r} registered twice")
-        RULES[name] = Rule(name, fn, dict(defaults), (fn.__doc__ or "").strip())
+        RULES[name] = Rule(name, fn, dict(defaults), (fn.__doc__ or "").strip(), check, prepare, tally)
         return fn
 
     return deco
@@ -50,6 +59,7 @@ class BoundRule:
     name: str
     fn: RuleFn
     params: Mapping[str, Any] = field(default_factory=dict)
+    tally: Optional[Callable[..., None]] = None
 
     def __call__(self, text: str, meta: Mapping[str, str]) -> RuleResult:
         return self.fn(text, meta, **self.params)
@@ -61,9 +71,13 @@ class FilterChain:
 
     rules: tuple[BoundRule, ...]
 
-    def __call__(self, text: str, meta: Mapping[str, str]) -> Optional[tuple[str, float, str]]:
+    def __call__(self, text: str, meta: Mapping[str, str],
+                 tally: Optional[dict] = None) -> Optional[tuple[str, float, str]]:
+        """``tally``: a dict rule name -> counters that rules with a tally hook add to (``pipelines.steps``)."""
         for rule in self.rules:
             res = rule(text, meta)
+            if tally is not None and rule.tally is not None:
+                rule.tally(tally.setdefault(rule.name, {}), text, meta, rule.params, res)
             if res is not None:
                 value, detail = res
                 return rule.name, float(value) if value is not None else math.nan, detail
@@ -78,7 +92,7 @@ def _load_rule_modules() -> None:
     # Imported for their @register side effects.
     from pipelines.filters import basic  # noqa: F401
 
-    for mod in ("c4", "gopher", "code", "markdown", "olmo"):
+    for mod in ("c4", "gopher", "code", "markdown", "olmo", "fasttext"):
         try:
             __import__(f"pipelines.filters.{mod}")
         except ModuleNotFoundError as e:  # a rule module not written yet
@@ -114,5 +128,7 @@ def build_chain(spec: Any, default: Sequence[Any] = (), where: str = "filters") 
         # every threshold is checked against its default's type now, not by the first document on a worker
         checked = {k: check_value(v, params_hint(rule.defaults[k]), f"{where}[{i}].{name}.{k}") for k, v in params.items()}
         merged = {**rule.defaults, **checked}
-        bound.append(BoundRule(name, rule.fn, merged))
+        if rule.check is not None:
+            merged = rule.check(merged, set(checked), f"{where}[{i}].{name}")
+        bound.append(BoundRule(name, rule.fn, merged, rule.tally))
     return FilterChain(tuple(bound))
