@@ -209,6 +209,11 @@ def run(args, beam_args) -> int:
     tok = NeoXTokenizer(args.tokenizer)
     tok_fp = fingerprint(json.loads(tok.raw))
     files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
+    # rules that need their model file or a sample of the source (fasttext_quality): resolved on the driver into
+    # their parameters (model hash, computed threshold), so they are part of the config hash
+    from pipelines.calibrate import prepare_sources
+
+    sources = prepare_sources(sources, files, args.sources or "demo sources")
     hashes = {n: config_hash(c, files[n], tok_fp, args.cross_source_dedupe,
                              decontam[c.decontam][0] if c.decontam is not None else ()) for n, c in sources.items()}
     todo = {n: c for n, c in sources.items() if args.force or args.cross_source_dedupe or not finished(out, n, hashes[n])}
@@ -249,11 +254,15 @@ def write_build_report(out: str, tok) -> None:
 
 
 def source_extra_stats(cfg, decontam: dict) -> dict:
-    """Config facts the stats record carries: the chain (sanity warnings blame only its rules), pii, decontam."""
+    """Config facts the stats record carries: the chain (sanity warnings blame only its rules), pii, decontam,
+    and the resolved parameters of prepared rules (``filter_params``: model hash, computed threshold)."""
+    from pipelines.calibrate import prepared_params
+
     dc = cfg.decontam
     return {"filters": cfg.chain.names, "pii": cfg.pii,
             "decontam": None if dc is None else {"mode": dc.mode, "n": dc.n, "eval_paths": list(dc.eval_paths)},
-            "decontam_index": None if dc is None else decontam[dc][1]}
+            "decontam_index": None if dc is None else decontam[dc][1],
+            **({"filter_params": params} if (params := prepared_params(cfg.chain)) else {})}
 
 
 def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, decontam=None) -> None:

@@ -128,7 +128,7 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
              "docs_ge_4096_tokens": int((lengths >= 4096).sum()),
              "counts": [list(c) for c in counts] + [[s, r, f, n] for (s, r, f), n in sorted(dedupe_counts.items())],
              # per-part pass-through for the source's stats (pipelines.process; absent in older summaries)
-             **{k: summary[k] for k in ("pii", "decontam", "meta_missing", "samples") if k in summary},
+             **{k: summary[k] for k in ("pii", "decontam", "meta_missing", "samples", "filter_stats") if k in summary},
              "dedupe_samples": report_samples}  # pipelines.samples: examples for the report
     write_json(done_path, stats)
     return stats
