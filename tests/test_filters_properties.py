@@ -46,6 +46,8 @@ def check(result):
 @given(texts, metas)
 def test_every_rule_total_and_deterministic(text, meta):
     for rule in RULES.values():
+        if rule.prepare is not None:  # needs a model file the driver prepares (tests/test_fasttext_filters.py)
+            continue
         bound = BoundRule(rule.name, rule.fn, dict(rule.defaults))
         first = bound(text, meta)
         check(first)
