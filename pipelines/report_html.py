@@ -37,7 +37,7 @@ from contract import fsio, layout
 from contract.registry import SOURCE_NAMES
 
 MAX_BYTES = 5 << 20
-TOP_RULES = 8             # rules (incl. malformed reasons) with examples per source
+TOP_RULES = 8             # filter rules with examples per source (and every malformed reason)
 OPENINGS = 3              # decoded sample openings per mixture stream
 OPENING_TOKENS = 96
 OPENING_CHARS = 300
@@ -75,7 +75,7 @@ def collect(out: str, tok=None) -> dict:
         if insp._exists(path):
             ex = insp._read_json(path, "report examples")
         else:
-            warnings.append(f"{name}: no {path} (built before the report existed, or the build was interrupted): "
+            warnings.append(f"{name}: no examples/{name}.json (built before the report existed): "
                             "no examples and no byte counts per stage for this source")
         if ex is not None and not ex.get("complete", True):
             warnings.append(f"{name}: some parts were staged by an older build (resumed): examples come from the "
@@ -167,7 +167,7 @@ def _svg(width: int, height: int, body: list[str], label: str) -> str:
 def funnel_svg(rows: Sequence[tuple[str, Optional[int], Optional[int]]], unit: str, title: str) -> str:
     """rows: (label, removed, remaining after); the first row is "read" (removed None), the last "kept".
     Each bar spans what reached the stage: what it removed in red, what went on in blue."""
-    label_w, bar_w, val_w, row_h = 180, 250, 120, 20
+    label_w, bar_w, val_w, row_h = 170, 220, 110, 20
     total = rows[0][2] or 0
     scale = bar_w / total if total else 0.0
     fmt = _bytes if unit == "bytes" else _int
@@ -330,7 +330,9 @@ def _snip(text: Optional[str], cls: str = "snip") -> str:
 
 def _reject_examples(name: str, s: Mapping, ex: Optional[Mapping]) -> str:
     by = s.get("by_stage_reason") or {}
-    keys = sorted((k for k in by if k.startswith(("filter/", "read/"))), key=lambda k: (-by[k], k))[:TOP_RULES]
+    order = lambda k: (-by[k], k)  # noqa: E731
+    keys = (sorted((k for k in by if k.startswith("filter/")), key=order)[:TOP_RULES]
+            + sorted((k for k in by if k.startswith("read/")), key=order))   # malformed: every reason (no text)
     if not keys:
         return "<p class=muted>No document was rejected by a filter rule or malformed.</p>"
     if ex is None:

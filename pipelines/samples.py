@@ -162,77 +162,120 @@ def dedupe_picks(won, ids_by_uid: Mapping[int, str], nbytes_by_uid: Mapping[int,
 # ---------------------------------------------------------------------------------------------
 
 
+def _open(path: str):
+    """A seekable binary file: local, or through Beam's filesystems (gs://, s3:// read by ranges)."""
+    if fsio.is_remote(path):
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return open(path, "rb")
+
+
+class _Npy:
+    """Rows of one ``.npy`` array inside an open file (at ``base``: 0 for a .npy file, the member's data offset
+    in an uncompressed .npz), read by seeking: a duplicate's snippet costs a few KB, not its part's arrays."""
+
+    def __init__(self, f, base: int = 0):
+        f.seek(base)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        self.shape, fortran, self.dtype = read_header(f)
+        if fortran:
+            raise ValueError("Fortran-ordered array")
+        self.f, self.start = f, f.tell()
+        self.row = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+
+    def rows(self, i: int, n: int = 1) -> np.ndarray:
+        n = max(0, min(n, self.shape[0] - i))
+        self.f.seek(self.start + i * self.row)
+        return np.frombuffer(self.f.read(n * self.row), dtype=self.dtype).reshape((n, *self.shape[1:]))
+
+
+def _npz_members(f) -> dict[str, int]:
+    """Member name -> offset of its data for the uncompressed (``np.savez``) members of an open .npz."""
+    import struct
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(f) as z:
+        infos = [i for i in z.infolist() if i.compress_type == zipfile.ZIP_STORED]
+    for info in infos:
+        f.seek(info.header_offset)
+        head = f.read(30)
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        out[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
+            info.header_offset + 30 + name_len + extra_len)
+    return out
+
+
 class _StagedParts:
-    """Staged arrays of parts, loaded on first use (at most a few parts per source)."""
+    """Rows of staged part files, read by seeking (at most a few parts per source are opened)."""
 
     def __init__(self, plan):
         self.plan = plan
-        self._cache: dict[tuple[str, int, str], Optional[dict]] = {}
+        self._arrays: dict[tuple, Optional[dict]] = {}
+        self._ids: dict[tuple, Optional[list]] = {}
         self._tok = None
 
-    def _load(self, source: str, part: int, what: str) -> Optional[dict]:
+    def _file(self, source: str, part: int, what: str) -> Optional[dict]:
+        """``{array name: _Npy}`` of one staged file (``docs``, ``sigs``, ``emb``: .npz; ``tokens``: .npy)."""
         key = (source, part, what)
-        if key not in self._cache:
-            from pipelines.staging import PartFiles, load_npy, load_npz
+        if key not in self._arrays:
+            from pipelines.staging import PartFiles
 
             try:
-                files = PartFiles(self.plan.part_staging(source, part))
+                f = _open(getattr(PartFiles(self.plan.part_staging(source, part)), what))
                 if what == "tokens":
-                    path = files.tokens
-                    arr = (np.load(path, mmap_mode="r", allow_pickle=False) if not fsio.is_remote(path)
-                           else load_npy(path))
-                    self._cache[key] = {"tokens": arr}
+                    self._arrays[key] = {"tokens": _Npy(f)}
                 else:
-                    self._cache[key] = load_npz(getattr(files, what))
+                    self._arrays[key] = {name: _Npy(f, off) for name, off in _npz_members(f).items()}
+                    uid = self._arrays[key]["uid"]
+                    self._arrays[key]["_uids"] = uid.rows(0, uid.shape[0])   # 8 bytes per document
             except Exception:  # noqa: BLE001 - staging of another source may already be gone (cross-source)
-                self._cache[key] = None
-        return self._cache[key]
+                self._arrays[key] = None
+        return self._arrays[key]
 
-    def _row(self, uid: int, what: str):
-        if uid < 0:
-            return None, None
+    def _row(self, uid: int, what: str) -> tuple[Optional[dict], Optional[int]]:
         try:
             source, part = self.plan.part_of_uid(uid)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a uid of a source not in this build
             return None, None
-        if source not in self.plan.hashes:
+        arrs = self._file(source, part, what)
+        if arrs is None:
             return None, None
-        arrs = self._load(source, part, what)
-        if arrs is None or "uid" not in arrs:
-            return arrs, None
-        i = int(np.searchsorted(arrs["uid"], uid))
-        if i >= len(arrs["uid"]) or int(arrs["uid"][i]) != uid:
+        uids = arrs["_uids"]
+        i = int(np.searchsorted(uids, uid))
+        if i >= len(uids) or int(uids[i]) != uid:
             return arrs, None
         return arrs, i
 
     def doc_id(self, uid: int) -> str:
         """The document's id (ids.json of its part); "" when its staging is gone."""
-        docs, i = self._row(uid, "docs")
+        _docs, i = self._row(uid, "docs")
         if i is None:
             return ""
-        source, part = self.plan.part_of_uid(uid)
-        key = (source, part, "ids")
-        if key not in self._cache:
+        key = self.plan.part_of_uid(uid)
+        if key not in self._ids:
             from pipelines.staging import PartFiles
 
             try:
-                self._cache[key] = {"ids": json.loads(fsio.read_bytes(PartFiles(self.plan.part_staging(source, part)).ids))}
+                self._ids[key] = json.loads(fsio.read_bytes(PartFiles(self.plan.part_staging(*key)).ids))
             except Exception:  # noqa: BLE001
-                self._cache[key] = None
-        ids = self._cache[key]
-        return ids["ids"][i] if ids is not None else ""
+                self._ids[key] = None
+        ids = self._ids[key]
+        return ids[i] if ids is not None else ""
 
     def text(self, uid: int) -> Optional[str]:
         docs, i = self._row(uid, "docs")
         if i is None:
             return None
-        source, part = self.plan.part_of_uid(uid)
-        tokens = self._load(source, part, "tokens")
+        tokens = self._file(*self.plan.part_of_uid(uid), "tokens")
         if tokens is None:
             return None
-        lo, hi = int(docs["offsets"][i]), int(docs["offsets"][i + 1])
-        ids = np.asarray(tokens["tokens"][lo:min(hi, lo + SNIPPET_TOKENS)]).tolist()
-        if ids and hi <= lo + SNIPPET_TOKENS and ids[-1] == 0:
+        lo, hi = (int(x) for x in docs["offsets"].rows(i, 2))
+        ids = tokens["tokens"].rows(lo, min(hi - lo, SNIPPET_TOKENS)).tolist()
+        if ids and hi - lo <= SNIPPET_TOKENS and ids[-1] == 0:
             ids = ids[:-1]       # the EOS every document ends with
         if self._tok is None:
             from tokenization import NeoXTokenizer
@@ -240,11 +283,20 @@ class _StagedParts:
             self._tok = NeoXTokenizer(raw=self.plan.tokenizer_json, verify=False)
         return snippet(self._tok.decode(ids).rstrip("\ufffd"))
 
+    def close(self) -> None:
+        closed = set()
+        for arrs in self._arrays.values():
+            for a in (arrs or {}).values():
+                if isinstance(a, _Npy) and id(a.f) not in closed:
+                    closed.add(id(a.f))
+                    a.f.close()
+        self._arrays.clear()
+
     def vector(self, uid: int, what: str) -> Optional[np.ndarray]:
         arrs, i = self._row(uid, what)
         if i is None:
             return None
-        return np.asarray(arrs["sig" if what == "sigs" else "emb"][i])
+        return np.asarray(arrs["sig" if what == "sigs" else "emb"].rows(i, 1)[0])
 
 
 def _pair_score(stage: str, a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[float]:
@@ -256,6 +308,24 @@ def _pair_score(stage: str, a: Optional[np.ndarray], b: Optional[np.ndarray]) ->
         na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
         return float(np.dot(a, b) / (na * nb)) if na and nb else None
     return None
+
+
+def _dedupe_examples(staged: _StagedParts, dd_by_key: Mapping[str, list], examples: dict, k: int) -> None:
+    """Per dedupe stage the k picks of smallest priority, both sides decoded from the staged tokens, with the
+    pair's estimated Jaccard (signatures) or cosine (embeddings)."""
+    for key in sorted(dd_by_key):
+        stage = key.split("/", 1)[0]
+        what = {"near_dedupe": "sigs", "semantic_dedupe": "emb"}.get(stage)
+        rows = []
+        for _pr, uid, doc_id, keeper_uid, keeper_id, value, _part in dd_by_key[key]:
+            row = {"id": doc_id, "value": value, "keeper_id": keeper_id or staged.doc_id(keeper_uid),
+                   "text": staged.text(uid), "keeper_text": staged.text(keeper_uid)}
+            if what:
+                score = _pair_score(stage, staged.vector(uid, what), staged.vector(keeper_uid, what))
+                if score is not None:
+                    row["pair_score"] = round(score, 6)
+            rows.append(row)
+        examples[key] = rows
 
 
 def build_examples(plan, source: str, parts: list[Mapping], k: int = K) -> dict:
@@ -274,16 +344,16 @@ def build_examples(plan, source: str, parts: list[Mapping], k: int = K) -> dict:
             continue
         read_bytes += int(s.get("read_bytes", 0))
         nbytes.update(s.get("bytes") or {})
-        for key, lst in (s.get("picks") or {}).items():
-            by_key[key] += [[pr, uid, p["part"]] for pr, uid in lst]
+        for key, lst in (s.get("picks") or {}).items():   # merged as they come: memory k per key
+            by_key[key] = merge_picks([by_key[key], [[pr, uid, p["part"]] for pr, uid in lst]], k)
         d = p.get("dedupe_samples") or {}
         nbytes.update(d.get("bytes") or {})
         for key, lst in (d.get("picks") or {}).items():
-            dd_by_key[key] += [[*x, p["part"]] for x in lst]
+            dd_by_key[key] = merge_picks([dd_by_key[key], [[*x, p["part"]] for x in lst]], k)
     examples: dict[str, list] = {}
     # per-document rejects: read only the samples.json of parts that hold a winner
     wanted: dict[int, set] = defaultdict(set)
-    chosen = {key: merge_picks([lst], k) for key, lst in by_key.items()}
+    chosen = dict(by_key)
     for key, lst in chosen.items():
         for _pr, _uid, part in lst:
             wanted[part].add(key)
@@ -301,22 +371,11 @@ def build_examples(plan, source: str, parts: list[Mapping], k: int = K) -> dict:
             if rec is not None:
                 rows.append(rec)
         examples[key] = rows
-    # dedupe: both sides decoded from staged tokens, the pair's score from signatures / embeddings
     staged = _StagedParts(plan)
-    for key in sorted(dd_by_key):
-        stage = key.split("/", 1)[0]
-        rows = []
-        for _pr, uid, doc_id, keeper_uid, keeper_id, value, _part in merge_picks([dd_by_key[key]], k):
-            row = {"id": doc_id, "value": value, "keeper_id": keeper_id or staged.doc_id(keeper_uid),
-                   "text": staged.text(uid),
-                   "keeper_text": staged.text(keeper_uid)}
-            what = {"near_dedupe": "sigs", "semantic_dedupe": "emb"}.get(stage)
-            if what:
-                score = _pair_score(stage, staged.vector(uid, what), staged.vector(keeper_uid, what))
-                if score is not None:
-                    row["pair_score"] = round(score, 6)
-            rows.append(row)
-        examples[key] = rows
+    try:
+        _dedupe_examples(staged, dd_by_key, examples, k)
+    finally:
+        staged.close()
     cfg = plan.sources[source]
     thresholds = {r.name: dict(sorted(r.params.items())) for r in cfg.chain.rules}
     return {"format": EXAMPLES_FORMAT, "source": source, "k": k, "snippet_chars": SNIPPET_CHARS,

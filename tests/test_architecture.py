@@ -14,7 +14,8 @@ PURE = ["contract.config", "contract.layout", "contract.registry", "contract.sta
         "contract.fsio", "pipelines.schema", "pipelines.readers", "pipelines.staging", "pipelines.plan",
         "pipelines.shards", "pipelines.process", "pipelines.config", "pipelines.filters", "pipelines.dedupe.exact",
         "pipelines.dedupe.minhash", "pipelines.dedupe.config", "pipelines.pii", "pipelines.decontam",
-        "pipelines.sanity", "mixtures.spec", "mixtures.planner", "mixtures.pack", "mixtures.build", "trainer.config"]
+        "pipelines.sanity", "pipelines.samples", "pipelines.report_html", "mixtures.spec", "mixtures.planner",
+        "mixtures.pack", "mixtures.build", "trainer.config"]
 
 
 def _imports(package: str, module_level_only: bool = False) -> dict[str, set[str]]:
