@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.filters import load  # noqa: E402
-from contract.registry import SOURCES  # noqa: E402
-from pipelines.filters import build_chain  # noqa: E402
+from benchmarks.filters import load
+from contract.registry import SOURCES
+from pipelines.filters import build_chain
 
 SHARED = ROOT.parent / "shared"
 WEB = ("c4_en", "mc4_en", "rp_commoncrawl")
@@ -50,8 +50,7 @@ def train_model(corpora: Path, out: str) -> str:
     def dump(names, path):
         with open(path, "w") as f:
             for n in names:
-                for text, _meta in load(corpora / f"{n}.jsonl.zst"):
-                    f.write(json.dumps({"text": text}) + "\n")
+                f.writelines(json.dumps({"text": text}) + "\n" for text, _meta in load(corpora / f"{n}.jsonl.zst"))
         return path
 
     tmp = Path(out).parent

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from contextlib import closing
-from typing import Mapping, Sequence
 
 from pipelines.filters import RULES, FilterChain
 from pipelines.readers import InputFile, read_file

@@ -31,7 +31,7 @@ import random
 import sys
 import tempfile
 from collections import Counter
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from contract import fsio
 from contract.config import ConfigError
@@ -84,7 +84,8 @@ def read_texts(globs: Sequence[str], text_field: str, skipped: Counter) -> list[
     return texts
 
 
-def precision_recall(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> tuple[float, float, int, int]:
+def precision_recall(scores: Sequence[float], labels: Sequence[bool],
+                     threshold: float) -> tuple[float, float, int, int]:
     """(precision, recall, predicted positives, actual positives) of ``score >= threshold`` for the positives."""
     pred = [s >= threshold for s in scores]
     tp = sum(p and y for p, y in zip(pred, labels))
@@ -113,7 +114,7 @@ def train(positive: Sequence[str], negative: Sequence[str], out: str, *, text_fi
     if n_pos == 0 or n_pos == len(lines):
         raise TrainError(f"need documents of both classes; got {n_pos:,} positive and {len(lines) - n_pos:,} negative")
     random.Random(seed).shuffle(lines)
-    n_test = int(round(len(lines) * holdout))
+    n_test = round(len(lines) * holdout)
     test, train_rows = lines[:n_test], lines[n_test:]
     log(f"documents: {n_pos:,} positive ({HQ}), {len(lines) - n_pos:,} negative ({LQ}); "
         f"training on {len(train_rows):,}, holding out {len(test):,}")
@@ -149,7 +150,7 @@ def train(positive: Sequence[str], negative: Sequence[str], out: str, *, text_fi
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.quality", description=__doc__.split("\n\n")[1],
                                  epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

