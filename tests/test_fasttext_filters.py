@@ -272,3 +272,26 @@ def _cfg(chain):
     import dataclasses
 
     return dataclasses.replace(cfg, chain=chain)
+
+
+def test_remote_model_written_hashed_and_loaded_through_beam_filesystems(tmp_path, s3_server):
+    """train --out s3://..., then the rule prepares (hash) and loads the model from S3 (moto on loopback)."""
+    boto3 = pytest.importorskip("boto3")
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from tests.conftest import s3_options
+
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="models")
+    FileSystems.set_options(PipelineOptions(s3_options(s3_server)))
+    rng = random.Random(10)
+    pos = _jsonl(tmp_path / "pos.jsonl", [styled("encyclopedic", rng) for _ in range(60)])
+    neg = _jsonl(tmp_path / "neg.jsonl", [styled("spam", rng) for _ in range(60)])
+    res = train([pos], [neg], "s3://models/q.bin", bucket=2_000, dim=8, log=lambda *_: None)
+    chain = build_chain([{"fasttext_quality": {"model": "s3://models/q.bin"}}])  # remote: checked in prepare
+    prepared = prepare_chain(_cfg(chain), [], "w")
+    assert prepared.chain.rules[0].params["model_sha256"] == res["sha256"]
+    assert prepared.chain(styled("spam", rng), {})[0] == "fasttext_quality"
+    assert prepared.chain(styled("encyclopedic", rng), {}) is None
+    with pytest.raises(ConfigError, match="s3://models/missing.bin"):
+        prepare_chain(_cfg(build_chain([{"fasttext_quality": {"model": "s3://models/missing.bin"}}])), [], "w")
