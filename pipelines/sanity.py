@@ -83,9 +83,10 @@ def warnings_for(stats: Mapping, meta_missing: Optional[Mapping[str, int]] = Non
     if read <= 0:
         return []
     out: list[tuple[int, float, str]] = []
+    by_design = {r for r, p in (stats.get("filter_params") or {}).items() if p.get("keep_top_fraction", 0) > 0}
     for rule, n in (stats.get("rejected") or {}).items():
         share = int(n) / read
-        if share > max_rule_share:
+        if share > max_rule_share and rule not in by_design:  # keep_top_fraction: 0.1 removes 90% on purpose
             fix = (f"check that the rule and its thresholds fit this corpus, override them ({{{rule}: {{...}}}}) "
                    f"or drop {rule} from {source}'s filters")
             if rule in NEEDS_META:

@@ -295,3 +295,12 @@ def test_remote_model_written_hashed_and_loaded_through_beam_filesystems(tmp_pat
     assert prepared.chain(styled("encyclopedic", rng), {}) is None
     with pytest.raises(ConfigError, match="s3://models/missing.bin"):
         prepare_chain(_cfg(build_chain([{"fasttext_quality": {"model": "s3://models/missing.bin"}}])), [], "w")
+
+
+def test_sanity_does_not_warn_about_a_top_fraction_removal_by_design():
+    from pipelines.sanity import warnings_for
+
+    stats = {"source": "c4_en", "read": 100, "malformed": 0, "rejected": {"fasttext_quality": 90}}
+    assert len(warnings_for(stats)) == 1  # min_score set by hand: 90% removed is worth a warning
+    stats["filter_params"] = {"fasttext_quality": {"keep_top_fraction": 0.1, "min_score": 0.73}}
+    assert warnings_for(stats) == []
