@@ -20,7 +20,7 @@ entry to paste into the sources YAML.
 
 Hyperparameters: bigrams (``wordNgrams 2``) as DCLM's classifier; ``--dim``, ``--bucket``, ``--epoch``,
 ``--lr``, ``--min-count`` are fastText's. The model file holds (words + bucket) x dim float32s
-(the defaults: ~128 MB for 500k buckets x 64 dims), loaded once per worker process.
+(the defaults: ~130-150 MB for 500k buckets x 64 dims), loaded once per worker process.
 """
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ class TrainError(RuntimeError):
     """Unusable training input (the message names the file or the reason)."""
 
 
-def read_texts(globs: Sequence[str], text_field: str, skipped: Counter) -> list[str]:
-    """The text of every record in the files the globs match, in file and line order."""
+def read_texts(globs: Sequence[str], text_field: str, skipped: Counter, prepare=lambda t: t) -> list[str]:
+    """``prepare(text)`` of every record in the files the globs match, in file and line order (preparing while
+    reading holds only the first ``--max-chars`` of each document in memory)."""
     from pipelines.config import infer_format
     from pipelines.readers import InputFileError, expand_inputs, get_path, iter_jsonl
 
@@ -80,7 +81,7 @@ def read_texts(globs: Sequence[str], text_field: str, skipped: Counter) -> list[
             if not isinstance(text, str):
                 skipped[f"{text_field!r} is not a string ({f.name})"] += 1
                 continue
-            texts.append(text)
+            texts.append(prepare(text))
     return texts
 
 
@@ -103,9 +104,12 @@ def train(positive: Sequence[str], negative: Sequence[str], out: str, *, text_fi
     if not 0.0 <= holdout < 1.0:
         raise TrainError(f"--holdout {holdout}: expected a fraction in [0, 1)")
     skipped: Counter = Counter()
-    pos, neg = read_texts(positive, text_field, skipped), read_texts(negative, text_field, skipped)
+    def prep(text):
+        return preprocess(text, max_chars)
+
+    pos, neg = read_texts(positive, text_field, skipped, prep), read_texts(negative, text_field, skipped, prep)
     rows = [(HQ, t) for t in pos] + [(LQ, t) for t in neg]
-    lines = [(lab, p) for lab, t in rows if (p := preprocess(t, max_chars))]
+    lines = [(lab, t) for lab, t in rows if t]
     skipped["empty after preprocessing"] += len(rows) - len(lines)
     for reason, n in sorted(skipped.items()):
         if n:
@@ -137,7 +141,7 @@ def train(positive: Sequence[str], negative: Sequence[str], out: str, *, text_fi
     fsio.write_bytes(out, data)
     result = {"out": out, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "positive": n_pos,
               "negative": len(lines) - n_pos, "train": len(train_rows), "holdout": len(test), "threshold": threshold}
-    if test:
+    if test:  # the held-out lines are preprocessed already; preprocess is idempotent
         scores = [quality_score(model, text, HQ, max_chars) for _lab, text in test]
         p, r, npred, npos = precision_recall(scores, [lab == HQ for lab, _ in test], threshold)
         result.update(precision=p, recall=r)
