@@ -304,3 +304,9 @@ def test_sanity_does_not_warn_about_a_top_fraction_removal_by_design():
     assert len(warnings_for(stats)) == 1  # min_score set by hand: 90% removed is worth a warning
     stats["filter_params"] = {"fasttext_quality": {"keep_top_fraction": 0.1, "min_score": 0.73}}
     assert warnings_for(stats) == []
+
+
+def test_lone_surrogates_are_scored_not_raised(quality_model):
+    text = "Der Fluss fließt langsam durch die Altstadt \udc80\ud800 bevor er das Meer erreicht."
+    assert build_chain(["fasttext_lang"])(text, {})[0] == "fasttext_lang"
+    assert 0.0 <= quality_score(load_model(quality_model), text) <= 1.0

@@ -153,6 +153,16 @@ def preprocess(text: str, max_chars: int = MAX_CHARS) -> str:
         n *= 2
 
 
+def _predict(model, line: str, k: int):
+    """``model.predict`` on one line; a lone surrogate (invalid UTF-8 read with surrogateescape/-pass) becomes
+    U+FFFD first, as fastText's own ``on_unicode_error="replace"`` would do (the Rust binding cannot encode it)."""
+    try:
+        return model.predict(line, k=k, on_unicode_error="replace")
+    except UnicodeEncodeError:
+        clean = line.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return model.predict(clean, k=k, on_unicode_error="replace")
+
+
 class _Last:
     """The previous (model, text) -> result, so a rule's tally hook re-uses the rule's prediction."""
 
@@ -176,7 +186,7 @@ def identify(text: str) -> tuple[str, float]:
     model = lid_model()
 
     def compute():
-        labels, probs = model.predict(text.replace("\n", " "), k=1, on_unicode_error="replace")
+        labels, probs = _predict(model, text.replace("\n", " "), 1)
         if not labels:
             return "", 0.0
         return labels[0][len(LABEL):], min(float(probs[0]), 1.0)
@@ -186,7 +196,7 @@ def identify(text: str) -> tuple[str, float]:
 
 def language_score(text: str, lang: str) -> float:
     """P(``lang``) for ``text`` (all 176 probabilities; only called for documents that are rejected)."""
-    labels, probs = lid_model().predict(text.replace("\n", " "), k=-1, on_unicode_error="replace")
+    labels, probs = _predict(lid_model(), text.replace("\n", " "), -1)
     for lab, p in zip(labels, probs):
         if lab == LABEL + lang:
             return min(float(p), 1.0)
@@ -197,7 +207,7 @@ def quality_score(model, text: str, label: str = HQ, max_chars: int = MAX_CHARS)
     """P(``label``) of ``preprocess(text)`` under the classifier ``model``."""
 
     def compute():
-        labels, probs = model.predict(preprocess(text, max_chars), k=-1, on_unicode_error="replace")
+        labels, probs = _predict(model, preprocess(text, max_chars), -1)
         for lab, p in zip(labels, probs):
             if lab == label:
                 return min(float(p), 1.0)
