@@ -190,6 +190,8 @@ def funnel_svg(rows: Sequence[tuple[str, Optional[int], Optional[int]]], unit: s
             txt = fmt(after)
         elif removed is None:
             txt = "n/a"
+        elif removed < 0:  # PII placeholders can be longer than the addresses they replace
+            txt = f"+{fmt(-removed)}"
         else:
             txt = f"-{fmt(removed)}" + (f" ({_pct(removed / before)})" if before else "")
         body.append(f'<text x="{label_w + bar_w + 6}" y="{y + 14}" class="val">{esc(txt)}</text>')
@@ -310,7 +312,7 @@ def funnel_rows(s: Mapping, ex: Optional[Mapping]) -> tuple[list, Optional[list]
     if byt is not None:
         kept_b = int(s.get("bytes_kept", 0))
         if left_b != kept_b:  # PII masking and decontam cuts rewrite kept documents in place
-            byt.append(("rewritten in place", left_b - kept_b, kept_b))
+            byt.append(("masked / cut in place", left_b - kept_b, kept_b))
         byt.append(("kept", None, kept_b))
     return docs, byt
 
@@ -326,6 +328,16 @@ def _snip(text: Optional[str], cls: str = "snip") -> str:
     if text is None:
         return '<div class="snip none">(text not available)</div>'
     return f'<pre class="{cls}">{esc(text)}</pre>'
+
+
+def _snip_match(r: Mapping) -> str:
+    """A decontaminated document's window with the eval n-gram marked."""
+    text, m = r.get("text"), r.get("match")
+    if text is None or not m:
+        return _snip(text)
+    lead = "&hellip;" if r.get("text_offset") else ""
+    return (f'<pre class="snip">{lead}{esc(text[:m[0]])}<mark>{esc(text[m[0]:m[1]])}</mark>'
+            f"{esc(text[m[1]:])}</pre>")
 
 
 def _reject_examples(name: str, s: Mapping, ex: Optional[Mapping]) -> str:
@@ -451,7 +463,7 @@ def render_source(name: str, s: Mapping, ex: Optional[Mapping]) -> str:
             for r in rows:
                 parts.append(f'<div class="ex"><div class="meta"><b>{esc(r.get("id", ""))}</b> &middot; eval source '
                              f'<b>{esc(r.get("eval_source", "?"))}</b> &middot; n-gram <code>{esc(r.get("ngram", ""))}'
-                             f'</code></div>{_snip(r.get("text"))}</div>')
+                             f'</code></div>{_snip_match(r)}</div>')
             parts.append("</div>")
     dup_fields = (("exact_dedupe", "exact_duplicates", "identical normalized text"),
                   ("near_dedupe", "near_duplicates", "estimated Jaccard (MinHash)"),
@@ -572,7 +584,7 @@ pre.snip{white-space:pre-wrap;word-break:break-word;background:#f7f8fa;border-le
 padding:4px 8px;font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;max-height:9em;overflow:auto}
 .none{font-size:12px;color:#6b7385}
 .pair{margin:8px 0 14px}.side{display:grid;grid-template-columns:1fr 1fr;gap:10px}
-nav a{margin-right:10px}code{background:#f0f3f7;padding:0 3px;border-radius:3px}
+mark{background:#ffe08a;padding:0 1px}nav a{margin-right:10px}code{background:#f0f3f7;padding:0 3px;border-radius:3px}
 """
 
 

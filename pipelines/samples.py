@@ -84,6 +84,13 @@ def merge_picks(lists: Iterable[Iterable[list]], k: int = K) -> list[list]:
     return heapq.nsmallest(k, (p for lst in lists for p in lst), key=lambda p: (p[0], p[1]))
 
 
+def _ngram_pattern(ngram: str):
+    """The eval n-gram (lower-cased ``\\w+`` words, as ``pipelines.decontam`` matches) in the original text."""
+    import re
+
+    return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in ngram.split()) + r"(?!\w)", re.IGNORECASE)
+
+
 def _nbytes(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
@@ -122,12 +129,18 @@ class PartSampler:
             elif r.stage == "decontam" and ": " in r.detail:
                 rec["eval_source"], rec["ngram"] = r.detail.split(": ", 1)
             if text is not None:
-                shown = text
+                ngram = rec.get("ngram") if r.stage == "decontam" else None
+                shown = text if ngram else text[: SNIPPET_CHARS * 4]
                 if self.pii:
                     from pipelines.pii import mask_pii
 
-                    shown = mask_pii(text[: SNIPPET_CHARS * 4])[0]
+                    shown = mask_pii(shown)[0]
                 rec["text"] = snippet(shown)
+                m = _ngram_pattern(ngram).search(shown) if ngram else None
+                if m:  # the window around the eval n-gram, and where it is in the window
+                    lo = max(0, min(m.start() - 80, len(shown) - SNIPPET_CHARS))
+                    rec["text"], rec["text_offset"] = shown[lo:lo + SNIPPET_CHARS], lo
+                    rec["match"] = [m.start() - lo, min(m.end() - lo, SNIPPET_CHARS)]
                 rec["chars"] = len(text)
             return rec
 

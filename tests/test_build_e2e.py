@@ -65,6 +65,13 @@ def test_demo_build_all_ten_sources_reconcile_and_rerun_is_identical(tmp_path, t
         assert stats["kept"] > 0
     assert load_stats(out, "c4_en")["malformed"] == 2 and load_stats(out, "c4_en")["exact_duplicates"] > 0
     assert sum(load_stats(out, n)["docs_ge_4096_tokens"] for n in SOURCE_NAMES) > 10
+    # the build's report (pipelines.report_html): every source, every rule that fired, the planted examples
+    # (tests/test_report_html.py has the full demo with its mixture, and the browser)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for n in SOURCE_NAMES:
+        assert f'data-source="{n}"' in page and all(f"rule {r}</text>" in page for r in load_stats(out, n)["rejected"])
+    assert 'data-key="read/bad_json"' in page and "c4_en.jsonl.gz:351" in page and "Lorem ipsum dolor" in page
+    assert page.count('<div class="pair">') >= 3 * 5   # exact pairs of c4_en, mc4_en, rp_commoncrawl (5 each)
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     # second build into a fresh dir: byte-identical shards and stats
     out2 = tmp_path / "out2"

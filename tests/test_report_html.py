@@ -98,6 +98,22 @@ def test_part_sampler_masks_pii_and_counts_bytes():
     assert s.read_bytes == len(doc.text) and s.bytes == {"filter/min_words": len(doc.text)}
 
 
+def test_decontaminated_example_is_the_window_around_the_ngram():
+    class Cfg:
+        pii = False
+
+    s = PartSampler(Cfg())
+    ngram = "the quick brown fox jumps over the lazy dog and runs far away"
+    text = "intro " * 200 + "THE Quick, brown-fox jumps over the lazy DOG and runs far away!" + " outro" * 200
+    doc = Document(1, "d", "rp_arxiv", text, "f:1", {})
+    s.reject(Reject(1, "d", "rp_arxiv", "decontam", "eval_overlap", "f:1", float("nan"), "", f"mmlu/test: {ngram}"), doc)
+    [rec] = s.res.records()["decontam/eval_overlap"].values()
+    assert (rec["eval_source"], rec["ngram"]) == ("mmlu/test", ngram) and len(rec["text"]) == 300
+    lo, hi = rec["match"]
+    assert rec["text"][lo:hi] == "THE Quick, brown-fox jumps over the lazy DOG and runs far away"
+    assert text[rec["text_offset"]:rec["text_offset"] + 300] == rec["text"]
+
+
 # ---------------------------------------------------------------------------------------------
 # a real build with decontamination, PII, exact + near dedupe and a sanity warning
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +210,7 @@ def test_build_report_holds_sources_rules_and_planted_examples(small_build, tmp_
     dc = _block(arxiv, "decontam/eval_overlap")
     assert all(f"dirty-{i}" in dc for i in range(5))
     assert "eval source <b>gsm8k</b>" in dc and "eval source <b>mmlu/test</b>" in dc
+    assert dc.count("<mark>") == 5  # the window around the n-gram, the n-gram marked
     st = load_stats(out, "rp_arxiv")
     assert st["decontaminated"] == 5 and st["exact_duplicates"] == 1 and st["near_duplicates"] == 1
     # duplicates side by side: the removed copy and its keeper, with the estimated Jaccard
@@ -302,12 +319,12 @@ def test_demo_build_report(tmp_path, tokenizer_path, chromium):
     assert "Lorem ipsum dolor sit amet" in _block(c4, "filter/c4_lorem_ipsum")
     assert "enable JavaScript" in page or "cookies" in page.lower()
     assert "cosine with its keeper" in _block(c4, "semantic_dedupe/semantic_duplicate")
-    # the mixture: planned vs realized, the long part, 3 openings per stream
+    # the mixture: planned vs realized, the long part, 3 openings per stream (fewer where it packs fewer samples)
     manifest = json.loads((out / "mixtures" / "mpt30b_8k" / "manifest.json").read_text())
     mix = page[page.index('data-mixture="mpt30b_8k"'):]
     assert "planned vs realized share" in mix and "(long-sequence subset)" in mix
     for stream in manifest["streams"]:
         block = mix[mix.index(f'data-stream="{stream}"') + 10:]
         block = block[:min(i for i in (block.find('data-stream="'), block.find("</section>"), len(block)) if i >= 0)]
-        assert block.count('class="ex"') == 3, stream
+        assert block.count('class="ex"') == min(3, manifest["streams"][stream]["packed_samples"]) > 0, stream
     _check_rendered(chromium, out / "report.html", list(SOURCE_NAMES), ["mpt30b_8k"])
