@@ -92,7 +92,7 @@ def _ngram_pattern(ngram: str):
 
 
 def _nbytes(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 class PartSampler:

@@ -50,7 +50,9 @@ def ensure_chromium(timeout: float = 900) -> tuple[Optional[str], str]:
         return None, "chromium not installed and not root (run: apt-get update && apt-get install -y chromium)"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
-        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+        quick = ["-o", "Acquire::http::Timeout=20", "-o", "Acquire::https::Timeout=20", "-o", "Acquire::Retries=1"]
+        for cmd in (["apt-get", *quick, "update", "-q"],
+                    ["apt-get", *quick, "install", "-y", "-q", "--no-install-recommends", "chromium"]):
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
             if proc.returncode != 0:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
