@@ -26,7 +26,6 @@ same build gives the same bytes (no clock, sorted everything); the page stays fa
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -119,7 +118,7 @@ def _openings(dataset_dir: str, tok) -> list[dict]:
     for i, sample in _read_positions(dataset_dir, [int(p) for p in pos], index):
         tokens = np.asarray(sample["tokens"])
         text = tok.decode(tokens[:OPENING_TOKENS].tolist()).rstrip("\ufffd")[:OPENING_CHARS]
-        rows.append({"sample": i, "tokens": int(len(tokens)), "documents": int((tokens == 0).sum()), "text": text})
+        rows.append({"sample": i, "tokens": len(tokens), "documents": int((tokens == 0).sum()), "text": text})
     return rows
 
 

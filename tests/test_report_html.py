@@ -270,8 +270,9 @@ def _check_rendered(chromium: str, page: Path, sources: list[str], mixtures: lis
     # its part charts; every chart draws something
     assert v["empty_charts"] == 0 and v["bars"] > 10 * len(sources)
     assert len(v["drawn"]) == 1 + len(sources) + len(mixtures) and min(v["drawn"][1:]) >= 2, v["drawn"]
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     img = Image.open(io.BytesIO(res["png"])).convert("RGB")
     assert img.size == (1280, 900)
