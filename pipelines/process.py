@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import Optional
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from pipelines.steps import (
     Decontaminate,
     MaskPII,
     document_steps,
+    filter_stats,
     run_steps,
     step_stats,
 )
@@ -182,11 +182,12 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
                "decontam": {"by_eval": dict(sorted(by_eval.items())), "spans_removed": int(decontam["spans_removed"]),
                             "documents_cut": int(decontam["documents_cut"])},
                "meta_missing": dict(sorted(step_stats(steps, CountMissingMeta).items())),
+               "filter_stats": filter_stats(steps),
                "samples": sampler.save(files.samples)}
     write_json(files.summary, summary)
     return summary
 
 
-def cached_summary(task: PartTask, plan: BuildPlan) -> Optional[dict]:
+def cached_summary(task: PartTask, plan: BuildPlan) -> dict | None:
     """The part's summary when an earlier run (same inputs and config) finished it."""
     return PartFiles(plan.part_staging(task.source, task.part)).done()
