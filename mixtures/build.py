@@ -202,6 +202,17 @@ def _build_local(spec, spec_file: str, sources_dir: str, out_dir: str, final_out
               "renormalize the remaining proportions.")
     try:
         infos = {s: load_source(sources_dir, s) for s in spec.sources if s not in missing}
+        empty = [s for s, i in infos.items() if i.num_docs == 0]
+        if empty and not allow_missing:
+            raise MixtureError(
+                f"mixture {spec.name!r} needs source(s) that were built but kept no document: "
+                + ", ".join(f"{s} ({os.path.join(sources_dir, s)}: 0 documents; its stats say what removed them)"
+                            for s in empty)
+                + ". Fix the source (text_field, inputs, filters), or pass --allow-missing-sources to leave them "
+                  "out and renormalize the remaining proportions.")
+        for s in empty:
+            del infos[s]
+        missing = missing + empty
         plan = plan_mixture(spec, {s: i.doc_tokens for s, i in infos.items()}, tokens=tokens, demo=demo,
                             seed=seed, missing=missing)
     except (SourceDataError, ValueError) as e:

@@ -56,19 +56,22 @@ class Tools:
         self.tokenizer = NeoXTokenizer(raw=plan.tokenizer_json)
         self.signers = {n: Signer(SignatureSpec.from_config(c.dedupe.minhash))
                         for n, c in plan.sources.items() if c.dedupe.minhash}
-        self._embedder = None
+        self.plan = plan
+        self._embedders: dict = {}
         # one eval index per decontam config per worker process (cached_index), built with the tools
         from pipelines.decontam import cached_index
 
         self.eval_index = {n: cached_index(c.decontam) for n, c in plan.sources.items() if c.decontam is not None}
 
-    @property
-    def embedder(self):
-        if self._embedder is None:
-            from pipelines.dedupe import semantic
+    def embedder(self, source: str):
+        """The source's SemDedup embedder, loaded on first use and shared by sources naming the same one."""
+        from pipelines.dedupe.embed import load_embedder
 
-            self._embedder = semantic.load_embedder("cpu")
-        return self._embedder
+        sem = self.plan.sources[source].dedupe.semantic
+        key = (sem.model, sem.device)
+        if key not in self._embedders:
+            self._embedders[key] = load_embedder(sem.model, sem.device, threads=1)
+        return self._embedders[key]
 
 
 class _Accumulator:
@@ -101,10 +104,8 @@ def _flush(batch: list[Document], acc: _Accumulator, task: PartTask, plan: Build
         acc.sig_uids += [batch[r].uid for r in rows.tolist()]
         acc.sigs.append(sigs)
     if cfg.dedupe.semantic:
-        from pipelines.dedupe import semantic
-
         sem = cfg.dedupe.semantic
-        acc.embs.append(semantic.embed(tools.embedder, texts, sem.batch_size, sem.max_chars))
+        acc.embs.append(tools.embedder(task.source).embed(texts, sem.batch_size, sem.max_chars))
     acc.tokens += tools.tokenizer.encode_batch(texts, eos=True)
     return sum(nbytes)
 
@@ -166,7 +167,7 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
         save_npz(files.sigs, uid=np.asarray(acc.sig_uids, dtype=np.int64),
                  sig=np.concatenate(acc.sigs) if acc.sigs else np.zeros((0, width), np.uint32))
     if cfg.dedupe.semantic:
-        from pipelines.dedupe.semantic import EMBED_DIM
+        from pipelines.dedupe.embed import EMBED_DIM
 
         save_npz(files.emb, uid=np.asarray(acc.uids, dtype=np.int64),
                  emb=np.concatenate(acc.embs) if acc.embs else np.zeros((0, EMBED_DIM), np.float32))

@@ -81,7 +81,7 @@ def warnings_for(stats: Mapping, meta_missing: Optional[Mapping[str, int]] = Non
     source = stats.get("source", "?")
     read = int(stats.get("read", 0)) - int(stats.get("malformed", 0))
     if read <= 0:
-        return []
+        return [_nothing_kept(source, stats, 0)] if "kept" in stats else []
     out: list[tuple[int, float, str]] = []
     by_design = {r for r, p in (stats.get("filter_params") or {}).items() if p.get("keep_top_fraction", 0) > 0}
     for rule, n in (stats.get("rejected") or {}).items():
@@ -114,4 +114,20 @@ def warnings_for(stats: Mapping, meta_missing: Optional[Mapping[str, int]] = Non
             f"{source}: {what} absent from {int(n):,} of {read:,} documents ({_pct(share)}); {effects}. "
             f"If the input has it, add it to meta_fields for {source} in the sources YAML (a dotted path, e.g. "
             f"meta.{keys[0]}); otherwise drop {', '.join(rules)} from {source}'s filters.")))
+    if int(stats.get("kept", 1)) == 0:
+        out.append((-1, 0.0, _nothing_kept(source, stats, read)))
     return [s for _, _, s in sorted(out)]
+
+
+def _nothing_kept(source: str, stats: Mapping, read: int) -> str:
+    """An empty source is a result, not a crash; say what emptied it, biggest cause first."""
+    causes = {f"filter rule {r}": int(n) for r, n in (stats.get("rejected") or {}).items()}
+    for field, what in (("decontaminated", "decontamination"), ("exact_duplicates", "exact dedupe"),
+                        ("near_duplicates", "near dedupe"), ("semantic_duplicates", "semantic dedupe")):
+        causes[what] = int(stats.get(field, 0))
+    top = sorted(((n, c) for c, n in causes.items() if n), reverse=True)[:3]
+    most = ("most removed by " + "; ".join(f"{c}: {n:,}" for n, c in top) if top else
+            f"the inputs hold no readable document: {int(stats.get('malformed', 0)):,} malformed")
+    return (f"{source}: no document kept of {read:,} read ({most}); the source is empty in "
+            f"sources/ and a mixture that needs it stops unless --allow-missing-sources. Check text_field, "
+            f"the inputs and the filter chain.")

@@ -101,3 +101,65 @@ def test_rank_cutoff_is_exact_beyond_the_quantile_resolution(keep):
     with beam.Pipeline() as p:
         cut = p | beam.Create(keys) | RankCutoff(keep)
         assert_that(cut, equal_to([expected]))
+
+
+@needs_shared("corpora")
+@needs_shared("tokenizers")
+def test_graph_equals_the_in_memory_policy(tmp_path, tokenizer_path):
+    """The Beam graph removes exactly what semantic.removals_in_memory removes from the staged embeddings
+    (same keepers, same M), so benchmarks that score embedders with the function score the build."""
+    from pipelines.staging import PartFiles, load_npz
+
+    base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=150, min_chars=200)
+    rng = random.Random(9)
+    texts = base + [make_variant(base[i], "typos", 0.5, rng) for i in range(0, 60, 3)]
+    cfg = {"keep_fraction": 0.7, "n_clusters": 4, "sample_size": 120}
+    plan, rejects, _ids = stage_and_dedupe(tmp_path, {"c4_en": [(f"c4-{i}", t) for i, t in enumerate(texts)]},
+                                           {"exact": False, "minhash": False, "semantic": cfg}, tokenizer_path)
+    z = [load_npz(PartFiles(plan.part_staging(t.source, t.part)).emb) for t in plan.tasks]
+    uids = np.concatenate([x["uid"] for x in z])
+    emb = np.concatenate([x["emb"] for x in z])
+    expected = semantic.removals_in_memory(uids, emb, SemDedupConfig(**cfg))
+    assert len(expected) == semantic.n_to_remove(len(texts), 0.7)
+    assert {r.uid: r.keeper_uid for r in rejects} == {u: k for u, (k, _m) in expected.items()}
+    assert all(r.value == pytest.approx(expected[r.uid][1], abs=1e-6) for r in rejects)
+
+
+def test_in_memory_policy_on_tiny_inputs():
+    rng = np.random.default_rng(0)
+    cfg = SemDedupConfig(n_clusters=3, keep_fraction=0.5)
+    for n in range(0, 6):
+        e = _unit(rng.normal(size=(n, 8))).astype(np.float32) if n else np.zeros((0, 8), np.float32)
+        out = semantic.removals_in_memory(list(range(n)), e, cfg)
+        assert len(out) == (semantic.n_to_remove(n, 0.5) if n >= 2 else 0)
+        assert all(k not in out for k, _m in out.values())  # keepers are kept
+
+
+@needs_shared("corpora")
+def test_static_embedder_batches_and_devices():
+    from pipelines.dedupe.embed import EMBED_DIM, load_embedder
+
+    texts = load_texts(CORPORA / "c4_en.jsonl.zst", limit=40, min_chars=50) + ["", "   ", "!!"]
+    static = load_embedder("static-minilm-l6", "cpu")
+    e = static.embed(texts)
+    assert e.shape == (len(texts), EMBED_DIM) and e.dtype == np.float32
+    assert np.allclose(np.linalg.norm(e[:40], axis=1), 1.0, atol=1e-5)
+    assert not e[-3].any()  # no word piece: a zero vector (similar to nothing)
+    one_by_one = np.concatenate([static.embed([t]) for t in texts])
+    assert np.allclose(e, one_by_one, atol=1e-6)
+    assert np.array_equal(e, load_embedder("static-minilm-l6", "cpu").embed(texts))  # deterministic
+    # a close copy is nearer to its original than to other documents
+    near = static.embed([make_variant(texts[0], "typos", 0.3, random.Random(1))])[0]
+    sims = e[:40] @ near
+    assert int(np.argmax(sims)) == 0
+    if torch_cuda():
+        g = load_embedder("static-minilm-l6", "cuda").embed(texts)
+        assert np.allclose(g, e, atol=1e-4)
+    with pytest.raises(RuntimeError if not torch_cuda() else ValueError):
+        load_embedder("static-minilm-l6" if not torch_cuda() else "nope", "cuda")
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

