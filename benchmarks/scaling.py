@@ -4,11 +4,11 @@ time per stage, and in the same run the raw NeoX encoder ceilings (fastokens, th
 
 The corpus is benchmarks/make_scale_corpus.py's non-duplicate rewrite of ../shared/corpora (all ten
 sources; kept under --corpus-root so sizes are generated once). Each build is `python -m pipelines.build`
-in a fresh process with `--workers` local workers and `--skip-mixture`; dedupe is exact + MinHash for
-every source (SemDedup's CPU embedding is measured separately with --semantic: ~15 documents per
-CPU-second, see RESULTS.md). RSS is sampled from /proc every 0.5 s over the driver and all its children.
+in a fresh process with `--workers` local workers and `--skip-mixture`, once per configuration: `default`
+(the registry's dedupe: exact + MinHash everywhere and SemDedup on c4_en, what users run) and
+`exact-minhash` (SemDedup off). RSS is sampled from /proc every 0.5 s over the driver and all its children.
 
-    python benchmarks/scaling.py --gb 1 2 4
+    python benchmarks/scaling.py --gb 1 2 4 --configs default exact-minhash
 """
 from __future__ import annotations
 
@@ -126,7 +126,8 @@ def main():
     ap.add_argument("--gb", type=float, nargs="+", default=[1, 2, 4])
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--corpus-root", default="/tmp/mptdata-scale", help="generated corpora are kept here")
-    ap.add_argument("--semantic", action="store_true", help="keep the registry's dedupe (SemDedup on c4_en)")
+    ap.add_argument("--configs", nargs="+", default=["default", "exact-minhash"],
+                    choices=["default", "exact-minhash"], help="dedupe configurations, each built at every size")
     ap.add_argument("--keep-output", action="store_true")
     args = ap.parse_args()
     if not TOK.exists():
@@ -142,46 +143,55 @@ def main():
         if not (root / "sources.yaml").exists():
             print(f"generating {gb:g} GB corpus in {root} ...", file=sys.stderr, flush=True)
             make(root, gb)
-        cfg = yaml.safe_load((root / "sources.yaml").read_text())
-        if not args.semantic:
-            for c in cfg["sources"].values():
-                c["dedupe"] = {"exact": True, "minhash": True}
-        sources = root / ("sources-default.yaml" if args.semantic else "sources-exact-minhash.yaml")
-        sources.write_text(yaml.safe_dump(cfg, sort_keys=False))
         if ceiling is None:
             ceiling = encoder_ceiling(sample_texts(root, 64))
-        out = root / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        print(f"building {gb:g} GB ...", file=sys.stderr, flush=True)
-        res = run_build(sources, out, args.workers, [])
-        stats = [json.loads(p.read_text()) for p in sorted((out / "stats").glob("*.json"))]
-        docs = sum(s["read"] for s in stats)
-        in_mb = sum(f.stat().st_size for f in root.glob("*/*.jsonl.zst")) / 1e6
-        text_in = _text_mb(root)
-        rows.append((gb, text_in, in_mb, docs, sum(s["kept"] for s in stats), sum(s["tokens"] for s in stats),
-                     res))
-        if not args.keep_output:
+        for config in args.configs:
+            cfg = yaml.safe_load((root / "sources.yaml").read_text())
+            if config == "exact-minhash":
+                for c in cfg["sources"].values():
+                    c["dedupe"] = {"exact": True, "minhash": True}
+            sources = root / f"sources-{config}.yaml"
+            sources.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            out = root / "out"
             shutil.rmtree(out, ignore_errors=True)
+            print(f"building {gb:g} GB, {config} ...", file=sys.stderr, flush=True)
+            res = run_build(sources, out, args.workers, [])
+            stats = [json.loads(p.read_text()) for p in sorted((out / "stats").glob("*.json"))]
+            for st in stats:  # the build checks this before writing stats; a benchmark row must too
+                assert st["read"] == (st["malformed"] + st["kept"] + st["exact_duplicates"] + st["near_duplicates"]
+                                      + st["semantic_duplicates"] + st.get("decontaminated", 0)
+                                      + sum(st["rejected"].values())), st["source"]
+            res["semantic"] = sum(st["semantic_duplicates"] for st in stats)
+            docs = sum(s["read"] for s in stats)
+            in_mb = sum(f.stat().st_size for f in root.glob("*/*.jsonl.zst")) / 1e6
+            text_in = _text_mb(root)
+            rows.append((gb, config, text_in, in_mb, docs, sum(s["kept"] for s in stats),
+                         sum(s["tokens"] for s in stats), res))
+            if not args.keep_output:
+                shutil.rmtree(out, ignore_errors=True)
     cores = args.workers
-    print(f"\n{os.cpu_count()} cores, {cores} workers, load avg {os.getloadavg()[0]:.1f}; dedupe: "
-          f"{'registry default (SemDedup on c4_en)' if args.semantic else 'exact + MinHash, every source'}; "
+    print(f"\n{os.cpu_count()} cores, {cores} workers, load avg {os.getloadavg()[0]:.1f}; configs: default = the "
+          f"registry's dedupe (SemDedup on c4_en), exact-minhash = SemDedup off; every source reconciled; "
           f"encoder in the build: {ceiling['encoder']}")
     print(f"raw encoder ceiling on 64 MB of the same text: fastokens {ceiling['fastokens']:.1f} MB/s per core, "
           f"tokenizers {ceiling['tokenizers']:.2f} MB/s per core")
-    print("| text GB | MB text | MB on disk | docs | kept | tokens | wall s | MB/s | MB/s per core | core-h per TB "
+    print("| text GB | config | MB text | MB on disk | docs | kept | semantic dups | tokens | wall s | MB/s | MB/s per core | core-h per TB "
           "| vs fastokens | vs tokenizers | peak tree RSS MB | first progress s | max progress gap s | stage times |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for gb, text_in, in_mb, docs, kept, toks, res in rows:
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for gb, config, text_in, in_mb, docs, kept, toks, res in rows:
         rate = text_in / res["wall"]
         per_core = rate / cores
-        print(f"| {gb:g} | {text_in:,.0f} | {in_mb:,.0f} | {docs:,} | {kept:,} | {toks:,} | {res['wall']:,.0f} | "
+        print(f"| {gb:g} | {config} | {text_in:,.0f} | {in_mb:,.0f} | {docs:,} | {kept:,} | {res['semantic']:,} | "
+              f"{toks:,} | {res['wall']:,.0f} | "
               f"{rate:.2f} | {per_core:.2f} | {1e6 / per_core / 3600:,.0f} | {per_core / ceiling['fastokens']:.3f} | "
               f"{per_core / ceiling['tokenizers']:.2f} | {res['peak_tree_mb']:,.0f} | "
               f"{res['first_progress_s'] or float('nan'):.0f} | {res['max_progress_gap_s'] or float('nan'):.0f} | "
               f"{res['stages'].replace('stage times (seconds from start): ', '')} |")
-    if len(rows) > 1:
-        for a, b in zip(rows, rows[1:]):
-            print(f"peak tree RSS {a[0]:g} -> {b[0]:g} GB: {100 * (b[6]['peak_tree_mb'] / a[6]['peak_tree_mb'] - 1):+.1f}%")
+    for config in args.configs:
+        mine = [r for r in rows if r[1] == config]
+        for a, b in zip(mine, mine[1:]):
+            print(f"{config}: peak tree RSS {a[0]:g} -> {b[0]:g} GB: "
+                  f"{100 * (b[7]['peak_tree_mb'] / a[7]['peak_tree_mb'] - 1):+.1f}%")
 
 
 def _text_mb(root: Path) -> float:

@@ -288,7 +288,7 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
           f"{sum(sizes.values()) / 1e6:,.1f} MB on disk, {len(plan.tasks)} part(s)"
           f"{f' ({resumable} already done by an earlier run: resuming)' if resumable else ''} "
           f"-> {out}/sources  (workers: {args.workers}; progress every 20 s)", flush=True)
-    with Reporter(out, sizes) as reporter, beam.Pipeline(options=options) as p:
+    with Reporter(out, sizes, parts={n: plan.num_parts(n) for n in todo}) as reporter, beam.Pipeline(options=options) as p:
         build_graph(p, plan)
     print(reporter.stage_times(), flush=True)
     fsio.delete_tree(heartbeat_dir(out))

@@ -152,9 +152,26 @@ class FinalizeSources(beam.PTransform):
                 | "Finalize" >> beam.ParDo(_FinalizeSource(self.plan)))
 
 
+# CPU cost of a byte of input relative to the exact + MinHash path (benchmarks/RESULTS.md): the transformer
+# embedder on a CPU is ~100x the static one, which costs about what the rest of a part costs
+_EMBED_COST = {"static-minilm-l6": 1.5, "minilm-l6": 40.0}
+
+
+def part_cost(plan: BuildPlan, task: PartTask) -> float:
+    """Estimated CPU cost of a part: its input bytes, weighted by what its source's dedupe embeds."""
+    sem = plan.sources[task.source].dedupe.semantic
+    return task.input_bytes * (_EMBED_COST.get(sem.model, 1.0) if sem else 1.0)
+
+
+def by_cost(plan: BuildPlan) -> list[PartTask]:
+    """Costliest parts first, so that a slow source's parts start early instead of holding the build's tail
+    while the other workers idle (runners that keep the order honour it; others lose nothing)."""
+    return sorted(plan.tasks, key=lambda t: (-part_cost(plan, t), t.source, t.part))
+
+
 def build_graph(p: beam.Pipeline, plan: BuildPlan):
     """Add the whole per-source build to pipeline ``p``; returns the PCollection of (source, stats)."""
-    parts = p | "Parts" >> beam.Create(plan.tasks) | "ProcessDocuments" >> ProcessDocuments(plan)
+    parts = p | "Parts" >> beam.Create(by_cost(plan)) | "ProcessDocuments" >> ProcessDocuments(plan)
     removals = parts | "Dedupe" >> Dedupe(plan)
     written = (parts, removals) | "WriteShards" >> WriteShards(plan)
     return written | "FinalizeSources" >> FinalizeSources(plan)

@@ -69,9 +69,18 @@ def _fmt_eta(seconds: Optional[float]) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def progress_lines(recs: list[dict], totals: Mapping[str, int], started: float, now: float) -> list[str]:
-    """One line per (stage, source) with work, plus an ALL line: docs, MB of text, MB/s, share of input, ETA."""
-    groups: dict = defaultdict(lambda: {"docs": 0, "text": 0, "inp": 0, "tasks": 0, "done": 0, "t0": now})
+def progress_lines(recs: list[dict], totals: Mapping[str, int], started: float, now: float,
+                   parts: Optional[Mapping[str, int]] = None) -> list[str]:
+    """One line per (stage, source) with work, plus an ALL line: docs, MB of text, MB/s, share of input,
+    parts done/running/queued and an ETA.
+
+    The ETA divides what is left of a source (running parts' remainders and the parts not started yet) by
+    the rate its running parts read at now; a source whose remaining parts all wait for a worker says
+    "queued" instead of a number extrapolated from work that has stopped. ``parts``: source -> parts in
+    the build (the read stage's queue); without it parts not yet started are not counted."""
+    parts = dict(parts or {})
+    groups: dict = defaultdict(lambda: {"docs": 0, "text": 0, "inp": 0, "tasks": 0, "done": 0, "t0": now,
+                                        "run_rate": 0.0})
     for r in recs:
         for key in ((r["stage"], r["source"]), (r["stage"], "ALL")):
             g = groups[key]
@@ -81,16 +90,32 @@ def progress_lines(recs: list[dict], totals: Mapping[str, int], started: float, 
             g["tasks"] += 1
             g["done"] += bool(r.get("done"))
             g["t0"] = min(g["t0"], r.get("t0", now))
+            if not r.get("done"):
+                g["run_rate"] += r.get("input_bytes", 0) / max(1.0, now - r.get("t0", now))
     lines = []
     for (stage, source), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "ALL", kv[0][1])):
         elapsed = max(1.0, now - (started if source == "ALL" else g["t0"]))  # a source's rate from its first task
         total = totals.get(source, sum(totals.values()) if source == "ALL" else 0)
         share = min(1.0, g["inp"] / total) if total else None
-        rate = g["inp"] / elapsed
-        eta = (total - g["inp"]) / rate if total and rate > 0 and share is not None and share < 1 else (0 if share == 1 else None)
+        n_parts = (sum(parts.values()) if source == "ALL" else parts.get(source)) if stage == "read" else None
+        running = g["tasks"] - g["done"]
+        queued = max(0, n_parts - g["tasks"]) if n_parts is not None else 0
+        left = total - g["inp"] if total else None
+        if share == 1 or (left is not None and left <= 0 and not running and not queued):
+            eta = "0m00s"
+        elif running == 0 and queued:
+            eta = f"queued ({queued} part{'s' if queued > 1 else ''} wait for a worker)"
+        elif left is not None and g["run_rate"] > 0:
+            eta = _fmt_eta(left / g["run_rate"])
+        elif left is not None and g["inp"] > 0:
+            eta = _fmt_eta(left / (g["inp"] / elapsed))
+        else:
+            eta = "-"
+        tasks = (f"parts {g['done']} done, {running} running, {queued} queued" if n_parts is not None
+                 else f"tasks {g['done']}/{g['tasks']}")
         lines.append(f"  {stage:<8} {source:<17} {g['docs']:>10,} docs {g['text'] / 1e6:>9,.1f} MB text "
                      f"{g['text'] / 1e6 / elapsed:>6.2f} MB/s  {'' if share is None else f'{100 * share:5.1f}% of input'}"
-                     f"  tasks {g['done']}/{g['tasks']}  ETA {_fmt_eta(eta)}")
+                     f"  {tasks}  ETA {eta}")
     return lines
 
 
@@ -98,8 +123,8 @@ class Reporter:
     """Driver side: a daemon thread printing progress lines every INTERVAL_S seconds until stopped."""
 
     def __init__(self, out: str, totals: Mapping[str, int], write: Callable[[str], None] = None,
-                 interval: float = INTERVAL_S):
-        self.out, self.totals, self.interval = out, dict(totals), interval
+                 interval: float = INTERVAL_S, parts: Optional[Mapping[str, int]] = None):
+        self.out, self.totals, self.interval, self.parts = out, dict(totals), interval, dict(parts or {})
         self.write = write or (lambda s: print(s, file=sys.stderr, flush=True))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
@@ -116,7 +141,7 @@ class Reporter:
     def report(self) -> None:
         now = time.time()
         recs = [r for r in read_heartbeats(self.out) if r.get("t", now) >= self.started - 1]
-        lines = progress_lines(recs, self.totals, self.started, now)
+        lines = progress_lines(recs, self.totals, self.started, now, self.parts)
         head = f"[progress {time.strftime('%H:%M:%S')}, {now - self.started:,.0f} s]"
         self.write(head + ("\n" + "\n".join(lines) if lines else "  starting workers (no part finished reading yet)"))
 

@@ -66,3 +66,47 @@ def test_requirements_per_document():
     rules = ["max_bytes", "code_language", "md_language", "olmo_min_stars"]
     assert missing_requirements({}, rules) == ["lang|path|max_stars_repo_path", "max_stars_count"]
     assert missing_requirements({"lang": "Python", "max_stars_count": "3"}, rules) == []
+
+
+def test_progress_eta_counts_parts_not_started():
+    from pipelines.progress import progress_lines
+
+    now = 1000.0
+    recs = [  # rp_books: 1 of 3 parts finished, nothing running; c4_en: one part half read in 50 s
+        {"stage": "read", "source": "rp_books", "docs": 10, "text_bytes": 20e6, "input_bytes": 20e6, "done": True,
+         "t0": 900.0},
+        {"stage": "read", "source": "c4_en", "docs": 5, "text_bytes": 5e6, "input_bytes": 5e6, "done": False,
+         "t0": 950.0},
+    ]
+    lines = progress_lines(recs, {"rp_books": 60e6, "c4_en": 20e6}, 900.0, now, {"rp_books": 3, "c4_en": 2})
+    books = next(ln for ln in lines if "rp_books" in ln)
+    c4 = next(ln for ln in lines if "c4_en" in ln)
+    assert "parts 1 done, 0 running, 2 queued" in books and "ETA queued (2 parts wait for a worker)" in books
+    # c4_en: 15 MB left (the running part's rest and one part not started) at the running part's 0.1 MB/s
+    assert "parts 0 done, 1 running, 1 queued" in c4 and "ETA 2m30s" in c4
+    assert "ALL" in lines[-1] and "parts 1 done, 1 running, 3 queued" in lines[-1]
+
+
+def test_costliest_parts_first():
+    from pipelines.graph import by_cost, part_cost
+    from pipelines.plan import PartTask
+    from pipelines.readers import InputFile
+
+    def task(source, part, size):
+        return PartTask(source, part, (InputFile(part, f"/x/{source}-{part}.jsonl", f"{source}-{part}", size),))
+
+    class _Plan:
+        tasks = (task("rp_books", 0, 100), task("c4_en", 0, 80), task("c4_en", 1, 10))
+        sources = {"rp_books": _src(None), "c4_en": _src("minilm-l6")}
+
+    order = by_cost(_Plan())
+    assert [(t.source, t.part) for t in order] == [("c4_en", 0), ("c4_en", 1), ("rp_books", 0)]
+    assert part_cost(_Plan(), _Plan.tasks[0]) == 100
+
+
+def _src(model):
+    from types import SimpleNamespace
+
+    from pipelines.dedupe.config import SemDedupConfig
+
+    return SimpleNamespace(dedupe=SimpleNamespace(semantic=SemDedupConfig(model=model) if model else None))

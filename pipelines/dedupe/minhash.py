@@ -63,8 +63,9 @@ def _word_table() -> np.ndarray:
     """bool per code point: is it ``\\w`` for Python's ``re``? Built once per process from ``re`` itself,
     so the vectorized split is the regex split by construction (tests compare them)."""
     table = np.zeros(sys.maxunicode + 1, dtype=bool)
-    chars = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
-    cps = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)
+    cps = np.arange(sys.maxunicode + 1, dtype=np.uint32)
+    cps = cps[(cps < 0xD800) | (cps > 0xDFFF)]
+    chars = cps.tobytes().decode("utf-32-le")
     starts = [m.start() for m in re.finditer(r"\w", chars)]
     table[cps[starts]] = True
     return table

@@ -95,10 +95,11 @@ def olmo_repeated_ngrams(text: str, meta: Mapping[str, str], min_repeats: int, m
     toks = repetition_tokens(text)
     if len(toks) < min_repeats * min_period:
         return None
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in toks), dtype=np.int64, count=len(toks))
-    if len(vocab) == len(toks):
-        return None  # no token occurs twice
+    counts = Counter(toks)
+    if max(counts.values()) < min_repeats:
+        return None  # every token of a repeated n-gram occurs min_repeats times
+    vocab = {t: i for i, t in enumerate(counts)}
+    ids = np.fromiter(map(vocab.__getitem__, toks), dtype=np.int64, count=len(toks))
     times, period, start = longest_periodic_run(ids, min_period, max_period)
     if times < min_repeats:
         return None
