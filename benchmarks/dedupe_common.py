@@ -159,19 +159,40 @@ def _to_doc(line: str):
 
 
 def run_ours(in_dir: str, out_dir: str, workers: int) -> None:
+    """The build's own near-dup path: the fused per-part step (signatures staged per part) on every input
+    file, then the Beam Dedupe policy with MinHash only, on the local runner with ``workers`` processes."""
+    import glob as _glob
+
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.dedupe.config import MinHashConfig
-    from pipelines.dedupe.transforms import NearDedupe
+    from pipelines.config import source_config
+    from pipelines.dedupe.policy import Dedupe
+    from pipelines.plan import BuildPlan
+    from pipelines.process import Tools, process_part
+    from pipelines.readers import expand_inputs
+    from pipelines.staging import PartFiles, load_npz
 
-    opts = PipelineOptions(direct_num_workers=workers, direct_running_mode="multi_processing")
+    tok = os.environ.get("NEOX_TOKENIZER") or str(ROOT.parent / "shared" / "tokenizers" / "gpt-neox-20b" /
+                                                  "tokenizer.json")
+    cfg = source_config("rp_commoncrawl", {"inputs": sorted(_glob.glob(os.path.join(in_dir, "*.jsonl"))),
+                                           "id_field": "id", "text_field": "text", "filters": "none",
+                                           "dedupe": {"exact": False, "minhash": True}}, "bench")
+    files = {"rp_commoncrawl": expand_inputs("rp_commoncrawl", cfg.inputs)}
+    plan = BuildPlan.make(os.path.join(out_dir, "build"), Path(tok).read_text(), True, False,
+                          {"rp_commoncrawl": cfg}, files, {"rp_commoncrawl": "bench"}, {"rp_commoncrawl": {}})
     t0 = time.perf_counter()
+    tools = Tools(plan)
+    summaries = [process_part(t, plan, tools) for t in plan.tasks]
+    ids = {}
+    for t in plan.tasks:
+        f = PartFiles(plan.part_staging(t.source, t.part))
+        ids.update(zip(load_npz(f.docs)["uid"].tolist(), json.loads(Path(f.ids).read_text())))
+    opts = PipelineOptions(direct_num_workers=workers, direct_running_mode="multi_processing")
     with beam.Pipeline(options=opts) as p:
-        (p | beam.io.ReadFromText(os.path.join(in_dir, "*.jsonl"))
-           | beam.Map(_to_doc)
-           | NearDedupe(MinHashConfig())
-           | beam.Map(lambda r: json.dumps({"id": r.id, "duplicate_of": r.duplicate_of, "value": r.value}))
+        (p | beam.Create(summaries) | Dedupe(plan)
+           | beam.Map(lambda kv, ids=ids: json.dumps({"id": ids[kv[1].uid], "duplicate_of": kv[1].keeper_id,
+                                                      "value": kv[1].value}))
            | beam.io.WriteToText(os.path.join(out_dir, "rejects"), shard_name_template=""))
     print(json.dumps({"pipeline_s": time.perf_counter() - t0}))
 
@@ -260,18 +281,53 @@ def _read_texts(in_dir: str) -> list[str]:
 
 
 def sig_seconds_ours(in_dir: str) -> float:
-    """Per-document signature work (normalize, shingle, datasketch MinHash, band keys), one core."""
+    """Per-document signature work (normalize, shingle, one-permutation MinHash, band keys), one core, in
+    the batches the build uses."""
     from pipelines.dedupe.config import MinHashConfig
-    from pipelines.dedupe.minhash import SignatureSpec, Signer, band_keys
+    from pipelines.dedupe.minhash import SignatureSpec, Signer, band_keys_batch
 
     texts = _read_texts(in_dir)
     spec = SignatureSpec.from_config(MinHashConfig())
     s = Signer(spec)
+    s.sign_batch(["warm up the word table"])
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), 512):
+        _rows, sigs = s.sign_batch(texts[i:i + 512])
+        band_keys_batch(sigs, spec.bands, spec.rows)
+    return time.perf_counter() - t0
+
+
+def sig_seconds_previous(in_dir: str) -> float:
+    """The previous scheme (until this change): regex words, xxh3 per word in Python, datasketch's
+    k-permutation MinHash (affine32, 128 permutations), band keys by xxh3 per band: the baseline of the
+    >= 5x speed-up."""
+    import re as _re
+
+    import numpy as np
+    import xxhash
+    from datasketch import MinHash
+
+    texts = _read_texts(in_dir)
+    word_re = _re.compile(r"\w+")
+    mult = np.uint64(0x9E3779B97F4A7C15)
+    tmpl = MinHash(num_perm=128, seed=1, scheme="affine32", hashfunc=lambda x: x)
     t0 = time.perf_counter()
     for t in texts:
-        sig = s.signature(t)
-        if sig is not None:
-            band_keys(sig, spec.bands, spec.rows)
+        ws = word_re.findall(t.lower())
+        wh = np.fromiter((xxhash.xxh3_64_intdigest(w.encode()) for w in ws), dtype=np.uint64, count=len(ws))
+        if not len(wh):
+            continue
+        k = min(5, len(wh))
+        acc = wh[: len(wh) - k + 1].copy()
+        for j in range(1, k):
+            acc *= mult
+            acc ^= wh[j: len(wh) - k + 1 + j]
+        hs = (acc ^ (acc >> np.uint64(32))).astype(np.uint32)
+        tmpl.clear()
+        for st in range(0, hs.size, 8192):
+            tmpl.update_batch(hs[st: st + 8192].tolist())
+        sig = np.array(tmpl.hashvalues, dtype=np.uint32)
+        [xxhash.xxh3_64_intdigest(sig[i * 7:(i + 1) * 7].tobytes(), seed=i) for i in range(18)]
     return time.perf_counter() - t0
 
 
@@ -298,6 +354,8 @@ if __name__ == "__main__":
         run_ours(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif mode == "sigrate-ours":
         print(json.dumps({"seconds": sig_seconds_ours(sys.argv[2])}))
+    elif mode == "sigrate-previous":
+        print(json.dumps({"seconds": sig_seconds_previous(sys.argv[2])}))
     elif mode == "sigrate-datatrove":
         print(json.dumps({"seconds": sig_seconds_datatrove(sys.argv[2])}))
     elif mode == "datatrove-stage":

@@ -135,7 +135,8 @@ def main():
         if cpu_name in by and gpu_name in by:
             a_, b_ = by[cpu_name], by[gpu_name]
             cos = float(np.min(np.sum(a_[1] * b_[1], axis=1)))
-            print(f"{gpu_name} vs {cpu_name}: removed sets Jaccard {len(a_[0] & b_[0]) / max(1, len(a_[0] | b_[0])):.4f}"
+            jac = len(a_[0] & b_[0]) / max(1, len(a_[0] | b_[0]))
+            print(f"{gpu_name} vs {cpu_name}: removed sets Jaccard {jac:.4f}"
                   f", max |embedding difference| {float(np.abs(a_[1] - b_[1]).max()):.2e}, min cosine {cos:.6f}")
 
 
