@@ -85,19 +85,42 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(text.lower())
 
 
-def _word_hashes(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start offsets, 64-bit hashes) of the words in a code-point array."""
-    pos = np.flatnonzero(_word_table()[cp])  # word characters
-    if not len(pos):
-        return pos, np.zeros(0, np.uint64)
-    first = np.flatnonzero(np.diff(pos, prepend=-2) != 1)  # index in pos of each word's first character
-    lens = np.diff(first, append=len(pos))
-    off = np.arange(len(pos)) - np.repeat(first, lens)  # offset of each character inside its word
-    powers = _char_powers(1 << max(4, int(lens.max()).bit_length()))
+@lru_cache(maxsize=4)
+def _prefix_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B^i, B^-i) mod 2^64 for i < n (B odd, so its inverse exists mod 2^64)."""
+    inv = np.uint64(pow(int(_CHAR_MULT), -1, 1 << 64))
+    pw, pinv = np.ones(n, dtype=np.uint64), np.ones(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        h = np.add.reduceat(cp[pos].astype(np.uint64) * powers[off], first)
+        pw[1:] = np.cumprod(np.full(n - 1, _CHAR_MULT, dtype=np.uint64))
+        pinv[1:] = np.cumprod(np.full(n - 1, inv, dtype=np.uint64))
+    return pw, pinv
+
+
+def _word_hashes(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start offsets, 64-bit hashes) of the words in a code-point array. A word's hash is
+    splitmix64(sum_j c_j * B^j ^ length << 40) over its code points c_0.. (mod 2^64), computed for all words
+    at once: from prefix sums where the array is short enough for cached powers, else by offsets."""
+    isw = _word_table()[cp]
+    edge = np.diff(isw.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    if not len(starts):
+        return starts, np.zeros(0, np.uint64)
+    lens = ends - starts
+    n = len(cp)
+    with np.errstate(over="ignore"):
+        if n <= _CHUNK_CHARS * 2:
+            pw, pinv = _prefix_powers(1 << max(10, int(n).bit_length()))
+            prefix = np.zeros(n + 1, dtype=np.uint64)
+            np.cumsum(cp.astype(np.uint64) * pw[:n], out=prefix[1:])  # only spans inside words are used
+            h = (prefix[ends] - prefix[starts]) * pinv[starts]
+        else:  # one huge document: offsets inside words instead of powers of the whole length
+            pos = np.flatnonzero(isw)
+            first = np.cumsum(lens) - lens
+            off = np.arange(len(pos)) - np.repeat(first, lens)
+            powers = _char_powers(1 << max(4, int(lens.max()).bit_length()))
+            h = np.add.reduceat(cp[pos].astype(np.uint64) * powers[off], first)
         h ^= lens.astype(np.uint64) << _U64(40)
-    return pos[first], splitmix64(h)
+    return starts, splitmix64(h)
 
 
 def _shingles(texts: Sequence[str], ngram: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
