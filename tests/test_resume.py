@@ -15,8 +15,9 @@ import zstandard
 
 from tests.conftest import REPO, needs_shared
 
-TEXTS = [f"Document {i} about topic {i % 13}: " + " ".join(f"w{(i * 31 + j * 7) % 997}" for j in range(400))
-         for i in range(600)]
+TEXTS = [f"Document {i} about topic {i % 13}: " + " ".join(f"w{(i * 31 + j * 7) % 997}" for j in range(800))
+         for i in range(6000)]
+PER_FILE = 500  # ~2 MB a part: long enough (~0.1 s each) for the poll below to catch a partial build
 
 
 def _corpus(tmp: Path) -> Path:
@@ -24,8 +25,8 @@ def _corpus(tmp: Path) -> Path:
 
     d = tmp / "in"
     d.mkdir(parents=True)
-    for f in range(12):  # 12 files of 50 documents; with 0.001 MB parts every file is its own part
-        rows = [{"text": t, "id": f"f{f}-{i}"} for i, t in enumerate(TEXTS[f * 50:(f + 1) * 50])]
+    for f in range(12):  # 12 files; with 0.001 MB parts every file is its own part
+        rows = [{"text": t, "id": f"f{f}-{i}"} for i, t in enumerate(TEXTS[f * PER_FILE:(f + 1) * PER_FILE])]
         (d / f"{f:02d}.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
             "".join(json.dumps(r) + "\n" for r in rows).encode()))
     cfg = {"sources": {"rp_arxiv": {"inputs": [str(d / "*.jsonl.zst")], "id_field": "id", "filters": "none",
@@ -56,7 +57,7 @@ def test_killed_build_reuses_finished_parts(tmp_path, tokenizer_path):
     done = []
     while time.time() - t < 240 and proc.poll() is None and len(done) < 3:
         done = sorted(out.glob(".staging/rp_arxiv/*/parts/*/summary.json"))
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its worker processes
     proc.wait()
     done = sorted(out.glob(".staging/rp_arxiv/*/parts/*/summary.json"))
