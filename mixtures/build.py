@@ -62,8 +62,7 @@ def _r(x: float) -> float:
 
 def _manifest(plan: Plan, infos: dict[str, SourceInfo], results: dict, spec_file: str, demo: bool) -> dict:
     spec = plan.spec
-    with open(spec_file, "rb") as f:
-        spec_bytes = f.read()
+    spec_bytes = fsio.read_bytes(spec_file)
     sources = {}
     for src, info in infos.items():
         lm = long_mask(info.doc_tokens, spec.long_min_tokens, spec.long_count_eos)
@@ -172,15 +171,10 @@ def _fetch_sources(sources_dir: str, names, scratch: str) -> str:
         if not fsio.exists(layout.join(src, layout.INDEX)):
             continue  # reported as missing by the caller
         for rel in fsio.list_files(src):
-            dst = os.path.join(local, s, rel)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            with open(dst, "wb") as f:
-                f.write(fsio.read_bytes(layout.join(src, rel)))
+            fsio.fetch(layout.join(src, rel), os.path.join(local, s, rel))
         stats = layout.stats_path(out_root, s)
         if fsio.exists(stats):
-            os.makedirs(os.path.join(scratch, "stats"), exist_ok=True)
-            with open(os.path.join(scratch, "stats", f"{s}.json"), "wb") as f:
-                f.write(fsio.read_bytes(stats))
+            fsio.fetch(stats, os.path.join(scratch, "stats", f"{s}.json"))
     return local
 
 
@@ -331,10 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="processes packing streams in parallel (default: all cores; output bytes do not depend on it)")
     args, fs_args = ap.parse_known_args(argv)
     if fs_args:  # e.g. --s3_endpoint_url=...: Beam filesystem options for gs:// and s3:// paths
-        from apache_beam.io.filesystems import FileSystems
-        from apache_beam.options.pipeline_options import PipelineOptions
-
-        FileSystems.set_options(PipelineOptions(fs_args))
+        fsio.set_options(fs_args)
     out = args.out or layout.mixtures_dir(layout.out_of_sources_dir(args.sources_dir))
     try:
         tokens = parse_tokens(args.tokens, "--tokens") if args.tokens is not None else None

@@ -116,8 +116,6 @@ def check_decontam(sources: dict, where: str) -> dict:
     """Each distinct decontam config: its eval files listed and indexed on the driver, so a bad path or
     text_field fails before any input is read. Returns config -> ((path, size) of each eval file, index
     stats for the stats record)."""
-    from apache_beam.io.filesystems import FileSystems
-
     from pipelines.decontam import DecontamError, EvalIndex, list_eval_files
 
     info = {}
@@ -127,7 +125,7 @@ def check_decontam(sources: dict, where: str) -> dict:
             index = EvalIndex.build(cfg)
         except DecontamError as e:
             raise ConfigError(f"{where}: {e}; fix decontam.eval_paths / decontam.text_field") from None
-        sizes = [(path, FileSystems.match([path])[0].metadata_list[0].size_in_bytes) for path, _name in listed]
+        sizes = [(path, fsio.size(path)) for path, _name in listed]
         info[cfg] = (sizes, {"eval_files": len(listed), "eval_sources": list(index.sources),
                              "eval_texts": index.eval_texts, "skipped_short": index.skipped_short,
                              "ngrams": index.num_ngrams, "bytes": index.nbytes})
@@ -174,8 +172,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run(args, beam_args) -> int:
-    from apache_beam.io.filesystems import FileSystems
-
     from pipelines.readers import expand_inputs
 
     # 1. everything the user wrote is validated before any input is listed or read
@@ -201,7 +197,7 @@ def run(args, beam_args) -> int:
                           "Add them to the sources file, pass --allow-missing-sources to renormalize without them, "
                           "or --skip-mixture to build only the per-source shards.")
     options = beam_options(beam_args, args.workers)
-    FileSystems.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
+    fsio.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
     decontam = check_decontam(sources, args.sources or "demo sources")
     # 2. the tokenizer, then the inputs
     from tokenization import NeoXTokenizer, fingerprint

@@ -10,6 +10,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
+from contract import fsio
 from contract.config import ConfigError, build, require
 from contract.registry import SOURCE_NAMES, SOURCES
 from pipelines.decontam import DecontamConfig, DecontamError
@@ -117,15 +118,14 @@ def source_config(name: str, raw: Mapping[str, Any], where: str,
 
 
 def load_sources(path: str) -> dict[str, SourceConfig]:
-    from apache_beam.io.filesystems import FileSystems
-
     try:
-        with FileSystems.open(path) as f:
-            data = yaml.safe_load(f.read().decode("utf-8"))
+        data = yaml.safe_load(fsio.read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: sources file not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except fsio.StorageError as e:
+        raise ConfigError(f"{path}: cannot read the sources file: {type(e.cause).__name__}: {e.cause}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the sources file: {e}") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("sources"), Mapping) or not data["sources"]:

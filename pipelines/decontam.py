@@ -42,12 +42,11 @@ Eval data: JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``) or direc
 (e.g. answer choices). The eval source name is the file's path relative to the directory given (or
 its base name), without the extension: ``mmlu/test``.
 
-No Beam import at module level: only ``load_eval_texts`` touches Beam's FileSystems, lazily.
+Eval files are listed and read through ``contract.fsio`` (strict gzip/zstd: a truncated or corrupt eval file
+is a DecontamError naming the file and the line, never a silently smaller index).
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import re
@@ -58,6 +57,8 @@ from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import xxhash
+
+from contract import fsio
 
 WORD_RE = re.compile(r"\w+", re.UNICODE)   # same as pipelines.dedupe.minhash.WORD_RE
 MODES = ("document", "spans")
@@ -146,10 +147,6 @@ def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _strip_ext(name: str) -> str:
     for ext in sorted(EXTENSIONS, key=len, reverse=True):
         if name.endswith(ext):
@@ -168,26 +165,23 @@ def list_eval_files(paths: Iterable[str]) -> list[tuple[str, str]]:
     found: dict[str, str] = {}
     for p in paths:
         files: list[tuple[str, str]] = []
-        if _is_remote(p):
-            from apache_beam.io.filesystems import FileSystems
-
+        if fsio.is_remote(p):
             is_dir = p.endswith("/") or (not _has_glob(p) and not p.endswith(EXTENSIONS))
             pattern = p.rstrip("/") + "/**" if is_dir else p
             try:
-                metas = FileSystems.match([pattern])[0].metadata_list
-            except Exception as e:  # Beam raises BeamIOError when nothing matches
-                raise DecontamError(f"decontam eval path {p}: cannot list it ({type(e).__name__}: {e})") from None
+                matched = fsio.glob(pattern)
+            except fsio.StorageError as e:  # Beam raises BeamIOError when nothing matches
+                raise DecontamError(f"decontam eval path {p}: cannot list it ({type(e.cause).__name__}: "
+                                    f"{e.cause})") from None
             prefix = p.rstrip("/") + "/"
-            for m in metas:
-                if m.path.endswith(EXTENSIONS):
-                    name = m.path[len(prefix):] if is_dir else m.path.rsplit("/", 1)[-1]
-                    files.append((m.path, _strip_ext(name)))
-        elif os.path.isdir(p):
-            for d, _, fns in os.walk(p):
-                for fn in fns:
-                    if fn.endswith(EXTENSIONS):
-                        full = os.path.join(d, fn)
-                        files.append((full, _strip_ext(os.path.relpath(full, p).replace(os.sep, "/"))))
+            for path, _size in matched:
+                if path.endswith(EXTENSIONS):
+                    name = path[len(prefix):] if is_dir else path.rsplit("/", 1)[-1]
+                    files.append((path, _strip_ext(name)))
+        elif fsio.isdir(p):
+            for rel in fsio.list_files(p):
+                if rel.endswith(EXTENSIONS):
+                    files.append((os.path.join(p, rel), _strip_ext(rel.replace(os.sep, "/"))))
         else:
             import glob
 
@@ -199,26 +193,6 @@ def list_eval_files(paths: Iterable[str]) -> list[tuple[str, str]]:
         for path, name in files:
             found.setdefault(path, name)
     return sorted(found.items(), key=lambda kv: (kv[1], kv[0]))
-
-
-def _open_lines(path: str) -> Iterator[bytes]:
-    if _is_remote(path):
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    else:
-        raw = open(path, "rb")
-    with raw:
-        if path.endswith(".gz"):
-            stream = gzip.GzipFile(fileobj=raw)
-        elif path.endswith((".zst", ".zstd")):
-            import zstandard
-
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        else:
-            stream = raw
-        yield from io.BufferedReader(stream) if not isinstance(stream, io.BufferedReader) else stream
 
 
 def _get_path(rec, dotted: str):
@@ -238,7 +212,7 @@ def load_eval_texts(cfg: DecontamConfig) -> Iterator[tuple[str, str]]:
     for path, name in list_eval_files(cfg.eval_paths):
         n_texts = 0
         try:
-            for line in _open_lines(path):
+            for line in fsio.read_lines(path):
                 line = line.strip()
                 if not line:
                     continue
@@ -251,8 +225,11 @@ def load_eval_texts(cfg: DecontamConfig) -> Iterator[tuple[str, str]]:
                     if isinstance(v, str) and v.strip():
                         n_texts += 1
                         yield name, v
-        except (OSError, EOFError) as e:
-            raise DecontamError(f"decontam eval file {path}: cannot read it ({type(e).__name__}: {e})") from None
+        except fsio.CorruptStreamError as e:
+            raise DecontamError(f"decontam eval file {path}: {e.detail}; re-create or re-download it") from None
+        except fsio.StorageError as e:
+            raise DecontamError(f"decontam eval file {path}: cannot read it ({type(e.cause).__name__}: "
+                                f"{e.cause})") from None
         if n_texts == 0:
             raise DecontamError(f"decontam eval file {path}: no line has a string field {cfg.text_field!r} "
                                 f"(set decontam.text_field)")

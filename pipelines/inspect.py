@@ -17,7 +17,7 @@ boundaries); ``reject`` prints the audit record(s) of a document id from ``OUT/r
 writes the same page to ``OUT/report.html``).
 
 Paths come from ``contract.layout`` only. ``OUT`` may be local or remote (``gs://``, ``s3://``,
-through Beam's FileSystems; only the shard files a command needs are fetched); Beam filesystem options
+read through ``contract.fsio``; only the shard files a command needs are fetched); Beam filesystem options
 (``--s3_endpoint_url=...``, ``--s3_region_name=...``, GCS project ...) are accepted as the build takes them. Every error names the
 file it could not find and exits with status 2.
 """
@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from contract import layout
+from contract import fsio, layout
 
 COMMANDS = ("summary", "docs", "samples", "reject")
 
@@ -42,30 +41,17 @@ class InspectError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# File access (local or any Beam filesystem)
+# File access (contract.fsio; its errors become InspectErrors naming the file)
 # ---------------------------------------------------------------------------------------------
-
-
-def _exists(path: str) -> bool:
-    if layout.is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.exists(path)
-    return os.path.exists(path)
 
 
 def _read_bytes(path: str, what: str) -> bytes:
     try:
-        if layout.is_remote(path):
-            from contract import fsio
-
-            return fsio.read_bytes(path)
-        with open(path, "rb") as f:
-            return f.read()
+        return fsio.read_bytes(path)
     except FileNotFoundError:
         raise InspectError(f"{path}: not found ({what})") from None
-    except Exception as e:  # remote errors, permissions
-        raise InspectError(f"{path}: cannot read ({what}): {type(e).__name__}: {e}") from None
+    except fsio.StorageError as e:  # remote errors, permissions
+        raise InspectError(f"{path}: cannot read ({what}): {type(e.cause).__name__}: {e.cause}") from None
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -73,38 +59,6 @@ def _read_json(path: str, what: str) -> Any:
         return json.loads(_read_bytes(path, what))
     except json.JSONDecodeError as e:
         raise InspectError(f"{path}: not valid JSON ({what}): {e}") from None
-
-
-def _list(dirpath: str, suffix: str) -> list[str]:
-    """Base names of the files directly in ``dirpath`` ending in ``suffix``, sorted; [] if absent."""
-    if layout.is_remote(dirpath):
-        from apache_beam.io.filesystems import FileSystems
-
-        prefix = dirpath.rstrip("/") + "/"
-        try:
-            metas = FileSystems.match([prefix + "*" + suffix])[0].metadata_list
-        except Exception:
-            return []
-        return sorted(m.path[len(prefix):] for m in metas if "/" not in m.path[len(prefix):])
-    if not os.path.isdir(dirpath):
-        return []
-    return sorted(f for f in os.listdir(dirpath) if f.endswith(suffix) and os.path.isfile(os.path.join(dirpath, f)))
-
-
-def _subdirs(dirpath: str, marker: str) -> list[str]:
-    """Names of the folders directly in ``dirpath`` that hold a file named ``marker``, sorted."""
-    if layout.is_remote(dirpath):
-        from apache_beam.io.filesystems import FileSystems
-
-        prefix = dirpath.rstrip("/") + "/"
-        try:
-            metas = FileSystems.match([prefix + "*/" + marker])[0].metadata_list
-        except Exception:
-            return []
-        return sorted({m.path[len(prefix):].split("/")[0] for m in metas})
-    if not os.path.isdir(dirpath):
-        return []
-    return sorted(d for d in os.listdir(dirpath) if os.path.isfile(os.path.join(dirpath, d, marker)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,15 +71,15 @@ _DUP_FIELDS = ("exact_duplicates", "near_duplicates", "semantic_duplicates")
 def load_stats(out: str) -> dict[str, dict]:
     """``{source: stats}`` for every ``OUT/stats/<source>.json``."""
     d = layout.stats_dir(out)
-    names = _list(d, ".json")
+    names = fsio.files_in(d, ".json")
     return {n[:-5]: _read_json(layout.stats_path(out, n[:-5]), "per-source stats") for n in names}
 
 
 def load_manifests(out: str) -> dict[str, dict]:
     found = {}
-    for name in _subdirs(layout.mixtures_dir(out), layout.MANIFEST):
+    for name in fsio.dirs_with(layout.mixtures_dir(out), layout.MANIFEST):
         path = layout.join(layout.mixture_dir(out, name), layout.MANIFEST)
-        if _exists(path):
+        if fsio.exists(path):
             found[name] = _read_json(path, "mixture manifest")
     return found
 
@@ -252,11 +206,13 @@ def _local_copy(dataset_dir: str, shard: dict, tmp: str) -> str:
     if not layout.is_remote(dataset_dir):
         return dataset_dir
     base = (shard.get("zip_data") or shard["raw_data"])["basename"]
-    dest = os.path.join(tmp, base)
-    if not os.path.exists(dest):
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        with open(dest, "wb") as f:
-            f.write(_read_bytes(layout.join(dataset_dir, *base.split("/")), "MDS shard"))
+    path = layout.join(dataset_dir, *base.split("/"))
+    try:
+        fsio.local_copy(path, tmp, name=base)
+    except FileNotFoundError:
+        raise InspectError(f"{path}: not found (MDS shard)") from None
+    except fsio.StorageError as e:
+        raise InspectError(f"{path}: cannot read (MDS shard): {type(e.cause).__name__}: {e.cause}") from None
     return tmp
 
 
@@ -280,8 +236,8 @@ def _tokens_text(tok, tokens: np.ndarray, chars: int) -> tuple[str, bool]:
 
 def decode_docs(out: str, source: str, n: int, seed: int, chars: int, tok) -> list[dict]:
     ddir = layout.source_dir(out, source)
-    if not _exists(layout.source_index(out, source)):
-        known = _subdirs(layout.sources_dir(out), layout.INDEX)
+    if not fsio.exists(layout.source_index(out, source)):
+        known = fsio.dirs_with(layout.sources_dir(out), layout.INDEX)
         raise InspectError(f"{layout.source_index(out, source)}: not found (source {source!r} not built; "
                            f"built: {', '.join(known) or 'none'})")
     docs = []
@@ -362,7 +318,7 @@ def find_rejects(out: str, doc_id: str, source: Optional[str] = None) -> list[di
     searched, found = [], []
     for s in sources:
         rdir = layout.rejects_dir(out, s)
-        files = _list(rdir, ".jsonl")
+        files = fsio.files_in(rdir, ".jsonl")
         if not files:
             continue
         searched.append(rdir)
@@ -461,10 +417,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:  # Beam filesystem options for a remote OUT, e.g. --s3_endpoint_url=... (as the build takes them)
-        from apache_beam.io.filesystems import FileSystems
-        from apache_beam.options.pipeline_options import PipelineOptions
-
-        FileSystems.set_options(PipelineOptions(extra))
+        fsio.set_options(extra)
     try:
         if args.command in (None, "summary") and getattr(args, "html", None):
             return _write_html(args.out, args.html, args.tokenizer)

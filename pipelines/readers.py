@@ -1,22 +1,19 @@
 """Read source files into Documents, turning every bad record into a counted, located Reject.
 
-Files are opened through Beam's FileSystems (local, gs://, s3://) and decompressed here, not by Beam, so
-that a truncated .gz/.zst is reported as "corrupt stream after line N of FILE" instead of an anonymous
-decoder traceback. A file that cannot be opened or parsed at all fails the run with its name.
+Files are listed, opened and strictly decompressed by ``contract.fsio`` (local, gs://, s3://), so that a
+truncated .gz/.zst is reported as "corrupt stream after line N of FILE" instead of an anonymous decoder
+traceback or a silent early end. A file that cannot be opened or parsed at all fails the run with its name.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import posixpath
-import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import orjson
-import zstandard
 
+from contract import fsio
 from contract.registry import SOURCE_INDEX
 from pipelines.config import SourceConfig, infer_format
 from pipelines.schema import Document, Reject, make_uid
@@ -49,40 +46,18 @@ class Meter:
         self.bytes = 0
 
 
-class _Counting(io.RawIOBase):
-    def __init__(self, raw, meter: Meter):
-        self.raw, self.meter = raw, meter
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        data = self.raw.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.meter.bytes += n
-        return n
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
-
-
 def expand_inputs(source: str, globs: Sequence[str]) -> list[InputFile]:
     """Sorted, de-duplicated file list; a glob that matches nothing is an error naming it."""
-    from apache_beam.io.filesystems import FileSystems
-
     paths: dict[str, int] = {}
     for g in globs:
         try:
-            res = FileSystems.match([g])[0]
-        except Exception as e:  # bad scheme, missing credentials, ...
-            raise InputFileError(f"{source}: cannot list input {g!r}: {e}") from None
-        files = [m for m in res.metadata_list if not m.path.endswith("/")]
+            files = fsio.glob(g)
+        except fsio.StorageError as e:  # bad scheme, missing credentials, ...
+            raise InputFileError(f"{source}: cannot list input {g!r}: {e.cause}") from None
         if not files:
             raise InputFileError(f"{source}: input glob {g!r} matched no files (check the path and the scheme)")
-        for m in files:
-            paths[m.path] = m.size_in_bytes
+        for path, size in files:
+            paths[path] = size
     ordered = sorted(paths)
     prefix = posixpath.dirname(os.path.commonprefix(ordered)) if len(ordered) > 1 else posixpath.dirname(ordered[0])
     out = []
@@ -101,75 +76,32 @@ def get_path(record: Mapping[str, Any], dotted: str) -> Any:
     return cur
 
 
-def _open_raw(path: str, meter: Optional[Meter] = None):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
+def _open_raw(path: str):
     try:
-        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    except Exception as e:
-        raise InputFileError(f"cannot open input file {path}: {e}") from None
-    return raw if meter is None else io.BufferedReader(_Counting(raw, meter), buffer_size=1 << 20)
+        return fsio.open(path)
+    except fsio.StorageError as e:
+        raise InputFileError(f"cannot open input file {path}: {e.cause}") from None
 
 
-def _zstd_chunks(raw, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """Decompress concatenated zstd frames; a frame cut short raises EOFError (zstandard's stream reader
-    would just stop, silently losing the tail of a truncated file)."""
-    dobj = zstandard.ZstdDecompressor().decompressobj()
-    in_frame = False
-    while True:
-        data = raw.read(chunk)
-        if not data:
-            if in_frame:
-                raise EOFError("zstd frame ended before its end marker")
-            return
-        while data:
-            in_frame = True
-            out = dobj.decompress(data)
-            if out:
-                yield out
-            if dobj.eof:
-                data = dobj.unused_data
-                dobj = zstandard.ZstdDecompressor().decompressobj()
-                in_frame = False
-            else:
-                data = b""
-
-
-def _lines(path: str, fmt: str, meter: Optional[Meter] = None) -> Iterator[bytes]:
-    raw = _open_raw(path, meter)
-    try:
-        if fmt == "jsonl.zst":
-            tail = b""
-            for block in _zstd_chunks(raw):
-                parts = (tail + block).split(b"\n")
-                tail = parts.pop()
-                yield from parts
-            if tail:
-                yield tail
-        else:
-            stream = gzip.GzipFile(fileobj=raw, mode="rb") if fmt == "jsonl.gz" else raw
-            stream = io.BufferedReader(stream, buffer_size=1 << 20) if fmt == "jsonl.gz" else stream
-            for line in stream:
-                yield line.rstrip(b"\n")
-    finally:
-        raw.close()
+_COMPRESSION = {"jsonl": None, "jsonl.gz": "gzip", "jsonl.zst": "zstd"}
 
 
 def iter_jsonl(path: str, fmt: str, meter: Optional[Meter] = None) -> Iterator[tuple[int, Union[dict, Bad]]]:
     """(1-based line, record | Bad). Blank lines are skipped (not documents). A corrupt compressed
     stream ends the file with one Bad('corrupt_stream') after the last good line."""
     line_no = 0
-    lines = _lines(path, fmt, meter)
+    lines = fsio.read_lines(path, _COMPRESSION.get(fmt), meter)
     while True:
         try:
             line = next(lines)
         except StopIteration:
             return
-        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
+        except fsio.CorruptStreamError as e:
             yield line_no + 1, Bad(line_no + 1, "corrupt_stream",
-                                   f"{type(e).__name__}: {e} (file truncated or corrupt; records before line {line_no + 1} were read)")
+                                   f"{e.reason} (file truncated or corrupt; records before line {line_no + 1} were read)")
             return
+        except fsio.StorageError as e:
+            raise InputFileError(f"cannot {e.op} input file {path}: {e.cause}") from None
         line_no += 1
         if not line.strip():
             continue

@@ -71,7 +71,7 @@ def collect(out: str, tok=None) -> dict:
         s = stats[name]
         ex = None
         path = layout.examples_path(out, name)
-        if insp._exists(path):
+        if fsio.exists(path):
             ex = insp._read_json(path, "report examples")
         else:
             warnings.append(f"{name}: no examples/{name}.json (built before the report existed): "

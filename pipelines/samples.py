@@ -176,13 +176,8 @@ def dedupe_picks(won, ids_by_uid: Mapping[int, str], nbytes_by_uid: Mapping[int,
 
 
 def _open(path: str):
-    """A seekable binary file: local, or through Beam's filesystems (gs://, s3:// read by ranges)."""
-    if fsio.is_remote(path):
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    return open(path, "rb")
+    """A seekable binary file: local, or remote (gs://, s3:// read by ranges)."""
+    return fsio.open(path)
 
 
 class _Npy:

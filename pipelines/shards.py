@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
-import xxhash
 
 from contract import fsio, layout
 from contract.layout import DOC_TOKENS, INDEX
@@ -164,12 +163,8 @@ def merge_parts(staging: str, num_parts: int) -> np.ndarray:
         idx_paths, lengths = [], []
         for p in range(num_parts):
             name = part_name(p)
-            os.makedirs(os.path.join(tmp, name))
-            local_idx = os.path.join(tmp, name, INDEX)
-            with open(local_idx, "wb") as f:
-                f.write(fsio.read_bytes(fsio.join(data, name, INDEX)))
-            idx_paths.append(local_idx)
-            lengths.append(np.load(_local_copy(fsio.join(data, name, DOC_TOKENS), tmp)))
+            idx_paths.append(fsio.fetch(fsio.join(data, name, INDEX), os.path.join(tmp, name, INDEX)))
+            lengths.append(np.load(fsio.local_copy(fsio.join(data, name, DOC_TOKENS), tmp)))
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # merge_index warns about its temp folder on every call
@@ -177,22 +172,13 @@ def merge_parts(staging: str, num_parts: int) -> np.ndarray:
             merge_index(idx_paths, tmp, keep_local=True)
         finally:
             root.setLevel(level)
-        fsio.write_bytes(fsio.join(data, INDEX), open(os.path.join(tmp, INDEX), "rb").read())
+        fsio.write_bytes(fsio.join(data, INDEX), fsio.read_bytes(os.path.join(tmp, INDEX)))
         all_lengths = np.concatenate(lengths).astype(np.uint32) if lengths else np.zeros(0, np.uint32)
         buf_path = os.path.join(tmp, DOC_TOKENS)
         np.save(buf_path, all_lengths)
-        fsio.write_bytes(fsio.join(data, DOC_TOKENS), open(buf_path, "rb").read())
+        fsio.write_bytes(fsio.join(data, DOC_TOKENS), fsio.read_bytes(buf_path))
         for p in range(num_parts):
             fsio.delete_tree(fsio.join(data, part_name(p), DOC_TOKENS))
         return all_lengths
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _local_copy(path: str, tmp: str) -> str:
-    if not fsio.is_remote(path):
-        return path
-    local = os.path.join(tmp, "dl-" + xxhash.xxh64_hexdigest(path))
-    with open(local, "wb") as f:
-        f.write(fsio.read_bytes(path))
-    return local

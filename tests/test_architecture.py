@@ -74,3 +74,23 @@ def test_one_eos_and_one_is_remote():
             if re.match(r"^(EOS|EOS_ID) = \d+\s*(#.*)?$", s) or s.startswith("def is_remote("):
                 hits.append(f"{rel}: {s}")
     assert hits == []
+
+
+def test_one_door_to_bytes():
+    """contract/fsio.py is the only module that imports Beam's filesystems (FileSystems, CompressionTypes):
+    every other open, list, fetch or upload goes through it (strict decompression, its own errors)."""
+    users = set()
+    for package in ("contract", "pipelines", "mixtures", "tokenization", "trainer"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    hit = any(a.name.startswith("apache_beam.io.filesystem") for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    hit = (node.module.startswith("apache_beam.io.filesystem")
+                           or any(a.name in ("filesystems", "filesystem", "FileSystems") for a in node.names)
+                           and node.module.startswith("apache_beam"))
+                else:
+                    continue
+                if hit:
+                    users.add(str(path.relative_to(REPO)))
+    assert users == {"contract/fsio.py"}

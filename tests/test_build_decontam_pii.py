@@ -225,6 +225,32 @@ def test_bad_decontam_config_fails_before_reading_input(tmp_path, tokenizer_path
     assert rc == 2 and "rp_arxiv.pii: expected true or false" in err
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_eval_file_fails_before_reading_input(tmp_path, tokenizer_path, capsys, damage):
+    """A 20,000-line eval .jsonl.zst cut in half (or with flipped bytes) fails the build naming the file and the
+    line, before any input is listed or read; zstandard's stream_reader used to stop silently at ~6,009 lines."""
+    import zstandard
+
+    rng = random.Random(3)
+    body = "".join(json.dumps({"text": f"{i} " + _prose(rng, 14)}) + "\n" for i in range(20_000)).encode()
+    blob = zstandard.ZstdCompressor(level=3).compress(body)
+    if damage == "truncated":
+        blob = blob[: len(blob) // 2]
+    else:
+        mid = len(blob) // 2
+        blob = blob[:mid] + bytes(b ^ 0xFF for b in blob[mid:mid + 64]) + blob[mid + 64:]
+    bad = tmp_path / "evals" / "mmlu.jsonl.zst"
+    bad.parent.mkdir()
+    bad.write_bytes(blob)
+    src = {"rp_arxiv": {"inputs": [str(tmp_path / "no-input-*.jsonl")]}}  # nothing there: listing would fail
+    rc, out = _build(tmp_path, {"decontam": {"eval_paths": [str(tmp_path / "evals")]}, "sources": src}, tokenizer_path)
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "zstd stream at line" in err, err
+    assert "matched no files" not in err and not (out / "sources").exists()
+    line = int(err.split("zstd stream at line ", 1)[1].split(" ", 1)[0])
+    assert (1 < line < 20_000) if damage == "truncated" else (1 <= line < 20_000)  # corrupt: the 1st MB fails whole
+
+
 def test_config_hash_sees_pii_decontam_and_eval_data(tmp_path):
     from pipelines.config import parse_decontam, source_config
     from pipelines.plan import config_hash

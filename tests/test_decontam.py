@@ -144,6 +144,19 @@ def test_errors_name_the_file_or_path(tmp_path, evals):
         == ["trains"]
 
 
+@pytest.mark.parametrize("ext", [".jsonl.zst", ".jsonl.gz"])
+def test_truncated_eval_file_is_an_error_naming_file_and_line(tmp_path, ext):
+    """Strict decompression (contract.fsio): a cut eval file never yields a silently smaller index."""
+    rows = "".join(json.dumps({"text": f"{i} {Q1}"}) + "\n" for i in range(20_000)).encode()
+    blob = zstandard.ZstdCompressor(level=3).compress(rows) if ext == ".jsonl.zst" else gzip.compress(rows, mtime=0)
+    path = tmp_path / f"eval{ext}"
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DecontamError, match=rf"{path}: truncated or corrupt (zstd|gzip) stream at line \d+"):
+        EvalIndex.build(DecontamConfig((str(path),)))
+    path.write_bytes(blob)
+    assert EvalIndex.build(DecontamConfig((str(path),))).eval_texts == 20_000
+
+
 def test_remote_eval_directory_through_beam_filesystems(evals, s3_server):
     """The same eval folder on a local moto S3 server loads to the same index."""
     boto3 = pytest.importorskip("boto3")

@@ -14,6 +14,7 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from contract import fsio
 from contract.tokens import EOS as EOS_ID, MODEL_VOCAB_SIZE, VOCAB_SIZE  # noqa: F401
 from contract.tokens import PAD as PAD_ID  # noqa: F401
 from tokenization.fast import build_fast_encoder, requested_encoder
@@ -212,16 +213,12 @@ class NeoXTokenizer:
 
 
 def _read_text(path: str) -> str:
-    if "://" in path:
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                return f.read().decode("utf-8")
-        except Exception as e:
-            raise TokenizerError(f"cannot read tokenizer {path}: {e}") from None
-    return Path(path).read_text(encoding="utf-8")
+    """tokenizer.json's text (local or remote); local files with universal newlines, as ``Path.read_text``."""
+    try:
+        text = fsio.read_bytes(path).decode("utf-8")
+    except (fsio.StorageError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"cannot read tokenizer {path}: {getattr(e, 'cause', e)}") from None
+    return text if fsio.is_remote(path) else text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def load_tokenizer(path: Optional[str] = None, verify: bool = True) -> NeoXTokenizer:
