@@ -49,3 +49,19 @@ def test_stats_reconcile_or_raise():
     s["kept"] += 1
     with pytest.raises(ReconciliationError):
         check_reconciles(s)
+
+
+def test_normalization_equals_its_regex_definition():
+    """normalize_for_exact splits with str.split(); the documented definition uses re's \\s+: the same
+    characters, checked for every code point, and the same result on awkward text."""
+    import re
+    import sys
+
+    from pipelines.dedupe.exact import normalize_for_exact, normalize_for_exact_reference
+
+    ws = re.compile(r"\s")
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    assert [c for c in chars if bool(ws.fullmatch(c)) != c.isspace()] == []
+    for text in ["", "  ", "Hello  World\n", "\u00a0a\u2028b\x1c\x1dc\u3000", "ﬃ ǅ Straße\r\n\t", "a\ud800 b",
+                 "\u0041\u030a\u00c5  x", "".join(chars[::997])]:
+        assert normalize_for_exact(text) == normalize_for_exact_reference(text)

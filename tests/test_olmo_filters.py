@@ -5,9 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.filters import RULES, build_chain
 from pipelines.filters.olmo import longest_periodic_run, top_k_tokens
+from tests.conftest import needs_shared
 
 
 def run(rule, text, meta=None, **params):
@@ -115,3 +118,71 @@ def test_top_words_negatives():
             "def circumference(radius):\n    return 2 * math.pi * radius\n")
     assert run("olmo_top_words", code) is None
     assert run("olmo_top_words", "") is None
+
+
+# ---- the vectorized prefilter decides exactly what the reference (token strings, every period) decides
+
+def _reference_repeated_ngrams(text, min_repeats=32, min_period=1, max_period=13):
+    """The rule as first written: token strings from the regex, the exact periodic-run search on all."""
+    from pipelines.filters.olmo import repetition_tokens
+
+    toks = repetition_tokens(text)
+    if len(toks) < min_repeats * min_period:
+        return None
+    vocab = {}
+    ids = np.array([vocab.setdefault(t, len(vocab)) for t in toks], dtype=np.int64)
+    times, period, start = longest_periodic_run(ids, min_period, max_period)
+    if times < min_repeats:
+        return None
+    gram = " ".join(toks[start:start + period])
+    return "olmo_repeated_ngrams", float(times), f"{times} repeats of the {period}-gram {gram[:60]!r} >= {min_repeats}"
+
+
+_TOKENS_ALPHABET = st.one_of(
+    st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=()),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, blacklist_categories=()),
+    st.sampled_from(list(" \n\t_-.,!é日\u00a0\u2028\x00")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_TOKENS_ALPHABET, max_size=300))
+def test_repetition_spans_are_the_regex_tokens(text):
+    from pipelines.filters.olmo import repetition_tokens
+    from pipelines.filters.text_stats import TextStats
+
+    starts, ends = TextStats(text).repetition_spans
+    assert [text[s:e] for s, e in zip(starts.tolist(), ends.tolist())] == repetition_tokens(text)
+
+
+_UNITS = st.lists(st.sampled_from(["a", "b", "the", ",", "...", "é", "日本", "x1", "!!", "\n", " "]), min_size=1,
+                  max_size=14).map(" ".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_UNITS, st.integers(1, 40)), max_size=6), st.integers(2, 33), st.integers(1, 3),
+       st.integers(1, 13))
+def test_rule_equals_reference_on_repeated_units(pieces, min_repeats, min_period, max_period):
+    text = " ".join(u * k if k % 2 else " ".join([u] * k) for u, k in pieces)
+    params = dict(min_repeats=min_repeats, min_period=min_period, max_period=max(min_period, max_period))
+    assert run("olmo_repeated_ngrams", text, **params) == _reference_repeated_ngrams(text, **params)
+
+
+@needs_shared("corpora")
+def test_rule_equals_reference_on_the_shared_corpora():
+    import json
+
+    import zstandard
+
+    from tests.conftest import CORPORA
+
+    n = rejected = 0
+    for path in sorted(CORPORA.glob("*.jsonl.zst")):
+        with open(path, "rb") as f:
+            lines = zstandard.ZstdDecompressor().stream_reader(f).read().decode().splitlines()
+        for line in lines[:300]:
+            text = json.loads(line)["text"]
+            got = run("olmo_repeated_ngrams", text)
+            assert got == _reference_repeated_ngrams(text), path.name
+            n += 1
+            rejected += got is not None
+    assert n > 1000 and rejected > 0  # real text, and the rule does fire on some of it

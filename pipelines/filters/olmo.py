@@ -50,6 +50,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from pipelines.filters import register
+from pipelines.filters.text_stats import analyze
 
 # ---------------------------------------------------------------------------------------------
 # Repeated n-gram runs
@@ -88,10 +89,35 @@ def longest_periodic_run(ids: np.ndarray, min_period: int = 1, max_period: int =
     return best
 
 
+def may_repeat(h: np.ndarray, min_repeats: int, min_period: int, max_period: int) -> bool:
+    """False only when no run of ``min_repeats`` copies of an n-gram can exist in the token hashes ``h``:
+    equal tokens have equal hashes, so a run of the tokens is a run of the hashes (a hash collision or the
+    padding can only add a candidate, which the exact check then settles). A run of t copies of a p-gram
+    needs ``(t - 1) * p`` consecutive positions with ``h[i] == h[i + p]``, hence at least that many such
+    positions in all: one comparison of every period at once and a count settle ordinary prose."""
+    n = len(h)
+    top = min(max_period, n // 2)
+    if top < min_period:
+        return False
+    padded = np.concatenate((h, np.arange(top, dtype=np.uint64)))
+    eq = np.lib.stride_tricks.sliding_window_view(padded, top + 1)[:n]
+    eq = eq[:, min_period:] == eq[:, :1]          # column j: h[i] == h[i + min_period + j]
+    periods = np.arange(min_period, top + 1)
+    need = (min_repeats - 1) * periods
+    for j in np.flatnonzero(np.count_nonzero(eq, axis=0) >= need).tolist():
+        breaks = np.flatnonzero(~eq[:, j])
+        if int(np.diff(np.concatenate(([-1], breaks, [n]))).max()) - 1 >= need[j]:
+            return True
+    return False
+
+
 @register("olmo_repeated_ngrams", min_repeats=32, min_period=1, max_period=13)
 def olmo_repeated_ngrams(text: str, meta: Mapping[str, str], min_repeats: int, min_period: int, max_period: int):
     """A run of 32 or more back-to-back copies of one n-gram of 1..13 tokens (OLMoE section 2; OLMo-core
     instance filter). Tokens are word and punctuation runs, not BPE (see module docstring)."""
+    h = analyze(text).repetition_token_hashes  # vectorized: the exact path below runs only on candidates
+    if len(h) < min_repeats * min_period or not may_repeat(h, min_repeats, min_period, max_period):
+        return None
     toks = repetition_tokens(text)
     if len(toks) < min_repeats * min_period:
         return None

@@ -57,6 +57,8 @@ def char_class_table() -> np.ndarray:
 
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+# class bits -> repetition-token kind: 1 word character, 2 neither word character nor space, 0 space
+_REP_KIND = np.array([1 if c & WORDCHAR else 2 if c & PUNCT else 0 for c in range(256)], dtype=np.uint8)
 
 
 class cached_property:
@@ -183,22 +185,50 @@ class TextStats:
 
     @cached_property
     def word_hashes(self) -> np.ndarray:
-        """64-bit hash per word; only equality matters (same word -> same hash within a document).
+        """64-bit hash per word; only equality matters (same word -> same hash within a document)."""
+        return self.span_hashes(*self._word_spans)
 
-        A polynomial hash over code points, sum c_j * B**(j - start) mod 2**64, computed for all words at
-        once from prefix sums (B odd, so B**-start exists mod 2**64): no Python loop over words.
+    def span_hashes(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """64-bit hash of each ``text[start:end]``; equal substrings get equal hashes within a document.
+
+        A polynomial hash over code points, sum c_j * B**(j - start) mod 2**64, computed for all spans at
+        once from prefix sums (B odd, so B**-start exists mod 2**64): no Python loop over spans.
         Very long texts fall back to Python's str hash (per-process seed; equality is unaffected)."""
-        starts, ends = self._word_spans
         n = self.n_chars
         if n > _POW_LIMIT:
-            words = self.text.split()
-            return np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
-        pw, pwinv = _char_powers(n + 1)
+            text = self.text
+            return np.fromiter((hash(text[s:e]) for s, e in zip(starts.tolist(), ends.tolist())),
+                               dtype=np.int64, count=len(starts)).view(np.uint64)
         with np.errstate(over="ignore"):
-            weighted = (self.codepoints.astype(np.uint64) + np.uint64(1)) * pw[:n]
-            prefix = np.zeros(n + 1, dtype=np.uint64)
-            np.cumsum(weighted, out=prefix[1:])
+            prefix = self._hash_prefix
+            pwinv = _char_powers(n + 1)[1]
             return (prefix[ends] - prefix[starts]) * pwinv[starts]
+
+    @cached_property
+    def _hash_prefix(self) -> np.ndarray:
+        n = self.n_chars
+        pw = _char_powers(n + 1)[0]
+        prefix = np.zeros(n + 1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            np.cumsum((self.codepoints.astype(np.uint64) + np.uint64(1)) * pw[:n], out=prefix[1:])
+        return prefix
+
+    @cached_property
+    def repetition_token_hashes(self) -> np.ndarray:
+        """Hash per repetition token (``repetition_spans``), without building the strings."""
+        return self.span_hashes(*self.repetition_spans)
+
+    @cached_property
+    def repetition_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end-exclusive) of each repetition token: maximal runs of ``\\w`` characters or of characters
+        that are neither ``\\w`` nor whitespace, i.e. what ``re.findall(r"\\w+|[^\\w\\s]+", text)`` returns
+        (OLMo's rule, ``pipelines.filters.olmo``)."""
+        kind = np.zeros(self.n_chars + 2, dtype=np.uint8)  # 0 space, 1 word char, 2 other; padded with 0
+        kind[1:-1] = _REP_KIND[self.classes]
+        change = np.flatnonzero(kind[1:] != kind[:-1])  # positions 0..n where the kind changes
+        starts = change[kind[change + 1] != 0]
+        ends = change[kind[change] != 0]
+        return starts, ends
 
     def ngram_hashes(self, n: int) -> np.ndarray:
         h = self.word_hashes
