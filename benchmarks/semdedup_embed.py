@@ -71,6 +71,8 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--rows", nargs="+", default=None, help="subset of row names")
     ap.add_argument("--repeat", type=int, default=1, help="GPU rows: documents repeated to measure steady rate")
+    ap.add_argument("--cpu-threads", type=int, default=1,
+                    help="torch threads of the CPU transformer rows (a GPU host: more, to finish the reference)")
     a = ap.parse_args()
     import torch
 
@@ -78,22 +80,27 @@ def main():
     from pipelines.dedupe.config import SemDedupConfig
     from pipelines.dedupe.embed import MiniLM, StaticMiniLM
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.cpu_threads)
     texts, pairs = corpus(Path(a.corpora), a.rounds, a.planted)
     uids = list(range(len(texts)))
     cfg = SemDedupConfig()
 
     def int8():
-        m = MiniLM("cpu", 1)
+        m = MiniLM("cpu", a.cpu_threads)
         m.model = torch.ao.quantization.quantize_dynamic(m.model, {torch.nn.Linear}, dtype=torch.qint8)
         return m
 
     def short():
-        m = MiniLM("cpu", 1)
-        m.model.max_seq_length = 128
+        m = MiniLM("cpu", a.cpu_threads)
+        m.tok.enable_truncation(128)
         return m
 
-    rows = {"minilm-l6 fp32 256 (reference)": ("cpu", lambda: MiniLM("cpu", 1)),
+    def gpu_fp32():
+        m = MiniLM("cuda")
+        m.model.float()  # TF32 stays off for matmuls (torch's default): the CPU reference's arithmetic
+        return m
+
+    rows = {"minilm-l6 fp32 256 (reference)": ("cpu", lambda: MiniLM("cpu", a.cpu_threads)),
             "minilm-l6 int8 (torch dynamic) 256": ("cpu", int8),
             "minilm-l6 fp32 128 word pieces": ("cpu", short),
             "static-minilm-l6 (default)": ("cpu", lambda: StaticMiniLM("cpu"))}
@@ -101,6 +108,7 @@ def main():
         rows = {"minilm-l6 fp32 256 (reference)": rows["minilm-l6 fp32 256 (reference)"],
                 "static-minilm-l6 (default)": rows["static-minilm-l6 (default)"],
                 "minilm-l6 fp16 256, cuda": ("cuda", lambda: MiniLM("cuda")),
+                "minilm-l6 fp32 256, cuda": ("cuda", gpu_fp32),
                 "static-minilm-l6, cuda": ("cuda", lambda: StaticMiniLM("cuda"))}
     if a.rows:
         rows = {k: v for k, v in rows.items() if any(r in k for r in a.rows)}
@@ -123,7 +131,7 @@ def main():
         print(f"  {name}: {rate:,.0f} docs/s, Jaccard {jac:.3f}", file=sys.stderr, flush=True)
     base = results[0][2]
     print(f"\n{len(texts):,} c4_en documents ({a.rounds} rewrite rounds, {a.planted} planted copies), keep 0.8, "
-          f"torch threads 1; CPU rows: documents per CPU-second; GPU rows: documents per wall second "
+          f"torch threads {a.cpu_threads}; CPU rows: documents per CPU-second; GPU rows: documents per wall second "
           f"({torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})")
     print("| embedder | device | docs/s | vs reference | removed | Jaccard vs reference | planted pairs found |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -131,6 +139,7 @@ def main():
         print(f"| {name} | {device} | {rate:,.0f} | {rate / base:.1f}x | {n} | {jac:.3f} | {found}/{len(pairs)} |")
     by = {n: (set(semantic.removals_in_memory(uids, e, cfg)), e) for n, _d, _r, _j, _f, _n, e in results}
     for cpu_name, gpu_name in (("minilm-l6 fp32 256 (reference)", "minilm-l6 fp16 256, cuda"),
+                               ("minilm-l6 fp32 256 (reference)", "minilm-l6 fp32 256, cuda"),
                                ("static-minilm-l6 (default)", "static-minilm-l6, cuda")):
         if cpu_name in by and gpu_name in by:
             a_, b_ = by[cpu_name], by[gpu_name]

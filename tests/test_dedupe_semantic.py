@@ -163,3 +163,24 @@ def torch_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+@needs_shared("corpora")
+def test_transformer_embedder_is_sentence_transformers_encode():
+    """Our batched MiniLM path (length-sorted batches, own pooling; fp16 + SDPA on a GPU) gives what
+    sentence-transformers' encode gives for the same packaged model, so the GPU path is that model."""
+    from sentence_transformers import SentenceTransformer
+
+    from pipelines.dedupe.embed import MiniLM, _package_dir
+
+    texts = load_texts(CORPORA / "c4_en.jsonl.zst", limit=24, min_chars=50) + ["", "short one", "x " * 3000]
+    ours = MiniLM("cpu", threads=1)
+    got = ours.embed(texts, batch_size=7)
+    st = SentenceTransformer(str(_package_dir()), device="cpu")
+    want = st.encode([t[:2000] for t in texts], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    assert st.max_seq_length == MiniLM.MAX_PIECES
+    assert np.abs(got - want).max() < 2e-5
+    assert np.allclose(np.concatenate([ours.embed([t]) for t in texts[:5]]), got[:5], atol=2e-5)
+    if torch_cuda():
+        g = MiniLM("cuda").embed(texts)
+        assert np.abs(g - want).max() < 2e-3 and (np.sum(g * want, axis=1) > 0.9999).all()
