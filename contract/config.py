@@ -11,6 +11,7 @@ dataclasses. Range checks live in the dataclass's ``__post_init__`` through :fun
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 from typing import Any, Literal, Mapping, Union, get_args, get_origin, get_type_hints
@@ -39,7 +40,8 @@ def _type_name(hint: Any) -> str:
     if hint is type(None):
         return "null"
     names = {int: "an integer", float: "a number", str: "text", bool: "true or false",
-             list: "a list", tuple: "a list", dict: "a mapping", Mapping: "a mapping"}
+             list: "a list", tuple: "a list", dict: "a mapping", Mapping: "a mapping",
+             collections.abc.Mapping: "a mapping"}
     if origin is not None:
         return names.get(origin, getattr(origin, "__name__", str(origin)))
     return names.get(hint, getattr(hint, "__name__", str(hint)))
@@ -105,7 +107,8 @@ def check_value(value: Any, hint: Any, key: str) -> Any:
 def build(cls: type, data: Any, where: str = "", prefix: str = ""):
     """Instantiate dataclass ``cls`` from a mapping, checking every key and type.
 
-    ``where`` names the file (prepended to messages), ``prefix`` the dotted path of this mapping.
+    ``where`` names the file (prepended to messages), ``prefix`` the dotted path of this mapping. Fields
+    without a default are required keys.
     Errors raised by ``cls.__post_init__`` get the prefix and file prepended too.
     """
     head = f"{where}: " if where else ""
@@ -123,6 +126,10 @@ def build(cls: type, data: Any, where: str = "", prefix: str = ""):
             kwargs[key] = check_value(value, hints[key], f"{prefix}{key}")
         except ConfigError as e:
             raise ConfigError(f"{head}{e}") from None
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{head}{prefix}{missing[0]}: missing; this key is required")
     try:
         return cls(**kwargs)
     except ConfigError as e:

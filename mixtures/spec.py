@@ -3,7 +3,8 @@
 A spec says *what* a mixture is (sources, ratios, sequence length, token budget, how its parts are
 weighted); the planner decides *how much* of each source that means for the data actually present.
 Keeping specs as data lets a user copy one, change a weight, and pass the copy's path to
-``--mixture`` without touching code. Every validation error names the file and the key.
+``--mixture`` without touching code. Specs are checked by contract.config's typed ``build`` (every key
+and type, then the range and cross-key rules below); every error names the file and the key.
 
 Keys (top level):
 
@@ -34,11 +35,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 
-from contract.config import ConfigError
+from contract.config import ConfigError, build, require
 from contract.registry import CODE_SOURCES, SOURCE_NAMES
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
@@ -102,120 +103,120 @@ def parse_tokens(value: Any, where: str) -> int:
     return n
 
 
-def _num(value: Any, where: str, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if positive and not value > 0:
-        raise ConfigError(f"{where}: must be > 0, got {value!r}")
-    return float(value)
-
-
-def _source_list(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: expected a list of source names, got {value!r}")
+def _source_list(value: list[str], key: str) -> tuple[str, ...]:
+    """Known, distinct source names, returned in registry order."""
     unknown = [v for v in value if v not in SOURCE_NAMES]
     if unknown:
-        raise ConfigError(f"{where}: unknown source(s) {unknown}; known sources: {', '.join(SOURCE_NAMES)}")
+        raise ConfigError(f"{key}: unknown source(s) {unknown}; known sources: {', '.join(SOURCE_NAMES)}")
     if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: a source is listed twice: {value}")
+        raise ConfigError(f"{key}: a source is listed twice: {value}")
     return tuple(s for s in SOURCE_NAMES if s in value)
 
 
-def _part(name: str, obj: Any, where: str) -> PartSpec:
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected a mapping with weight/select/weighting, got {obj!r}")
-    known = {"weight", "select", "weighting", "proportions", "sources", "code_multiplier", "code_boost_mode"}
-    extra = sorted(set(obj) - known)
-    if extra:
-        raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(known)}")
-    if not _NAME_RE.match(name) or "__" in name:
-        raise ConfigError(f"{where}: part name {name!r} must be a plain folder name (letters, digits, _ . -, no '__')")
-    weight = _num(obj.get("weight", 1.0), f"{where}.weight")
-    select = obj.get("select", "all")
-    if select not in ("all", "long"):
-        raise ConfigError(f"{where}.select: expected 'all' or 'long', got {select!r}")
-    weighting = obj.get("weighting", "proportions" if "proportions" in obj else "natural")
-    if weighting not in ("proportions", "natural"):
-        raise ConfigError(f"{where}.weighting: expected 'proportions' or 'natural', got {weighting!r}")
-    proportions: dict[str, float] = {}
-    if weighting == "proportions":
-        props = obj.get("proportions")
-        if not isinstance(props, dict) or not props:
-            raise ConfigError(f"{where}.proportions: weighting 'proportions' needs a mapping source -> proportion")
-        unknown = [k for k in props if k not in SOURCE_NAMES]
-        if unknown:
-            raise ConfigError(f"{where}.proportions: unknown source(s) {unknown}; known: {', '.join(SOURCE_NAMES)}")
-        for k, v in props.items():
-            proportions[k] = _num(v, f"{where}.proportions.{k}")
-        total = sum(proportions.values())
-        if abs(total - 1.0) > _PROPORTION_TOL:
-            raise ConfigError(f"{where}.proportions: must sum to 1, they sum to {total:.9g}")
-        if "sources" in obj:
-            raise ConfigError(f"{where}.sources: not used with weighting 'proportions' (the proportions name the sources)")
-        sources = tuple(s for s in SOURCE_NAMES if s in proportions)
-        proportions = {s: proportions[s] for s in sources}
-    else:
-        if "proportions" in obj:
-            raise ConfigError(f"{where}.proportions: not used with weighting 'natural'; set weighting: proportions")
-        sources = _source_list(obj["sources"], f"{where}.sources") if "sources" in obj else SOURCE_NAMES
-        if not sources:
-            raise ConfigError(f"{where}.sources: a part needs at least one source")
-    mult = _num(obj.get("code_multiplier", 1.0), f"{where}.code_multiplier")
-    mode = obj.get("code_boost_mode", "share")
-    if mode not in ("share", "weight"):
-        raise ConfigError(f"{where}.code_boost_mode: expected 'share' or 'weight', got {mode!r}")
-    if mult != 1.0 and weighting != "proportions":
-        raise ConfigError(f"{where}.code_multiplier: only meaningful with weighting 'proportions'")
-    return PartSpec(name, weight, select, weighting, proportions, sources, mult, mode)
+# The two dataclasses below are the spec file as written, checked key by key and type by type by
+# contract.config.build (unknown keys, wrong types and the file's name in every message come from there);
+# their __post_init__ adds the range and cross-key rules. A default of None means "key absent": the
+# annotations are not Optional, so an explicit null is refused.
+
+@dataclass
+class _PartFile:
+    """One entry under ``parts:`` (keys in the module docstring)."""
+
+    weight: float = 1.0
+    select: Literal["all", "long"] = "all"
+    weighting: Literal["proportions", "natural"] = None   # absent: proportions if they are given, else natural
+    proportions: dict[str, float] = None
+    sources: list[str] = None
+    code_multiplier: float = 1.0
+    code_boost_mode: Literal["share", "weight"] = "share"
+
+    def __post_init__(self):
+        require(self.weight > 0, "weight", self.weight, "a number > 0")
+        require(self.code_multiplier > 0, "code_multiplier", self.code_multiplier, "a number > 0")
+        if self.weighting is None:
+            self.weighting = "natural" if self.proportions is None else "proportions"
+        if self.weighting == "proportions":
+            require(bool(self.proportions), "proportions", self.proportions,
+                    "a mapping source -> proportion (weighting 'proportions' needs one)")
+            _source_list(list(self.proportions), "proportions")
+            for source, share in self.proportions.items():
+                require(share > 0, f"proportions.{source}", share, "a number > 0")
+            total = sum(self.proportions.values())
+            if abs(total - 1.0) > _PROPORTION_TOL:
+                raise ConfigError(f"proportions: must sum to 1, they sum to {total:.9g}")
+            if self.sources is not None:
+                raise ConfigError("sources: not used with weighting 'proportions' (the proportions name the sources)")
+        else:
+            if self.proportions is not None:
+                raise ConfigError("proportions: not used with weighting 'natural'; set weighting: proportions")
+            if self.code_multiplier != 1.0:
+                raise ConfigError("code_multiplier: only meaningful with weighting 'proportions'")
+            if self.sources is not None and not _source_list(self.sources, "sources"):
+                raise ConfigError("sources: a part needs at least one source")
+
+    def spec(self, name: str) -> PartSpec:
+        if self.weighting == "proportions":
+            sources = _source_list(list(self.proportions), "proportions")
+            proportions = {s: self.proportions[s] for s in sources}
+        else:
+            sources = SOURCE_NAMES if self.sources is None else _source_list(self.sources, "sources")
+            proportions = {}
+        return PartSpec(name, self.weight, self.select, self.weighting, proportions, sources,
+                        self.code_multiplier, self.code_boost_mode)
+
+
+@dataclass
+class _SpecFile:
+    """The top level of a spec file (keys in the module docstring)."""
+
+    seq_len: int
+    tokens: Any                                   # parse_tokens: 50B, 1T, 1000000, ...
+    parts: dict[Any, dict]                        # part name -> _PartFile's keys
+    name: str = None                              # absent: the file's stem (parse_spec fills it in)
+    description: str = ""
+    provenance: str = ""
+    long_min_tokens: int = 4096
+    long_count_eos: bool = False
+    code_sources: list[str] = None                # absent: the registry's CODE_SOURCES
+    part_specs: tuple[PartSpec, ...] = field(init=False, default=())
+
+    def __post_init__(self):
+        require(bool(_NAME_RE.match(self.name)), "name", self.name, "a plain folder name")
+        require(self.seq_len > 0, "seq_len", self.seq_len, "a positive integer")
+        self.tokens = parse_tokens(self.tokens, "tokens")
+        require(self.long_min_tokens > 0, "long_min_tokens", self.long_min_tokens, "a positive integer")
+        code = tuple(CODE_SOURCES) if self.code_sources is None else _source_list(self.code_sources, "code_sources")
+        self.code_sources = code
+        require(bool(self.parts), "parts", self.parts, "a non-empty mapping part name -> part")
+        specs = []
+        for key, raw in self.parts.items():
+            name = str(key)
+            if not _NAME_RE.match(name) or "__" in name:
+                raise ConfigError(f"parts.{key}: part name {name!r} must be a plain folder name "
+                                  "(letters, digits, _ . -, no '__')")
+            part = build(_PartFile, raw, "", f"parts.{key}.").spec(name)
+            if part.code_multiplier != 1.0:
+                code_share = sum(v for s, v in part.proportions.items() if s in code)
+                if code_share <= 0:
+                    raise ConfigError(f"parts.{key}.code_multiplier: the part has no code source "
+                                      f"({', '.join(code)}) to boost")
+                if part.code_boost_mode == "share" and code_share * part.code_multiplier >= 1.0:
+                    raise ConfigError(f"parts.{key}.code_multiplier: code share {code_share:g} x "
+                                      f"{part.code_multiplier:g} leaves nothing for the other sources; use a "
+                                      "smaller multiplier or code_boost_mode: weight")
+            specs.append(part)
+        self.part_specs = tuple(specs)
 
 
 def parse_spec(obj: Any, path: str) -> MixtureSpec:
-    """Validate a loaded YAML object; ``path`` is only used in messages."""
-    if not isinstance(obj, dict):
+    """Validate a loaded YAML object (through contract.config.build); ``path`` is only used in messages."""
+    if not isinstance(obj, Mapping):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(obj).__name__}")
-    known = {"name", "description", "provenance", "seq_len", "tokens", "long_min_tokens",
-             "long_count_eos", "code_sources", "parts"}
-    extra = sorted(set(obj) - known)
-    if extra:
-        raise ConfigError(f"{path}: unknown top-level key(s) {extra}; allowed: {sorted(known)}")
-    name = obj.get("name", Path(path).stem)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError(f"{path}: name: expected a plain folder name, got {name!r}")
-    for key in ("seq_len", "tokens", "parts"):
-        if key not in obj:
-            raise ConfigError(f"{path}: missing required key {key!r}")
-    seq_len = obj["seq_len"]
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
-        raise ConfigError(f"{path}: seq_len: expected a positive integer, got {seq_len!r}")
-    tokens = parse_tokens(obj["tokens"], f"{path}: tokens")
-    long_min = obj.get("long_min_tokens", 4096)
-    if isinstance(long_min, bool) or not isinstance(long_min, int) or long_min <= 0:
-        raise ConfigError(f"{path}: long_min_tokens: expected a positive integer, got {long_min!r}")
-    count_eos = obj.get("long_count_eos", False)
-    if not isinstance(count_eos, bool):
-        raise ConfigError(f"{path}: long_count_eos: expected true or false, got {count_eos!r}")
-    code = (_source_list(obj["code_sources"], f"{path}: code_sources")
-            if "code_sources" in obj else tuple(CODE_SOURCES))
-    parts_obj = obj["parts"]
-    if not isinstance(parts_obj, dict) or not parts_obj:
-        raise ConfigError(f"{path}: parts: expected a non-empty mapping part name -> part")
-    parts = tuple(_part(str(k), v, f"{path}: parts.{k}") for k, v in parts_obj.items())
-    for p in parts:
-        if p.code_multiplier != 1.0:
-            where = f"{path}: parts.{p.name}.code_multiplier"
-            code_share = sum(v for s, v in p.proportions.items() if s in code)
-            if code_share <= 0:
-                raise ConfigError(f"{where}: the part has no code source ({', '.join(code)}) to boost")
-            if p.code_boost_mode == "share" and code_share * p.code_multiplier >= 1.0:
-                raise ConfigError(f"{where}: code share {code_share:g} x {p.code_multiplier:g} leaves nothing "
-                                f"for the other sources; use a smaller multiplier or code_boost_mode: weight")
-    for key in ("description", "provenance"):
-        if key in obj and not isinstance(obj[key], str):
-            raise ConfigError(f"{path}: {key}: expected text, got {obj[key]!r}")
-    return MixtureSpec(name=name, path=str(path), description=obj.get("description", "").strip(),
-                       provenance=obj.get("provenance", "").strip(), seq_len=seq_len, tokens=tokens,
-                       long_min_tokens=long_min, long_count_eos=count_eos, code_sources=code,
-                       parts=parts, raw=obj)
+    f = build(_SpecFile, {"name": Path(path).stem, **obj}, str(path))
+    return MixtureSpec(name=f.name, path=str(path), description=f.description.strip(),
+                       provenance=f.provenance.strip(), seq_len=f.seq_len, tokens=f.tokens,
+                       long_min_tokens=f.long_min_tokens, long_count_eos=f.long_count_eos,
+                       code_sources=f.code_sources, parts=f.part_specs, raw=obj)
 
 
 def spec_path(name_or_path: str) -> Path:

@@ -51,6 +51,18 @@ def test_build_refuses_with_file_key_and_value(data, message):
         build(_Outer, data, "f.yaml")
 
 
+@dataclass(frozen=True)
+class _Required:
+    size: int
+    label: str = ""
+
+
+def test_build_names_a_missing_required_key():
+    with pytest.raises(ConfigError, match=r"^f.yaml: outer.size: missing; this key is required$"):
+        build(_Required, {"label": "x"}, "f.yaml", "outer.")
+    assert build(_Required, {"size": 2}) == _Required(2)
+
+
 def test_filter_threshold_type_is_refused_at_load():
     from pipelines.config import source_config
 

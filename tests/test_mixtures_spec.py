@@ -111,6 +111,9 @@ def _base():
     (lambda o: o["parts"]["code2p5x"].update(proportions={"mc4_en": 0.5, "rp_books": 0.5}),
      "parts.code2p5x.code_multiplier"),
     (lambda o: o.update(long_min_tokens=0), "long_min_tokens"),
+    (lambda o: o["parts"].update(long=None), "parts.long"),
+    (lambda o: o["parts"]["long"].update(wieght=1), "parts.long.wieght"),
+    (lambda o: o["parts"]["long"].update(sources=None), "parts.long.sources"),
 ])
 def test_validation_names_file_and_key(mutate, key):
     obj = _base()
