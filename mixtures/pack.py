@@ -23,10 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from contract import layout
-
-TOKENS_COLUMN = {"tokens": "ndarray:uint16"}
-COMPRESSION = "zstd"
-HASHES = ["sha1"]
+from contract.tokens import MIXTURE_MDS, TOKEN_DTYPE
 
 
 class Packer:
@@ -41,7 +38,7 @@ class Packer:
 
     def add(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
         """Append one document's tokens; yield every sample that became full."""
-        tokens = np.asarray(tokens, dtype=np.uint16)
+        tokens = np.asarray(tokens, dtype=TOKEN_DTYPE)
         pos = 0
         while self._n + (len(tokens) - pos) >= self.seq_len:
             take = self.seq_len - self._n
@@ -55,7 +52,7 @@ class Packer:
             self._n += len(tokens) - pos
 
     def remainder(self) -> np.ndarray:
-        return np.concatenate(self._buf) if self._buf else np.zeros(0, np.uint16)
+        return np.concatenate(self._buf) if self._buf else np.zeros(0, TOKEN_DTYPE)
 
 
 def pack(documents: Iterable[np.ndarray], seq_len: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -109,19 +106,16 @@ def write_packed(docs: Iterable[tuple[int, np.ndarray]], out: str, seq_len: int,
     ``wrap``: complete a partial last sample with the stream's first tokens (for upsampled streams).
     ``progress`` is an optional tqdm-like object; it is advanced by one per written sample.
     """
-    from streaming import MDSWriter
-
     packer = Packer(seq_len)
     n = tokens_in = wrapped = 0
     last_doc = None
     head: list[np.ndarray] = []           # the stream's first seq_len tokens, for wrap
     head_n = 0
-    with MDSWriter(out=out, columns=TOKENS_COLUMN, compression=COMPRESSION, hashes=HASHES,
-                   size_limit=size_limit, progress_bar=False) as writer:
+    with MIXTURE_MDS.writer(out, size_limit) as writer:
         def emit(samples):
             nonlocal n
             for sample in samples:
-                assert sample.dtype == np.uint16 and sample.shape == (seq_len,)
+                assert sample.dtype == TOKEN_DTYPE and sample.shape == (seq_len,)
                 writer.write({"tokens": sample})
                 n += 1
                 if progress is not None:
@@ -131,7 +125,7 @@ def write_packed(docs: Iterable[tuple[int, np.ndarray]], out: str, seq_len: int,
             tokens_in += len(tokens)
             last_doc = doc
             if wrap and head_n < seq_len:
-                head.append(np.array(tokens[:seq_len - head_n], dtype=np.uint16))
+                head.append(np.array(tokens[:seq_len - head_n], dtype=TOKEN_DTYPE))
                 head_n += len(head[-1])
             emit(packer.add(tokens))
         rem = len(packer.remainder())

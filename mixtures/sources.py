@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from contract import layout
-from contract.tokens import EOS
+from contract.tokens import EOS, TOKEN_DTYPE
 
 
 class SourceDataError(ValueError):
@@ -159,10 +159,10 @@ def iter_documents(info: SourceInfo, order: np.ndarray) -> Iterator[tuple[int, n
                 f"{fname}: document {doc} of source {info.name} has {len(tokens)} tokens ending in "
                 f"{int(tokens[-1]) if len(tokens) else None}, but doc_tokens.npy says {int(info.doc_tokens[doc])} "
                 f"ending in EOS={EOS}; the source is inconsistent, rebuild it")
-        if tokens.dtype != np.uint16:
-            if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) > 0xFFFF):
-                raise SourceDataError(f"{fname}: document {doc} has token ids outside uint16")
-            tokens = tokens.astype(np.uint16)
+        if tokens.dtype != TOKEN_DTYPE:
+            if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) > np.iinfo(TOKEN_DTYPE).max):
+                raise SourceDataError(f"{fname}: document {doc} has token ids outside {np.dtype(TOKEN_DTYPE).name}")
+            tokens = tokens.astype(TOKEN_DTYPE)
         yield doc, tokens
 
 

@@ -1,7 +1,7 @@
 """Synthetic per-source datasets in the exact input contract of the mixture builder.
 
 For tests and benchmarks only: random token ids (never 0 inside a document), each document followed by
-EOS = 0, written with streaming's real ``MDSWriter`` (zstd, several shards), plus ``doc_tokens.npy``
+EOS = 0, written with streaming's real ``MDSWriter`` in the source shards' format (``contract.tokens.SOURCE_MDS``, several shards), plus ``doc_tokens.npy``
 and ``OUT/stats/<source>.json``, the same layout ``python -m pipelines.build`` writes.
 """
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from contract import layout
-
-VOCAB = 50277
+from contract.tokens import EOS, SOURCE_MDS, TOKEN_DTYPE, VOCAB_SIZE
 
 
 def random_lengths(n: int, rng: np.random.Generator, *, long_docs: int = 0, long_range=(4097, 20000),
@@ -29,16 +28,13 @@ def random_lengths(n: int, rng: np.random.Generator, *, long_docs: int = 0, long
 def write_source(sources_dir: str, source: str, lengths: Sequence[int], *, seed: int = 0,
                  size_limit: int | str = 1 << 18) -> np.ndarray:
     """Write ``sources_dir/<source>/`` with one document per length; return the lengths as uint32."""
-    from streaming import MDSWriter
-
     lengths = np.asarray(lengths, dtype=np.uint32)
     rng = np.random.default_rng(seed)
     out = os.path.join(sources_dir, source)
-    with MDSWriter(out=out, columns={"tokens": "ndarray:uint16", "id": "str"}, compression="zstd",
-                   hashes=["sha1"], size_limit=size_limit, progress_bar=False) as w:
+    with SOURCE_MDS.writer(out, size_limit) as w:
         for i, n in enumerate(lengths):
-            tokens = rng.integers(1, VOCAB, size=int(n), dtype=np.uint16)
-            tokens[-1] = 0
+            tokens = rng.integers(1, VOCAB_SIZE, size=int(n), dtype=TOKEN_DTYPE)
+            tokens[-1] = EOS
             w.write({"tokens": tokens, "id": f"{source}/{i:07d}"})
     np.save(os.path.join(out, layout.DOC_TOKENS), lengths)
     stats_dir = layout.stats_dir(layout.out_of_sources_dir(sources_dir))

@@ -59,6 +59,7 @@ import numpy as np
 import xxhash
 
 from contract import fsio
+from pipelines.schema import get_path
 
 WORD_RE = re.compile(r"\w+", re.UNICODE)   # same as pipelines.dedupe.minhash.WORD_RE
 MODES = ("document", "spans")
@@ -195,15 +196,6 @@ def list_eval_files(paths: Iterable[str]) -> list[tuple[str, str]]:
     return sorted(found.items(), key=lambda kv: (kv[1], kv[0]))
 
 
-def _get_path(rec, dotted: str):
-    cur = rec
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            raise KeyError(dotted)
-        cur = cur[part]
-    return cur
-
-
 def load_eval_texts(cfg: DecontamConfig) -> Iterator[tuple[str, str]]:
     """``(eval_source, text)`` for every eval text, file by file in sorted order.
 
@@ -217,7 +209,7 @@ def load_eval_texts(cfg: DecontamConfig) -> Iterator[tuple[str, str]]:
                 if not line:
                     continue
                 try:
-                    value = _get_path(json.loads(line), cfg.text_field)
+                    value = get_path(json.loads(line), cfg.text_field)
                 except (ValueError, KeyError):
                     continue
                 values = value if isinstance(value, list) else [value]

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import orjson
 
 from contract import fsio
 from contract.registry import SOURCE_INDEX
 from pipelines.config import SourceConfig, infer_format
-from pipelines.schema import Document, Reject, make_uid
+from pipelines.schema import Document, Reject, get_path, make_uid
 
 PARQUET_BATCH_ROWS = 2048
 
@@ -65,15 +65,6 @@ def expand_inputs(source: str, globs: Sequence[str]) -> list[InputFile]:
         name = p[len(prefix):].lstrip("/") if prefix else p
         out.append(InputFile(i, p, name or posixpath.basename(p), paths[p]))
     return out
-
-
-def get_path(record: Mapping[str, Any], dotted: str) -> Any:
-    cur: Any = record
-    for part in dotted.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            raise KeyError(dotted)
-        cur = cur[part]
-    return cur
 
 
 def _open_raw(path: str):

@@ -6,7 +6,7 @@ part summaries, key blobs).
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple
 
 # uid layout (fits a signed int64): 6 bits source index | 20 bits file index | 37 bits line/row.
 # The smallest uid of a duplicate cluster is the keeper, so the source index doubles as the source
@@ -75,5 +75,11 @@ def reject(doc: Document, stage: str, reason: str, value: float = float("nan"),
     return Reject(doc.uid, doc.id, doc.source, stage, reason, doc.loc, float(value), duplicate_of, detail)
 
 
-def optional_str(x: Optional[object]) -> str:
-    return "" if x is None else str(x)
+def get_path(record: Mapping[str, Any], dotted: str) -> Any:
+    """``record['a']['b']`` for ``dotted`` 'a.b' (a text_field/id_field path); KeyError(dotted) when absent."""
+    cur: Any = record
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            raise KeyError(dotted)
+        cur = cur[part]
+    return cur

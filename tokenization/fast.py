@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from contract.tokens import EOS as EOS_ID
+from contract.tokens import TOKEN_DTYPE
 
 ENV_ENCODER = "NEOX_ENCODER"
 ENCODERS = ("auto", "fastokens", "tokenizers")
@@ -82,7 +83,7 @@ class FastokensEncoder:
     def encode_batch(self, texts: Sequence[str], eos: bool = True) -> list[np.ndarray]:
         if len(texts) == 1:  # the fused per-document path: skip the offsets bookkeeping
             ids = np.frombuffer(self._tok.encode_batch_flat([texts[0]], add_special_tokens=False)[0], dtype=np.uint32)
-            out = np.empty(len(ids) + eos, dtype=np.uint16)
+            out = np.empty(len(ids) + eos, dtype=TOKEN_DTYPE)
             out[:len(ids)] = ids
             if eos:
                 out[-1] = EOS_ID
@@ -92,10 +93,10 @@ class FastokensEncoder:
         if n == 0:
             return []
         if eos:  # one EOS after each document's ids (np.insert keeps order for equal indices: empty docs)
-            flat = np.insert(ids.astype(np.uint16), off[1:], EOS_ID)
+            flat = np.insert(ids.astype(TOKEN_DTYPE), off[1:], EOS_ID)
             bounds = off + np.arange(n + 1, dtype=np.int64)
         else:
-            flat = ids.astype(np.uint16)
+            flat = ids.astype(TOKEN_DTYPE)
             bounds = off
         return [flat[bounds[i]:bounds[i + 1]] for i in range(n)]
 

@@ -17,6 +17,7 @@ import numpy as np
 from contract import fsio
 from contract.tokens import EOS as EOS_ID, MODEL_VOCAB_SIZE, VOCAB_SIZE  # noqa: F401
 from contract.tokens import PAD as PAD_ID  # noqa: F401
+from contract.tokens import TOKEN_DTYPE
 from tokenization.fast import build_fast_encoder, requested_encoder
 
 HF_REPO = "EleutherAI/gpt-neox-20b"
@@ -205,7 +206,7 @@ class NeoXTokenizer:
             ids = e.ids
             if eos:
                 ids.append(EOS_ID)
-            out.append(np.array(ids, dtype=np.uint16))
+            out.append(np.array(ids, dtype=TOKEN_DTYPE))
         return out
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
