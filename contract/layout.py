@@ -20,8 +20,6 @@ INDEX = "index.json"
 DOC_TOKENS = "doc_tokens.npy"
 STREAMS = "streams.yaml"
 MANIFEST = "manifest.json"
-REPORT_MD = "report.md"
-REPORT_PNG = "report.png"
 REPORT_HTML = "report.html"
 
 

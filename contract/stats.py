@@ -33,7 +33,6 @@ STAGE_FIELD = {
     "near_dedupe": "near_duplicates",
     "semantic_dedupe": "semantic_duplicates",
 }
-STAGES = tuple(STAGE_FIELD)
 DEDUPE_STAGES = ("exact_dedupe", "near_dedupe", "semantic_dedupe")  # also the priority: exact beats near ...
 
 

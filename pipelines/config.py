@@ -56,7 +56,6 @@ class SourceConfig:
     text_field: str
     id_field: Optional[str]
     meta_fields: tuple[str, ...]
-    filters_spec: Any
     dedupe: DedupeConfig
     chain: FilterChain = field(compare=False)
     pii: bool = False
@@ -113,7 +112,7 @@ def source_config(name: str, raw: Mapping[str, Any], where: str,
         text_field=spec.text_field or d.text_field,
         id_field=spec.id_field if "id_field" in raw else d.id_field,
         meta_fields=tuple(spec.meta_fields if spec.meta_fields is not None else d.meta_fields),
-        filters_spec=spec.filters, dedupe=dedupe, chain=chain, pii=spec.pii,
+        dedupe=dedupe, chain=chain, pii=spec.pii,
         decontam=None if spec.decontam is False else decontam)
 
 

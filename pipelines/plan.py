@@ -117,9 +117,6 @@ class BuildPlan:
     def num_parts(self, source: str) -> int:
         return sum(1 for t in self.tasks if t.source == source)
 
-    def task(self, source: str, part: int) -> PartTask:
-        return self._task_index[(source, part)]
-
     def part_of_uid(self, uid: int) -> tuple[str, int]:
         """(source, part) holding document ``uid`` (parts are consecutive file ranges)."""
         s, f, _line = split_uid(uid)
@@ -129,14 +126,6 @@ class BuildPlan:
 
     def file_name(self, source: str, file_index: int) -> str:
         return self.files[source][file_index].name
-
-    @property
-    def _task_index(self) -> dict:
-        cache = self.__dict__.get("_tidx")
-        if cache is None:
-            cache = {t.key: t for t in self.tasks}
-            object.__setattr__(self, "_tidx", cache)
-        return cache
 
     @property
     def _part_starts(self) -> dict[str, list[int]]:

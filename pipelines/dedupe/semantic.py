@@ -14,7 +14,7 @@ transformer itself) are in ``pipelines.dedupe.embed``.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import xxhash
@@ -139,10 +139,6 @@ def most_similar_kept(e_removed: np.ndarray, e_kept: np.ndarray) -> tuple[np.nda
         idx[start:start + _BLOCK] = j
         sim[start:start + _BLOCK] = s[np.arange(len(j)), j]
     return idx, sim
-
-
-def implied_eps(cutoff: Optional[tuple[float, int]]) -> Optional[float]:
-    return None if cutoff is None else 1.0 - cutoff[0]
 
 
 def sample_key(uid: int, seed: int = 0) -> int:
