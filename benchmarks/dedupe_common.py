@@ -171,7 +171,7 @@ def run_ours(in_dir: str, out_dir: str, workers: int) -> None:
     from pipelines.plan import BuildPlan
     from pipelines.process import Tools, process_part
     from pipelines.readers import expand_inputs
-    from pipelines.staging import PartFiles, load_npz
+    from pipelines.staging import Part
 
     tok = os.environ.get("NEOX_TOKENIZER") or str(ROOT.parent / "shared" / "tokenizers" / "gpt-neox-20b" /
                                                   "tokenizer.json")
@@ -186,8 +186,8 @@ def run_ours(in_dir: str, out_dir: str, workers: int) -> None:
     summaries = [process_part(t, plan, tools) for t in plan.tasks]
     ids = {}
     for t in plan.tasks:
-        f = PartFiles(plan.part_staging(t.source, t.part))
-        ids.update(zip(load_npz(f.docs)["uid"].tolist(), json.loads(Path(f.ids).read_text())))
+        staged = Part.of(plan, t.source, t.part)
+        ids.update(zip(staged.read_docs().uid.tolist(), staged.read_ids()))
     opts = PipelineOptions(direct_num_workers=workers, direct_running_mode="multi_processing")
     with beam.Pipeline(options=opts) as p:
         (p | beam.Create(summaries) | Dedupe(plan)

@@ -267,7 +267,7 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
     from pipelines.graph import build_graph
     from pipelines.plan import BuildPlan
     from pipelines.progress import Reporter, heartbeat_dir
-    from pipelines.staging import PartFiles
+    from pipelines.staging import Part
 
     plan = BuildPlan.make(
         out=out, tokenizer_json=tok.raw, write_rejects=args.write_rejects, cross_source=args.cross_source_dedupe,
@@ -278,7 +278,7 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
     for n in todo:  # --force recomputes every part; otherwise staging of the same inputs and config is resumed
         clear_stale_staging(out, n, "" if args.force else hashes[n])
     fsio.delete_tree(heartbeat_dir(out))
-    resumable = sum(1 for t in plan.tasks if fsio.exists(PartFiles(plan.part_staging(t.source, t.part)).summary))
+    resumable = sum(1 for t in plan.tasks if Part.of(plan, t.source, t.part).is_done())
     sizes = {n: sum(f.size for f in files[n]) for n in todo}
     print(f"building {len(todo)} source(s) from {sum(len(files[n]) for n in todo)} file(s), "
           f"{sum(sizes.values()) / 1e6:,.1f} MB on disk, {len(plan.tasks)} part(s)"

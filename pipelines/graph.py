@@ -49,9 +49,9 @@ class _ProcessPart(beam.DoFn):
             if self.tools is None:
                 self.tools = Tools(plan)
             summary = process_part(task, plan, self.tools, hb)
-            beam.metrics.Metrics.counter(task.source, "read").inc(summary["read"])
-        hb.finish(docs=summary["read"], text_bytes=summary["text_bytes"], input_bytes=task.input_bytes,
-                  resumed="finished" in summary and summary["finished"] < hb.rec["t0"])
+            beam.metrics.Metrics.counter(task.source, "read").inc(summary.read)
+        hb.finish(docs=summary.read, text_bytes=summary.text_bytes, input_bytes=task.input_bytes,
+                  resumed=summary.finished < hb.rec["t0"])
         yield summary
 
 
@@ -98,7 +98,7 @@ class WriteShards(beam.PTransform):
 
     def expand(self, inputs):
         parts, removals = inputs
-        return ({"part": parts | "PartKey" >> beam.Map(lambda s: ((s["source"], s["part"]), s)),
+        return ({"part": parts | "PartKey" >> beam.Map(lambda s: (s.key, s)),
                  "removals": removals}
                 | "GroupByPart" >> beam.CoGroupByKey()
                 | "Write" >> beam.ParDo(_WritePart(self.plan)))

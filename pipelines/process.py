@@ -17,21 +17,20 @@ The order of the per-document steps, and why, is in ``pipelines.steps``.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 
 import numpy as np
 
-from contract import fsio
 from contract.stats import histogram
+from contract.tokens import TOKEN_DTYPE
 from pipelines.dedupe.exact import exact_key
 from pipelines.plan import BuildPlan, PartTask
 from pipelines.readers import Meter, read_file
 from pipelines.samples import PartSampler
 from pipelines.schema import Document, Reject
 from pipelines.shards import reject_record
-from pipelines.staging import PartFiles, save_npy, save_npz, write_json
+from pipelines.staging import Docs, Embeddings, Part, PartSummary, Sigs
 from pipelines.steps import (
     CountMissingMeta,
     Decontaminate,
@@ -110,11 +109,11 @@ def _flush(batch: list[Document], acc: _Accumulator, task: PartTask, plan: Build
     return sum(nbytes)
 
 
-def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) -> dict:
+def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) -> PartSummary:
     """Run the fused path over one part and write its staging files; returns the part summary (also the
     part's done marker, written last)."""
     cfg = plan.sources[task.source]
-    files = PartFiles(plan.part_staging(task.source, task.part))
+    files = Part.of(plan, task.source, task.part)
     counts: Counter = Counter()     # (stage, reason, file) -> n: malformed, decontaminated, filtered
     rejects: list[tuple[int, dict]] = []   # (uid, audit record)
     steps = document_steps(cfg, tools.eval_index.get(task.source))
@@ -156,39 +155,36 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     lengths = np.fromiter((len(t) for t in acc.tokens), dtype=np.int64, count=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    save_npy(files.tokens, np.concatenate(acc.tokens) if n else np.zeros(0, np.uint16))
-    save_npz(files.docs, uid=np.asarray(acc.uids, dtype=np.int64), offsets=offsets,
-             nbytes=np.asarray(acc.nbytes, dtype=np.int64))
-    fsio.write_bytes(files.ids, json.dumps(acc.ids, ensure_ascii=False).encode("utf-8"))
+    files.write_tokens(np.concatenate(acc.tokens) if n else np.zeros(0, TOKEN_DTYPE))
+    files.write_docs(Docs(uid=np.asarray(acc.uids, dtype=np.int64), offsets=offsets,
+                          nbytes=np.asarray(acc.nbytes, dtype=np.int64)))
+    files.write_ids(acc.ids)
     if cfg.dedupe.exact:
-        save_npy(files.exact, np.asarray(acc.exact, dtype=np.uint64).reshape(-1, 2))
+        files.write_exact(np.asarray(acc.exact, dtype=np.uint64).reshape(-1, 2))
     if task.source in tools.signers:
         width = tools.signers[task.source].spec.num_perm
-        save_npz(files.sigs, uid=np.asarray(acc.sig_uids, dtype=np.int64),
-                 sig=np.concatenate(acc.sigs) if acc.sigs else np.zeros((0, width), np.uint32))
+        files.write_sigs(Sigs(uid=np.asarray(acc.sig_uids, dtype=np.int64),
+                              sig=np.concatenate(acc.sigs) if acc.sigs else np.zeros((0, width), np.uint32)))
     if cfg.dedupe.semantic:
         from pipelines.dedupe.embed import EMBED_DIM
 
-        save_npz(files.emb, uid=np.asarray(acc.uids, dtype=np.int64),
-                 emb=np.concatenate(acc.embs) if acc.embs else np.zeros((0, EMBED_DIM), np.float32))
-    if rejects:
-        # "uid<TAB>record": the writer merges these with the dedupe rejects in uid order
-        body = "".join(f"{uid}\t{json.dumps(rec, ensure_ascii=False)}\n" for uid, rec in rejects)
-        fsio.write_bytes(files.rejects, body.encode("utf-8"))
-    summary = {"source": task.source, "part": task.part, "read": read, "docs": n, "text_bytes": text_bytes,
-               "input_bytes": task.input_bytes, "tokens": int(lengths.sum()),
-               "counts": [[s, r, f, c] for (s, r, f), c in sorted(counts.items())], "finished": time.time(),
-               "token_hist_before_dedupe": histogram(lengths),
-               "pii": {k: int(pii[k]) for k in ("documents", "emails", "ips")},
-               "decontam": {"by_eval": dict(sorted(by_eval.items())), "spans_removed": int(decontam["spans_removed"]),
-                            "documents_cut": int(decontam["documents_cut"])},
-               "meta_missing": dict(sorted(step_stats(steps, CountMissingMeta).items())),
-               "filter_stats": filter_stats(steps),
-               "samples": sampler.save(files.samples)}
-    write_json(files.summary, summary)
+        files.write_emb(Embeddings(uid=np.asarray(acc.uids, dtype=np.int64),
+                                   emb=np.concatenate(acc.embs) if acc.embs else np.zeros((0, EMBED_DIM), np.float32)))
+    files.write_rejects(rejects)   # the writer merges these with the dedupe rejects in uid order
+    summary = PartSummary(
+        source=task.source, part=task.part, read=read, docs=n, text_bytes=text_bytes, input_bytes=task.input_bytes,
+        tokens=int(lengths.sum()), counts=[[s, r, f, c] for (s, r, f), c in sorted(counts.items())],
+        finished=time.time(), token_hist_before_dedupe=histogram(lengths),
+        pii={k: int(pii[k]) for k in ("documents", "emails", "ips")},
+        decontam={"by_eval": dict(sorted(by_eval.items())), "spans_removed": int(decontam["spans_removed"]),
+                  "documents_cut": int(decontam["documents_cut"])},
+        meta_missing=dict(sorted(step_stats(steps, CountMissingMeta).items())),
+        filter_stats=filter_stats(steps),
+        samples=sampler.save(files))
+    files.write_summary(summary)
     return summary
 
 
-def cached_summary(task: PartTask, plan: BuildPlan) -> dict | None:
+def cached_summary(task: PartTask, plan: BuildPlan) -> PartSummary | None:
     """The part's summary when an earlier run (same inputs and config) finished it."""
-    return PartFiles(plan.part_staging(task.source, task.part)).done()
+    return Part.of(plan, task.source, task.part).done()

@@ -35,6 +35,8 @@ import numpy as np
 import xxhash
 
 from contract import fsio, layout
+from contract.tokens import EOS
+from pipelines.staging import DOCS, EMB, SIGS, TOKENS, Part, Seekable
 
 K = 5                    # examples per (source, stage/reason)
 SNIPPET_CHARS = 300      # characters of text per example
@@ -146,12 +148,12 @@ class PartSampler:
 
         self.res.offer(key, r.uid, make)
 
-    def save(self, path: str) -> dict:
-        """Write the records to ``path`` (the part's staging ``samples.json``, only when there are any);
-        return what the part summary carries: picks and byte counts."""
+    def save(self, part) -> dict:
+        """Write the records to the part's staging ``samples.json`` (``pipelines.staging.Part``; only when
+        there are any); return what the part summary carries: picks and byte counts."""
         records = self.res.records()
         if records:
-            fsio.write_bytes(path, (json.dumps(records, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+            part.write_samples(records)
         return {"read_bytes": int(self.read_bytes), "bytes": dict(sorted(self.bytes.items())), "picks": self.res.picks()}
 
 
@@ -175,115 +177,62 @@ def dedupe_picks(won, ids_by_uid: Mapping[int, str], nbytes_by_uid: Mapping[int,
 # ---------------------------------------------------------------------------------------------
 
 
-def _open(path: str):
-    """A seekable binary file: local, or remote (gs://, s3:// read by ranges)."""
-    return fsio.open(path)
-
-
-class _Npy:
-    """Rows of one ``.npy`` array inside an open file (at ``base``: 0 for a .npy file, the member's data offset
-    in an uncompressed .npz), read by seeking: a duplicate's snippet costs a few KB, not its part's arrays."""
-
-    def __init__(self, f, base: int = 0):
-        f.seek(base)
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        self.shape, fortran, self.dtype = read_header(f)
-        if fortran:
-            raise ValueError("Fortran-ordered array")
-        self.f, self.start = f, f.tell()
-        self.row = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
-
-    def rows(self, i: int, n: int = 1) -> np.ndarray:
-        n = max(0, min(n, self.shape[0] - i))
-        self.f.seek(self.start + i * self.row)
-        return np.frombuffer(self.f.read(n * self.row), dtype=self.dtype).reshape((n, *self.shape[1:]))
-
-
-def _npz_members(f) -> dict[str, int]:
-    """Member name -> offset of its data for the uncompressed (``np.savez``) members of an open .npz."""
-    import struct
-    import zipfile
-
-    out = {}
-    with zipfile.ZipFile(f) as z:
-        infos = [i for i in z.infolist() if i.compress_type == zipfile.ZIP_STORED]
-    for info in infos:
-        f.seek(info.header_offset)
-        head = f.read(30)
-        name_len, extra_len = struct.unpack("<HH", head[26:30])
-        out[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
-            info.header_offset + 30 + name_len + extra_len)
-    return out
-
-
 class _StagedParts:
     """Rows of staged part files, read by seeking (at most a few parts per source are opened)."""
 
     def __init__(self, plan):
         self.plan = plan
-        self._arrays: dict[tuple, Optional[dict]] = {}
+        self._files: dict[tuple, Optional[Seekable]] = {}
         self._ids: dict[tuple, Optional[list]] = {}
         self._tok = None
 
-    def _file(self, source: str, part: int, what: str) -> Optional[dict]:
-        """``{array name: _Npy}`` of one staged file (``docs``, ``sigs``, ``emb``: .npz; ``tokens``: .npy)."""
-        key = (source, part, what)
-        if key not in self._arrays:
-            from pipelines.staging import PartFiles
-
+    def _file(self, source: str, part: int, name: str) -> Optional[Seekable]:
+        """One staged file of a part opened for rows (``staging.DOCS``, ``SIGS``, ``EMB`` or ``TOKENS``)."""
+        key = (source, part, name)
+        if key not in self._files:
             try:
-                f = _open(getattr(PartFiles(self.plan.part_staging(source, part)), what))
-                if what == "tokens":
-                    self._arrays[key] = {"tokens": _Npy(f)}
-                else:
-                    self._arrays[key] = {name: _Npy(f, off) for name, off in _npz_members(f).items()}
-                    uid = self._arrays[key]["uid"]
-                    self._arrays[key]["_uids"] = uid.rows(0, uid.shape[0])   # 8 bytes per document
+                self._files[key] = Part.of(self.plan, source, part).seekable(name)
             except Exception:  # noqa: BLE001 - staging of another source may already be gone (cross-source)
-                self._arrays[key] = None
-        return self._arrays[key]
+                self._files[key] = None
+        return self._files[key]
 
-    def _row(self, uid: int, what: str) -> tuple[Optional[dict], Optional[int]]:
+    def _row(self, uid: int, name: str) -> tuple[Optional[Seekable], Optional[int]]:
         try:
             source, part = self.plan.part_of_uid(uid)
         except Exception:  # noqa: BLE001 - a uid of a source not in this build
             return None, None
-        arrs = self._file(source, part, what)
-        if arrs is None:
+        f = self._file(source, part, name)
+        if f is None:
             return None, None
-        uids = arrs["_uids"]
-        i = int(np.searchsorted(uids, uid))
-        if i >= len(uids) or int(uids[i]) != uid:
-            return arrs, None
-        return arrs, i
+        i = int(np.searchsorted(f.uid, uid))
+        if i >= len(f.uid) or int(f.uid[i]) != uid:
+            return f, None
+        return f, i
 
     def doc_id(self, uid: int) -> str:
         """The document's id (ids.json of its part); "" when its staging is gone."""
-        _docs, i = self._row(uid, "docs")
+        _docs, i = self._row(uid, DOCS)
         if i is None:
             return ""
         key = self.plan.part_of_uid(uid)
         if key not in self._ids:
-            from pipelines.staging import PartFiles
-
             try:
-                self._ids[key] = json.loads(fsio.read_bytes(PartFiles(self.plan.part_staging(*key)).ids))
+                self._ids[key] = Part.of(self.plan, *key).read_ids()
             except Exception:  # noqa: BLE001
                 self._ids[key] = None
         ids = self._ids[key]
         return ids[i] if ids is not None else ""
 
     def text(self, uid: int) -> Optional[str]:
-        docs, i = self._row(uid, "docs")
+        docs, i = self._row(uid, DOCS)
         if i is None:
             return None
-        tokens = self._file(*self.plan.part_of_uid(uid), "tokens")
+        tokens = self._file(*self.plan.part_of_uid(uid), TOKENS)
         if tokens is None:
             return None
-        lo, hi = (int(x) for x in docs["offsets"].rows(i, 2))
-        ids = tokens["tokens"].rows(lo, min(hi - lo, SNIPPET_TOKENS)).tolist()
-        if ids and hi - lo <= SNIPPET_TOKENS and ids[-1] == 0:
+        lo, hi = (int(x) for x in docs.rows(i, 2))
+        ids = tokens.rows(lo, min(hi - lo, SNIPPET_TOKENS)).tolist()
+        if ids and hi - lo <= SNIPPET_TOKENS and ids[-1] == EOS:
             ids = ids[:-1]       # the EOS every document ends with
         if self._tok is None:
             from tokenization import NeoXTokenizer
@@ -292,19 +241,17 @@ class _StagedParts:
         return snippet(self._tok.decode(ids).rstrip("\ufffd"))
 
     def close(self) -> None:
-        closed = set()
-        for arrs in self._arrays.values():
-            for a in (arrs or {}).values():
-                if isinstance(a, _Npy) and id(a.f) not in closed:
-                    closed.add(id(a.f))
-                    a.f.close()
-        self._arrays.clear()
+        for f in self._files.values():
+            if f is not None:
+                f.close()
+        self._files.clear()
 
-    def vector(self, uid: int, what: str) -> Optional[np.ndarray]:
-        arrs, i = self._row(uid, what)
+    def vector(self, uid: int, name: str) -> Optional[np.ndarray]:
+        """The document's MinHash signature (``staging.SIGS``) or embedding (``staging.EMB``)."""
+        f, i = self._row(uid, name)
         if i is None:
             return None
-        return np.asarray(arrs["sig" if what == "sigs" else "emb"].rows(i, 1)[0])
+        return np.asarray(f.rows(i, 1)[0])
 
 
 def _pair_score(stage: str, a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[float]:
@@ -323,7 +270,7 @@ def _dedupe_examples(staged: _StagedParts, dd_by_key: Mapping[str, list], exampl
     pair's estimated Jaccard (signatures) or cosine (embeddings)."""
     for key in sorted(dd_by_key):
         stage = key.split("/", 1)[0]
-        what = {"near_dedupe": "sigs", "semantic_dedupe": "emb"}.get(stage)
+        what = {"near_dedupe": SIGS, "semantic_dedupe": EMB}.get(stage)
         rows = []
         for _pr, uid, doc_id, keeper_uid, keeper_id, value, _part in dd_by_key[key]:
             row = {"id": doc_id, "value": value, "keeper_id": keeper_id or staged.doc_id(keeper_uid),
@@ -338,8 +285,6 @@ def _dedupe_examples(staged: _StagedParts, dd_by_key: Mapping[str, list], exampl
 
 def build_examples(plan, source: str, parts: list[Mapping], k: int = K) -> dict:
     """The examples record of one source from its parts' written stats (``pipelines.shards.write_part``)."""
-    from pipelines.staging import PartFiles
-
     read_bytes = 0
     nbytes: Counter = Counter()
     by_key: dict[str, list] = defaultdict(list)       # key -> [[prio, uid, part], ...]
@@ -367,9 +312,8 @@ def build_examples(plan, source: str, parts: list[Mapping], k: int = K) -> dict:
             wanted[part].add(key)
     loaded: dict[int, dict] = {}
     for part in sorted(wanted):
-        path = PartFiles(plan.part_staging(source, part)).samples
         try:
-            loaded[part] = json.loads(fsio.read_bytes(path))
+            loaded[part] = Part.of(plan, source, part).read_samples()
         except Exception:  # noqa: BLE001 - a resumed part from older code has no samples file
             loaded[part] = {}
     for key in sorted(chosen):

@@ -23,7 +23,7 @@ from contract.tokens import MDS_TOKENS_ENCODING
 from pipelines.plan import part_name
 from pipelines.samples import dedupe_picks
 from pipelines.schema import Reject, split_uid
-from pipelines.staging import PartFiles, load_npy, load_npz, read_json, write_json
+from pipelines.staging import Part, read_json, write_json
 
 MDS_COLUMNS = {"tokens": MDS_TOKENS_ENCODING, "id": "str"}
 MDS_COMPRESSION = "zstd"
@@ -83,7 +83,7 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
     """Drop the part's removed documents, write its MDS part and audit records to staging; return its stats.
 
     Its stats file doubles as the done marker: a resumed build re-uses a written part as it is."""
-    files = PartFiles(plan.part_staging(source, part))
+    files = Part.of(plan, source, part)
     done_path = layout.join(plan.staging(source), "written", part_name(part) + ".json")
     done = read_json(done_path)
     if done is not None:
@@ -91,10 +91,9 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
     summary = files.done()
     if summary is None:
         raise RuntimeError(f"{source} {part_name(part)}: no staged documents (summary.json missing); this is a bug")
-    docs = load_npz(files.docs)
-    uids, offsets, nbytes = docs["uid"], docs["offsets"], docs["nbytes"]
-    ids = json.loads(fsio.read_bytes(files.ids))
-    tokens = load_npy(files.tokens)
+    uids, offsets, nbytes = files.read_docs()
+    ids = files.read_ids()
+    tokens = files.read_tokens()
     removed = resolve_removals(removals)
     gone = np.isin(uids, np.fromiter(removed, dtype=np.int64, count=len(removed)))
     orphans = set(removed) - set(uids[gone].tolist())
@@ -111,7 +110,7 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
         fsio.upload_tree(data_dir, dest, last=[INDEX])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    counts = [tuple(c) for c in summary["counts"]]
+    counts = [tuple(c) for c in summary.counts]
     dedupe_counts: Counter = Counter()
     won = []
     for i in np.flatnonzero(gone).tolist():
@@ -122,24 +121,20 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
         _write_rejects(plan, source, part, files, won, uids, ids)
     gi = np.flatnonzero(gone).tolist()
     report_samples = dedupe_picks(won, {int(uids[i]): ids[i] for i in gi}, {int(uids[i]): int(nbytes[i]) for i in gi})
-    stats = {"source": source, "part": part, "read": summary["read"], "kept": int(rows.size),
+    stats = {"source": source, "part": part, "read": summary.read, "kept": int(rows.size),
              "tokens": int(lengths.sum()), "bytes": int(nbytes[rows].sum()), "token_hist": histogram(lengths),
              "docs_ge_4096_tokens": int((lengths >= 4096).sum()),
              "counts": [list(c) for c in counts] + [[s, r, f, n] for (s, r, f), n in sorted(dedupe_counts.items())],
              # per-part pass-through for the source's stats (pipelines.process; absent in older summaries)
-             **{k: summary[k] for k in ("pii", "decontam", "meta_missing", "samples", "filter_stats") if k in summary},
+             **summary.pass_through(),
              "dedupe_samples": report_samples}  # pipelines.samples: examples for the report
     write_json(done_path, stats)
     return stats
 
 
-def _write_rejects(plan, source: str, part: int, files: PartFiles, won: list[Removal], uids, ids) -> None:
+def _write_rejects(plan, source: str, part: int, files: Part, won: list[Removal], uids, ids) -> None:
     """Malformed and filtered records staged by the reader plus this part's dedupe removals, in uid order."""
-    lines = []
-    staged = fsio.read_bytes(files.rejects).decode("utf-8") if fsio.exists(files.rejects) else ""
-    for line in staged.splitlines():
-        uid, rec = line.split("\t", 1)
-        lines.append((int(uid), rec))
+    lines = files.read_rejects()
     index = {int(u): i for i, u in enumerate(uids.tolist())} if won else {}
     for r in won:
         _s, f, line = split_uid(r.uid)

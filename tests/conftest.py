@@ -123,11 +123,11 @@ def stage_and_dedupe(tmp_path: Path, docs: dict, dedupe, tokenizer_path: str, cr
 
     removals = sorted((Removal(**json.loads(x)) for x in out.read_text().splitlines()), key=lambda r: r.uid)
     ids = {}
-    from pipelines.staging import PartFiles, load_npz
+    from pipelines.staging import Part
 
     for t in plan.tasks:
-        f = PartFiles(plan.part_staging(t.source, t.part))
-        ids.update(zip(load_npz(f.docs)["uid"].tolist(), json.loads(Path(f.ids).read_text())))
+        staged = Part.of(plan, t.source, t.part)
+        ids.update(zip(staged.read_docs().uid.tolist(), staged.read_ids()))
     return plan, removals, ids
 
 

@@ -108,7 +108,7 @@ def test_rank_cutoff_is_exact_beyond_the_quantile_resolution(keep):
 def test_graph_equals_the_in_memory_policy(tmp_path, tokenizer_path):
     """The Beam graph removes exactly what semantic.removals_in_memory removes from the staged embeddings
     (same keepers, same M), so benchmarks that score embedders with the function score the build."""
-    from pipelines.staging import PartFiles, load_npz
+    from pipelines.staging import Part
 
     base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=150, min_chars=200)
     rng = random.Random(9)
@@ -116,9 +116,9 @@ def test_graph_equals_the_in_memory_policy(tmp_path, tokenizer_path):
     cfg = {"keep_fraction": 0.7, "n_clusters": 4, "sample_size": 120}
     plan, rejects, _ids = stage_and_dedupe(tmp_path, {"c4_en": [(f"c4-{i}", t) for i, t in enumerate(texts)]},
                                            {"exact": False, "minhash": False, "semantic": cfg}, tokenizer_path)
-    z = [load_npz(PartFiles(plan.part_staging(t.source, t.part)).emb) for t in plan.tasks]
-    uids = np.concatenate([x["uid"] for x in z])
-    emb = np.concatenate([x["emb"] for x in z])
+    z = [Part.of(plan, t.source, t.part).read_emb() for t in plan.tasks]
+    uids = np.concatenate([x.uid for x in z])
+    emb = np.concatenate([x.emb for x in z])
     expected = semantic.removals_in_memory(uids, emb, SemDedupConfig(**cfg))
     assert len(expected) == semantic.n_to_remove(len(texts), 0.7)
     assert {r.uid: r.keeper_uid for r in rejects} == {u: k for u, (k, _m) in expected.items()}

@@ -13,7 +13,6 @@ dedupe keeps the earliest source in registry order.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 
@@ -21,7 +20,6 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from contract import fsio
 from contract.registry import SOURCE_INDEX
 from pipelines.dedupe import semantic
 from pipelines.dedupe.components import ConnectedComponents
@@ -29,7 +27,7 @@ from pipelines.dedupe.exact import duplicate_pairs
 from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
 from pipelines.plan import BuildPlan
 from pipelines.shards import Removal
-from pipelines.staging import PartFiles, load_npy, load_npz
+from pipelines.staging import Part, PartSummary
 
 NS = "dedupe"
 BUCKET_INPUT_BYTES = 256 << 20   # input bytes per shuffle bucket: a bucket is what one worker sorts
@@ -47,8 +45,8 @@ def _by_part(plan: BuildPlan):
     return lambda r: (plan.part_of_uid(r.uid), r)
 
 
-def _part_key(summary: dict):
-    return (summary["source"], summary["part"]), summary
+def _part_key(summary: PartSummary):
+    return summary.key, summary
 
 
 def _groups_by_config(plan: BuildPlan, stage: str) -> dict:
@@ -72,15 +70,15 @@ def _survivors(parts, removed, label: str):
 # ---------------------------------------------------------------------------------------------------
 # exact
 
-def _exact_blobs(summary: dict, plan: BuildPlan, buckets: int):
-    cfg = plan.sources[summary["source"]]
-    if not cfg.dedupe.exact or not summary["docs"]:
+def _exact_blobs(summary: PartSummary, plan: BuildPlan, buckets: int):
+    cfg = plan.sources[summary.source]
+    if not cfg.dedupe.exact or not summary.docs:
         return
-    files = PartFiles(plan.part_staging(summary["source"], summary["part"]))
-    keys = load_npy(files.exact)
-    uids = load_npz(files.docs)["uid"]
+    staged = Part.of(plan, summary.source, summary.part)
+    keys = staged.read_exact()
+    uids = staged.read_docs().uid
     rec = np.empty((len(uids), 4), dtype=np.uint64)
-    rec[:, 0] = _scope(plan, summary["source"])
+    rec[:, 0] = _scope(plan, summary.source)
     rec[:, 1:3] = keys
     rec[:, 3] = uids.view(np.uint64)
     b = keys[:, 1] % np.uint64(buckets)
@@ -125,12 +123,11 @@ def _band_blobs(item, plan: BuildPlan, specs: dict, buckets: int):
     ``specs``: source -> (group index, SignatureSpec). The key mixes band index and scope (source, unless
     cross-source) into the band's 63-bit hash."""
     summary, gone = item
-    source = summary["source"]
-    if source not in specs or not summary["docs"]:
+    source = summary.source
+    if source not in specs or not summary.docs:
         return
     group, spec = specs[source]
-    z = load_npz(PartFiles(plan.part_staging(source, summary["part"])).sigs)
-    uids, sigs = z["uid"], z["sig"]
+    uids, sigs = Part.of(plan, source, summary.part).read_sigs()
     if gone:
         keep = ~np.isin(uids, np.fromiter(gone, dtype=np.int64, count=len(gone)))
         uids, sigs = uids[keep], sigs[keep]
@@ -176,9 +173,9 @@ def _fetch_signatures(kv, plan: BuildPlan):
     """(part, pair blobs) -> (leader, (member, signature bytes)) for each distinct (member, leader)."""
     (source, part), blobs = kv
     pairs = np.unique(np.concatenate([np.frombuffer(x, dtype=np.int64).reshape(-1, 2) for x in blobs]), axis=0)
-    z = load_npz(PartFiles(plan.part_staging(source, part)).sigs)
-    row = {u: i for i, u in enumerate(z["uid"].tolist())}
-    sigs = z["sig"]
+    staged = Part.of(plan, source, part).read_sigs()
+    row = {u: i for i, u in enumerate(staged.uid.tolist())}
+    sigs = staged.sig
     for m, ld in pairs.tolist():
         yield ld, (m, sigs[row[m]].tobytes())
 
@@ -293,10 +290,10 @@ _QUANTILES = 1001
 
 def _embeddings(item, plan: BuildPlan, sources: frozenset):
     summary, gone = item
-    if summary["source"] not in sources or not summary["docs"]:
+    if summary.source not in sources or not summary.docs:
         return
-    z = load_npz(PartFiles(plan.part_staging(summary["source"], summary["part"])).emb)
-    for uid, e in zip(z["uid"].tolist(), z["emb"]):
+    staged = Part.of(plan, summary.source, summary.part).read_emb()
+    for uid, e in zip(staged.uid.tolist(), staged.emb):
         if uid not in gone:
             yield uid, e.tobytes()
 
@@ -466,10 +463,8 @@ class SemanticDedupe(_FuzzyStage):
 def _keeper_ids(kv, plan: BuildPlan):
     """Removals grouped by their keeper's part -> the same Removals with the keeper's id filled in."""
     (source, part), removals = kv
-    files = PartFiles(plan.part_staging(source, part))
-    uids = load_npz(files.docs)["uid"].tolist()
-    ids = json.loads(fsio.read_bytes(files.ids))
-    index = dict(zip(uids, ids))
+    staged = Part.of(plan, source, part)
+    index = dict(zip(staged.read_docs().uid.tolist(), staged.read_ids()))
     for r in removals:
         yield r._replace(keeper_id=index[r.keeper_uid])
 
