@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -59,9 +58,9 @@ import numpy as np
 import xxhash
 
 from contract import fsio
+from pipelines.dedupe.minhash import WORD_RE, splitmix64, words
 from pipelines.schema import get_path
 
-WORD_RE = re.compile(r"\w+", re.UNICODE)   # same as pipelines.dedupe.minhash.WORD_RE
 MODES = ("document", "spans")
 EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")
 _MULT = np.uint64(0x9E3779B97F4A7C15)
@@ -113,22 +112,9 @@ def word_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     return ws, spans
 
 
-def words(text: str) -> list[str]:
-    return WORD_RE.findall(text.lower())
-
-
 def _word_hashes(ws: Sequence[str]) -> np.ndarray:
     h = xxhash.xxh3_64_intdigest
     return np.fromiter((h(w.encode("utf-8")) for w in ws), dtype=np.uint64, count=len(ws))
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: spreads the polynomial's structure over all 64 bits."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
@@ -140,7 +126,7 @@ def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
         acc = wh[:count].copy()
         for j in range(1, n):
             acc = acc * _MULT + wh[j:j + count]
-        return _mix(acc + np.uint64(n))
+        return splitmix64(acc + np.uint64(n))   # spreads the polynomial's structure over all 64 bits
 
 
 # ---------------------------------------------------------------------------------------------
