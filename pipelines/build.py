@@ -18,6 +18,7 @@ from contract import fsio, layout
 from contract.config import ConfigError
 from contract.registry import SOURCE_NAMES
 from contract.stats import summary_table
+from pipelines import beam_logging
 from pipelines.config import load_sources, source_config
 from pipelines.plan import config_hash
 
@@ -50,6 +51,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     ap.add_argument("--seed", type=int, default=17, help="mixture sampling seed (default 17)")
     ap.add_argument("--force", action="store_true",
                     help="rebuild sources even if finished outputs exist (and redo parts an interrupted run finished)")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="also show Apache Beam's own logging (start-up notices, workers, job service)")
     ap.add_argument("--skip-mixture", action="store_true",
                     help="stop after the per-source shards (then any subset of the ten sources may be built)")
     return ap.parse_known_args(argv)
@@ -152,12 +155,12 @@ def explain(e: BaseException) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args, beam_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("apache_beam", "streaming", "urllib3", "botocore"):
+    for noisy in ("streaming", "urllib3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # worker log records re-emitted by the local job service: our progress lines already reach stderr directly
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    beam_logging.configure_driver(args.verbose)
     try:
-        return run(args, beam_args)
+        with beam_logging.worker_env(args.verbose):
+            return run(args, beam_args)
     except Exception as e:  # the CLI contract: a one-paragraph reason, non-zero exit
         from contract.stats import ReconciliationError
         from mixtures.build import MixtureError
