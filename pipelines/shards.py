@@ -19,16 +19,12 @@ import numpy as np
 from contract import fsio, layout
 from contract.layout import DOC_TOKENS, INDEX
 from contract.stats import DEDUPE_STAGES, histogram
-from contract.tokens import MDS_TOKENS_ENCODING
+from contract.tokens import SOURCE_MDS
 from pipelines.plan import part_name
 from pipelines.samples import dedupe_picks
 from pipelines.schema import Reject, split_uid
 from pipelines.staging import Part, read_json, write_json
 
-MDS_COLUMNS = {"tokens": MDS_TOKENS_ENCODING, "id": "str"}
-MDS_COMPRESSION = "zstd"
-MDS_HASHES = ["xxh64"]
-MDS_SIZE_LIMIT = 1 << 26
 STAGE_PRIORITY = {s: i for i, s in enumerate(DEDUPE_STAGES)}
 
 
@@ -47,11 +43,8 @@ class Removal(NamedTuple):
 def write_mds(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray, ids: Sequence[str], out_dir: str) -> np.ndarray:
     """Write documents ``rows`` (indices into offsets/ids) as an MDS dataset in local ``out_dir``, plus
     doc_tokens.npy; returns their token counts. This is the stage benchmarked in benchmarks/tokenize_shard.py."""
-    from streaming import MDSWriter
-
     lengths = (offsets[rows + 1] - offsets[rows]).astype(np.uint32)
-    with MDSWriter(out=out_dir, columns=MDS_COLUMNS, compression=MDS_COMPRESSION, hashes=MDS_HASHES,
-                   size_limit=MDS_SIZE_LIMIT, progress_bar=False) as w:
+    with SOURCE_MDS.writer(out_dir) as w:
         for r in rows.tolist():
             w.write({"tokens": tokens[offsets[r]:offsets[r + 1]], "id": ids[r]})
     np.save(os.path.join(out_dir, DOC_TOKENS), lengths)
