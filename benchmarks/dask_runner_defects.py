@@ -184,6 +184,14 @@ def groupbykey_spread(p, out, calls):
                     f"{len({f.split('-')[0] for f in os.listdir(calls)})} process(es)")
 
 
+def many_partitions(p, out, calls):
+    """Partitions sharing a worker: every element once (the ParDo receivers are per task)?"""
+    (p | beam.Create(list(range(40))) | beam.Map(lambda x: (x % 4, x)) | beam.GroupByKey()
+     | beam.FlatMap(lambda kv: kv[1]) | beam.Map(_save, out))
+    return lambda: f"Create(40) | key | GroupByKey | FlatMap -> {len(_read_all(out))} elements, " \
+                   f"{len(set(_read_all(out)))} distinct"
+
+
 def two_leaves(p, out, calls):
     pc = p | beam.Create([1, 2, 3])
     pc | "Branch" >> beam.Map(lambda x: ("branch", x)) | "SaveBranch" >> beam.Map(_save, out)
@@ -203,6 +211,7 @@ CONSTRUCTS = {"top_of": top_of, "finish_bundle": finish_bundle,
               "filter_split": filter_split, "empty_create": empty_create,
               "reshuffle_spread": reshuffle_spread, "groupbykey_spread": groupbykey_spread,
               "reshuffle_spread --dask_npartitions=8": reshuffle_spread,
+              "many_partitions --dask_npartitions=8": many_partitions,
               "two_leaves": two_leaves}
 
 

@@ -112,32 +112,50 @@ def _node_roles(node, items):
         yield node, ("self", len(set(parents)), is_parent_of_someone, sorted(set(parents)))
 
 
-class _SplitConverged(beam.DoFn):
-    """Per child node: converged star leaf -> main output (child, parent); otherwise its edges -> residual."""
+def _split_converged(kv):
+    """Per child node: (converged, edges) -- converged is (child, parent) for a star leaf (else None), edges
+    its (child, parent) edges for the residual otherwise."""
+    node, items = kv
+    self_info = None
+    root_ok = {}
+    for it in items:
+        if it[0] == "self":
+            self_info = it
+        else:
+            root_ok[it[1]] = it[2]
+    if self_info is None:  # a pure root: labelled by its children / the residual, nothing to emit
+        return None, []
+    _, n_parents, is_parent, parents = self_info
+    if n_parents == 1 and not is_parent and root_ok.get(parents[0], False):
+        return (node, parents[0]), []
+    return None, [(node, p) for p in parents]
 
-    RESIDUAL = "residual"
+
+def _converged(kv):
+    done, _edges = _split_converged(kv)
+    return [done] if done is not None else []
+
+
+class _Unconverged(beam.DoFn):
+    """The edges of child nodes that are not converged star leaves (the residual)."""
 
     def __init__(self):
         self.unconverged = Metrics.counter(NS, "cc_unconverged_nodes")
 
     def process(self, kv):
-        node, items = kv
-        self_info = None
-        root_ok = {}
-        for it in items:
-            if it[0] == "self":
-                self_info = it
-            else:
-                root_ok[it[1]] = it[2]
-        if self_info is None:  # a pure root: labelled by its children / the residual, nothing to emit
-            return
-        _, n_parents, is_parent, parents = self_info
-        if n_parents == 1 and not is_parent and root_ok.get(parents[0], False):
-            yield node, parents[0]
-        else:
+        _done, edges = _split_converged(kv)
+        if edges:
             self.unconverged.inc()
-            for p in parents:
-                yield beam.pvalue.TaggedOutput(self.RESIDUAL, (node, p))
+        yield from edges
+
+
+def _resolve(kv):
+    """(parent, {child: [children], lab: [its residual label]}) -> (child, root) for each converged child."""
+    parent, g = kv
+    labels = list(g["lab"])
+    root = labels[0] if labels else parent
+    for child in g["child"]:
+        yield child, root
 
 
 def _residual_labels(edges, max_edges):
@@ -165,21 +183,24 @@ class ConnectedComponents(beam.PTransform):
             e = e | f"LargeStar{i}" >> _LargeStar()
             e = e | f"SmallStar{i}" >> _SmallStar()
 
-        roles = (e
-                 | "Tag" >> beam.FlatMapTuple(lambda hi, lo: [(hi, ("P", lo)), (lo, ("C", hi))])
-                 | "ByNodeRoles" >> beam.GroupByKey()
-                 | "Roles" >> beam.FlatMapTuple(_node_roles)
-                 | "ByChild" >> beam.GroupByKey()
-                 | "Split" >> beam.ParDo(_SplitConverged()).with_outputs(_SplitConverged.RESIDUAL,
-                                                                          main="converged"))
-        residual_labels = (roles[_SplitConverged.RESIDUAL]
-                           | "ResidualToOne" >> beam.combiners.ToList()
-                           | "ResidualCount" >> beam.Map(_count_residual)
+        by_child = (e
+                    | "Tag" >> beam.FlatMapTuple(lambda hi, lo: [(hi, ("P", lo)), (lo, ("C", hi))])
+                    | "ByNodeRoles" >> beam.GroupByKey()
+                    | "Roles" >> beam.FlatMapTuple(_node_roles)
+                    | "ByChild" >> beam.GroupByKey())
+        # two readers of one grouping, and keyed joins instead of tagged outputs / ToList / an AsDict side input:
+        # the same on every runner (pipelines.dedupe.keyed says why)
+        converged = by_child | "Converged" >> beam.FlatMap(_converged)
+        residual_labels = (by_child
+                           | "Residual" >> beam.ParDo(_Unconverged())
+                           | "ResidualToOne" >> beam.Map(lambda edge: (0, edge))
+                           | "GroupResidual" >> beam.GroupByKey()
+                           | "ResidualCount" >> beam.Map(lambda kv: _count_residual(list(kv[1])))
                            | "ResidualUF" >> beam.FlatMap(_residual_labels, self.max_residual_edges))
-        resolved = (roles["converged"]
-                    | "Resolve" >> beam.Map(
-                        lambda kv, lab: (kv[0], lab.get(kv[1], kv[1])),
-                        lab=beam.pvalue.AsDict(residual_labels)))
+        resolved = ({"child": converged | "ByParent" >> beam.Map(lambda kv: (kv[1], kv[0])),
+                     "lab": residual_labels}
+                    | "JoinLabels" >> beam.CoGroupByKey()
+                    | "Resolve" >> beam.FlatMap(_resolve))
         return (resolved, residual_labels) | "All" >> beam.Flatten()
 
 

@@ -19,11 +19,13 @@ from collections import defaultdict
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from contract.registry import SOURCE_INDEX
 from pipelines.dedupe import semantic
 from pipelines.dedupe.components import ConnectedComponents
 from pipelines.dedupe.exact import duplicate_pairs
+from pipelines.dedupe.keyed import ONE, CombineToOne, fan_out, spread
 from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
 from pipelines.plan import BuildPlan
 from pipelines.shards import Removal
@@ -303,11 +305,22 @@ def _fit_centroids(sample, n_docs: int, cfg):
     stage then sees no element and removes nothing."""
     if not sample:
         return None
-    sample = sorted(sample)  # Top.Of order is not part of its contract; make the fit input canonical
+    sample = sorted(sample)  # the top-n order is not part of TopCombineFn's contract; make the fit input canonical
     x = np.stack([np.frombuffer(e, dtype=np.float32) for _uid, e in sample])
     k = semantic.choose_n_clusters(n_docs, len(x), cfg)
     Metrics.distribution(SEM_NS, "n_clusters").update(k)
     return semantic.fit_kmeans(x, k, cfg.seed, cfg.kmeans_iters)
+
+
+def _fit(kv, cfg):
+    """(ONE, {sample: [top-n list], n: [count]}) -> (ONE, centroids), nothing when there is nothing to cluster."""
+    _one, g = kv
+    samples, counts = list(g["sample"]), list(g["n"])
+    if not samples or not counts:
+        return
+    centroids = _fit_centroids(samples[0], counts[0], cfg)
+    if centroids is not None:
+        yield ONE, centroids
 
 
 def _assign(kv, centroids):
@@ -315,6 +328,16 @@ def _assign(kv, centroids):
     v = np.frombuffer(e, dtype=np.float32)[None, :]
     idx, sim = semantic.assign_clusters(v, centroids)
     return int(idx[0]), (uid, e, float(sim[0]))
+
+
+def _assign_bucket(kv):
+    """(bucket, {emb: [(uid, embedding)], c: [centroids]}) -> (cluster, (uid, embedding, similarity)) each."""
+    _b, g = kv
+    cs = list(g["c"])
+    if not cs:
+        return
+    for item in g["emb"]:
+        yield _assign(item, cs[0])
 
 
 def _scored_cluster(items):
@@ -365,15 +388,52 @@ def _cutoff(window, below: int, bracket):
     return exact
 
 
+def _key_bucket(key, buckets: int) -> int:
+    return spread(key[1], buckets)  # a score key is (rounded M, uid hash)
+
+
+def _bracket_of(kv, keep_fraction: float):
+    _one, g = kv
+    ns, qs = list(g["n"]), list(g["q"])
+    if ns and qs:
+        yield ONE, _bracket(qs[0], ns[0], keep_fraction)
+
+
+def _window_part(kv):
+    """(bucket, {k: keys, br: [bracket]}) -> (ONE, (keys below the window, keys inside it, bracket))."""
+    _b, g = kv
+    brs = list(g["br"])
+    if not brs:
+        return
+    br = brs[0]
+    window, below = [], 0
+    for key in g["k"]:
+        if _in_window(key, br):
+            window.append(key)
+        elif _below_window(key, br):
+            below += 1
+    yield ONE, (below, window, br)
+
+
+def _cutoff_of_parts(kv):
+    _one, parts = kv
+    parts = list(parts)
+    window = [k for p in parts for k in p[1]]
+    return ONE, _cutoff(window, sum(p[0] for p in parts), parts[0][2])
+
+
 class _ClusterRemovals(beam.DoFn):
     def __init__(self, seed: int):
         self.seed = seed
         self.removed = Metrics.counter(SEM_NS, "semantic_duplicates")
 
-    def process(self, kv, cutoff):
-        if cutoff is None:
+    def process(self, kv):
+        """(cluster, {m: members, cutoff: [cutoff]}) -> Removals of members scored above the cut-off."""
+        _c, g = kv
+        cutoffs, items = list(g["cutoff"]), list(g["m"])
+        if not cutoffs or cutoffs[0] is None or not items:
             return
-        _c, items = kv
+        cutoff = cutoffs[0]
         items, e, m, _arg = _scored_cluster(items)
         keys = [semantic.score_key(mi, t[0], self.seed) for t, mi in zip(items, m)]
         gone = [i for i, k in enumerate(keys) if k > cutoff and m[i] > -1.0]
@@ -389,56 +449,84 @@ class _ClusterRemovals(beam.DoFn):
                           f"keeper_uid={keeper}; eps={1.0 - cutoff[0]:.6f}")
 
 
+def _cutoff_per_cluster(kv):
+    """(ONE, {cutoff: [cutoff], centroids: [centroids]}) -> (cluster, cutoff) for every cluster index."""
+    _one, g = kv
+    cutoffs, cs = list(g["cutoff"]), list(g["centroids"])
+    if cutoffs and cs and cutoffs[0] is not None:
+        return [(c, cutoffs[0]) for c in range(len(cs[0]))]
+    return []
+
+
 class RankCutoff(beam.PTransform):
-    """PCollection of unique, ordered keys -> singleton: the key of rank ceil(N * keep_fraction), so that
-    exactly N - that many keys lie above it (None when nothing is to be removed).
+    """PCollection of unique, ordered keys -> (ONE, the key of rank ceil(N * keep_fraction)), so that exactly
+    N - that many keys lie above it (None when nothing is to be removed; no element for no key).
 
     ApproximateQuantiles brackets the rank (its error is below one quantile step); then only the keys
     inside the bracket (about 4 / 1000 of N) are collected and sorted, and the keys below it counted, so
-    the cut-off is exact without any worker holding more than the bracket."""
+    the cut-off is exact without any worker holding more than a bucket or the bracket. The bracket reaches
+    the keys' buckets by a keyed join (``pipelines.dedupe.keyed``), not a side input."""
 
-    def __init__(self, keep_fraction: float, label=None):
+    def __init__(self, keep_fraction: float, buckets: int = 1, label=None):
         super().__init__(label)
         self.keep_fraction = keep_fraction
+        self.buckets = max(1, buckets)
 
     def expand(self, keys):
-        n = keys | "Count" >> beam.combiners.Count.Globally()
-        bracket = (keys
-                   | "Quantiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(_QUANTILES)
-                   | "Bracket" >> beam.Map(_bracket, beam.pvalue.AsSingleton(n), self.keep_fraction))
-        br = beam.pvalue.AsSingleton(bracket)
-        below = (keys
-                 | "BelowWindow" >> beam.Filter(_below_window, br)
-                 | "CountBelow" >> beam.combiners.Count.Globally())
-        window = (keys
-                  | "InWindow" >> beam.Filter(_in_window, br)
-                  | "Window" >> beam.combiners.ToList())
-        return window | "Exact" >> beam.Map(_cutoff, beam.pvalue.AsSingleton(below), br)
+        b = self.buckets
+        n = keys | "Count" >> CombineToOne(beam.combiners.CountCombineFn(), lambda k, b=b: _key_bucket(k, b), b)
+        quantiles = keys | "Quantiles" >> CombineToOne(
+            ApproximateQuantilesCombineFn.create(num_quantiles=_QUANTILES), lambda k, b=b: _key_bucket(k, b), b)
+        bracket = {"n": n, "q": quantiles} | "JoinCountQuantiles" >> beam.CoGroupByKey() | "Bracket" >> beam.FlatMap(
+            _bracket_of, self.keep_fraction)
+        windows = ({"k": keys | "KeyBuckets" >> beam.Map(lambda k, b=b: (_key_bucket(k, b), k)),
+                    "br": bracket | "FanBracket" >> beam.FlatMap(fan_out, b)}
+                   | "JoinBracket" >> beam.CoGroupByKey()
+                   | "Window" >> beam.FlatMap(_window_part))
+        return windows | "GroupWindows" >> beam.GroupByKey() | "Exact" >> beam.Map(_cutoff_of_parts)
+
+
+def _uid_bucket(kv, buckets: int) -> int:
+    return spread(kv[0], buckets)
 
 
 class SemanticDuplicates(beam.PTransform):
     """PCollection[(uid, float32 embedding bytes)] -> SemDedup Removals (``pipelines/dedupe/semantic.py``).
 
-    deterministic sample (Top.Of by a uid hash) -> spherical k-means fitted once, a side input ->
-    GroupByKey by cluster -> per-document M -> exact global cut-off at the keep fraction -> per cluster,
-    documents above the cut-off are removed, keeper = their most similar kept document of the cluster."""
+    deterministic sample (the ``sample_size`` largest uid hashes, TopCombineFn per bucket then merged) and the
+    document count -> spherical k-means fitted once -> centroids joined to every embedding bucket ->
+    GroupByKey by cluster -> per-document M -> exact global cut-off at the keep fraction, joined to every
+    cluster -> per cluster, documents above the cut-off are removed, keeper = their most similar kept document
+    of the cluster. Only keyed shuffles (``pipelines.dedupe.keyed``): no side input, no global combiner."""
 
-    def __init__(self, cfg, label=None):
+    def __init__(self, cfg, buckets: int = 1, label=None):
         super().__init__(label)
         self.cfg = cfg
+        self.buckets = max(1, buckets)
 
     def expand(self, embedded):
-        cfg, seed = self.cfg, self.cfg.seed
-        n_docs = embedded | "CountDocs" >> beam.combiners.Count.Globally()
-        sample = embedded | "Sample" >> beam.combiners.Top.Of(
-            cfg.sample_size, key=lambda kv: semantic.tiebreak(kv[0], seed))
-        centroids = sample | "FitKMeans" >> beam.Map(_fit_centroids, beam.pvalue.AsSingleton(n_docs), cfg)
-        clusters = (embedded
-                    | "Assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(centroids))
-                    | "GroupByCluster" >> beam.GroupByKey())
-        keys = clusters | "Keys" >> beam.FlatMap(_cluster_keys, seed)
-        cutoff = keys | "Cutoff" >> RankCutoff(cfg.keep_fraction)
-        return clusters | "Remove" >> beam.ParDo(_ClusterRemovals(seed), beam.pvalue.AsSingleton(cutoff))
+        cfg, seed, b = self.cfg, self.cfg.seed, self.buckets
+        by_uid = lambda kv, b=b: _uid_bucket(kv, b)  # noqa: E731
+        n_docs = embedded | "CountDocs" >> CombineToOne(beam.combiners.CountCombineFn(), by_uid, b)
+        sample = embedded | "Sample" >> CombineToOne(
+            beam.combiners.TopCombineFn(cfg.sample_size, key=lambda kv, s=seed: semantic.tiebreak(kv[0], s)), by_uid, b)
+        centroids = ({"sample": sample, "n": n_docs}
+                     | "JoinSampleCount" >> beam.CoGroupByKey()
+                     | "FitKMeans" >> beam.FlatMap(_fit, cfg))
+        assigned = ({"emb": embedded | "EmbBuckets" >> beam.Map(lambda kv, b=b: (_uid_bucket(kv, b), kv)),
+                     "c": centroids | "FanCentroids" >> beam.FlatMap(fan_out, b)}
+                    | "JoinCentroids" >> beam.CoGroupByKey()
+                    | "Assign" >> beam.FlatMap(_assign_bucket))
+        keys = (assigned
+                | "GroupByCluster" >> beam.GroupByKey()
+                | "Keys" >> beam.FlatMap(_cluster_keys, seed))
+        cutoff = keys | "Cutoff" >> RankCutoff(cfg.keep_fraction, b)
+        per_cluster = ({"cutoff": cutoff, "centroids": centroids}
+                       | "JoinCutoffCentroids" >> beam.CoGroupByKey()
+                       | "CutoffPerCluster" >> beam.FlatMap(_cutoff_per_cluster))
+        return ({"m": assigned, "cutoff": per_cluster}
+                | "JoinClusterCutoff" >> beam.CoGroupByKey()
+                | "Remove" >> beam.ParDo(_ClusterRemovals(seed)))
 
 
 class SemanticDedupe(_FuzzyStage):
@@ -453,7 +541,7 @@ class SemanticDedupe(_FuzzyStage):
                 ([None] if self.plan.cross_source else srcs)]
         return [survivors
                 | f"Embeddings{i}" >> beam.FlatMap(_embeddings, self.plan, frozenset(srcs))
-                | f"SemDedup{i}" >> SemanticDuplicates(cfg)
+                | f"SemDedup{i}" >> SemanticDuplicates(cfg, num_buckets(self.plan))
                 for i, (cfg, srcs) in enumerate(jobs)]
 
 
