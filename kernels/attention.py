@@ -16,12 +16,19 @@ softmax), ``sdpa`` (torch SDPA with an additive float bias), ``flex`` (FlexAtten
 score_mod and a causal block mask), ``flash_attn`` (flash-attn 2 ``alibi_slopes``, when installed),
 ``triton`` (``kernels.triton_alibi``, imported lazily), ``cudnn`` (``kernels.cudnn_alibi``: cuDNN's fused
 attention with its native ALiBi, through nvidia-cudnn-frontend; no ``seq_id``) and ``auto``.
+
+``BACKENDS`` (end of this file) is the registry, in the style of llm-foundry's attention registry: name ->
+where the function lives and what it supports (head dims, dtypes, packed documents, slopes, CUDA, what to
+install). It is the one place that says what a backend can run: the trainer's config validation, ``auto``
+(``resolve_backend``, which the model calls once, when it is built) and the kernels' own input checks read it.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -163,91 +170,145 @@ def flash_attn_alibi(q, k, v, slopes, *, seq_id=None, softmax_scale=None):
     return out.view(B, S, H, D).transpose(1, 2)
 
 
-def _flash_attn_available() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except Exception:  # noqa: BLE001 - a broken CUDA extension raises more than ImportError
-        return False
-    return True
-
-
-def _triton_available() -> bool:
-    try:
-        from kernels.triton_alibi import triton_alibi_attention  # noqa: F401
-    except Exception:  # noqa: BLE001 - no triton / no GPU toolchain: fall back
-        return False
-    return True
-
-
+# ---------------------------------------------------------------- the backend registry
 AttentionFn = Callable[..., torch.Tensor]
 
-BACKENDS: dict[str, AttentionFn] = {
-    "torch": torch_attention,
-    "sdpa": sdpa_attention,
-    "flex": flex_attention_alibi,
-}
-if _flash_attn_available():
-    BACKENDS["flash_attn"] = flash_attn_alibi
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
 
-BACKEND_NAMES = ("torch", "sdpa", "flex", "flash_attn", "triton", "cudnn", "auto")
+
+@dataclass(frozen=True)
+class AttentionBackend:
+    """One attention backend: where its function lives and everything it can and cannot compute. This is
+    the only statement of a backend's support; config validation, ``auto`` and the kernels read it here."""
+
+    name: str
+    impl: str  # "module:function", imported on first use (the GPU kernels import triton / cudnn)
+    head_dims: tuple[int, ...] | None = None  # None: any head dim
+    head_dims_text: str = "any"  # the same set, for messages
+    dtypes: tuple[torch.dtype, ...] | None = None  # of q, k, v; None: any floating dtype
+    packed_documents: bool = True  # can mask packed documents (seq_id, attn_uses_sequence_id)
+    alibi_bias_max: int | None = None  # None: any slopes; else only MPT's slopes for this alibi_bias_max
+    needs_cuda: bool = False
+    requires: str = "torch"  # what must be installed for it to import and run
+    imports: tuple[str, ...] = ()  # packages that must import before ``impl`` is usable
+    probe: str | None = None  # "module:function" -> bool: can it run on this machine (library, GPU)
+
+    def unsupported(self, *, head_dim: int | None = None, dtype: torch.dtype | None = None, packed: bool = False,
+                    alibi_bias_max: int | None = None, device=None) -> str | None:
+        """Why this backend cannot compute exactly this attention, or None when it can. Arguments left
+        None are not checked."""
+        if head_dim is not None and self.head_dims is not None and head_dim not in self.head_dims:
+            return f"head dim {head_dim} (it supports {self.head_dims_text})"
+        if dtype is not None and self.dtypes is not None and dtype not in self.dtypes:
+            return f"dtype {dtype_name(dtype)} (it supports {', '.join(map(dtype_name, self.dtypes))})"
+        if packed and not self.packed_documents:
+            return "packed documents (seq_id, attn_uses_sequence_id): it has no document mask"
+        if (alibi_bias_max is not None and self.alibi_bias_max is not None
+                and alibi_bias_max != self.alibi_bias_max):
+            return (f"alibi_bias_max {alibi_bias_max} (it applies only the slopes of alibi_bias_max "
+                    f"{self.alibi_bias_max}, the ALiBi paper's)")
+        if device is not None and self.needs_cuda and torch.device(device).type != "cuda":
+            return f"device {torch.device(device).type} (it needs CUDA)"
+        return None
+
+    def load(self) -> AttentionFn:
+        """The backend's function; ValueError naming what to install when it cannot be imported here."""
+        fn = _LOADED.get(self.name)
+        if fn is None:
+            try:
+                for pkg in self.imports:
+                    importlib.import_module(pkg)
+                module, attr = self.impl.split(":")
+                fn = getattr(importlib.import_module(module), attr)
+            except Exception as exc:  # a broken CUDA extension raises more than ImportError
+                raise ValueError(f"attention backend {self.name!r} needs {self.requires}, which does not import "
+                                 f"here ({type(exc).__name__}: {exc}); use 'flex' or 'torch' instead") from exc
+            _LOADED[self.name] = fn
+        return fn
+
+    def available(self) -> bool:
+        """It imports here and, where it has a probe, the machine can run it (library version, GPU)."""
+        try:
+            self.load()
+            if self.probe is None:
+                return True
+            module, attr = self.probe.split(":")
+            return bool(getattr(importlib.import_module(module), attr)())
+        except Exception:  # noqa: BLE001 - not importable / not runnable here: not available
+            return False
+
+
+_SHORT_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """bf16, fp16, fp32, fp64 (else torch's name), as messages write them."""
+    return _SHORT_DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+_LOADED: dict[str, AttentionFn] = {}
+
+BACKENDS: dict[str, AttentionBackend] = {b.name: b for b in (
+    AttentionBackend("torch", f"{__name__}:torch_attention"),
+    AttentionBackend("sdpa", f"{__name__}:sdpa_attention"),
+    AttentionBackend("flex", f"{__name__}:flex_attention_alibi", requires="torch >= 2.5 (FlexAttention)"),
+    AttentionBackend("flash_attn", f"{__name__}:flash_attn_alibi", head_dims=tuple(range(1, 257)),
+                     head_dims_text="up to 256", dtypes=_LOW_PRECISION, needs_cuda=True,
+                     requires="the flash-attn package (pip install flash-attn, >= 2.4.2 for alibi_slopes)",
+                     imports=("flash_attn",)),
+    # Triton tiles are powers of 2: 80/96/112 run padded to 128 with the padding masked off
+    AttentionBackend("triton", "kernels.triton_alibi:triton_alibi_attention", head_dims=(64, 80, 96, 112, 128),
+                     head_dims_text="64, 80, 96, 112 or 128", dtypes=_LOW_PRECISION, needs_cuda=True,
+                     requires="triton (a CUDA GPU, or TRITON_INTERPRET=1 on CPU for tests)"),
+    # cuDNN's flash engine; use_alibi_mask applies the ALiBi paper's slopes, which are MPT's for
+    # alibi_bias_max 8 only; no mask for packed documents
+    AttentionBackend("cudnn", "kernels.cudnn_alibi:cudnn_alibi_attention", head_dims=tuple(range(8, 129, 8)),
+                     head_dims_text="multiples of 8 up to 128", dtypes=_LOW_PRECISION, packed_documents=False,
+                     alibi_bias_max=8, needs_cuda=True,
+                     requires="nvidia-cudnn-frontend with cuDNN >= 9 and an Ampere or newer GPU",
+                     probe="kernels.cudnn_alibi:available"),
+)}
+
+BACKEND_NAMES = (*BACKENDS, "auto")
+
+# What ``auto`` tries, in order, per device type (the first that supports the call and is available here).
+# benchmarks/RESULTS.md (kernels) has the measurements behind the CUDA order; elsewhere the torch reference.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cuda": ("cudnn", "triton", "flex"), "cpu": ("torch",)}
 
 
 def triton_head_dims() -> tuple[int, ...]:
     """Head dims the Triton kernel supports (empty when it cannot be imported here)."""
-    try:
-        from kernels.triton_alibi import SUPPORTED_HEAD_DIMS
-    except Exception:  # noqa: BLE001 - no triton / no GPU toolchain
-        return ()
-    return tuple(SUPPORTED_HEAD_DIMS)
-
-
-def _cudnn_usable(head_dim: int | None, alibi_bias_max: int) -> bool:
-    """cuDNN applies the ALiBi paper's slopes, which are MPT's only for ``alibi_bias_max`` 8."""
-    if alibi_bias_max != 8:
-        return False
-    try:
-        from kernels import cudnn_alibi
-    except Exception:  # noqa: BLE001 - no torch.library custom ops / broken install: not usable
-        return False
-    return (head_dim is None or head_dim in cudnn_alibi.SUPPORTED_HEAD_DIMS) and cudnn_alibi.available()
+    spec = BACKENDS["triton"]
+    return spec.head_dims if spec.available() else ()
 
 
 def resolve_backend(backend: str, device=None, head_dim: int | None = None, *, packed: bool = False,
-                    alibi_bias_max: int = 8) -> str:
-    """Turn ``auto`` into a concrete name. On CUDA: cuDNN's fused attention with native ALiBi when the
-    frontend is installed, the head dim is a multiple of 8 up to 128 and the slopes are MPT's default
-    (``alibi_bias_max`` 8), unless documents are ``packed`` (``seq_id``, which cuDNN cannot mask); else
-    the Triton kernel when it imports and supports ``head_dim`` (64, 80, 96, 112, 128); else
-    FlexAttention (any head dim). Off CUDA the torch reference. benchmarks/RESULTS.md (kernels) has the
-    measurements behind this order."""
+                    alibi_bias_max: int = 8, dtype: torch.dtype | None = None) -> str:
+    """Turn ``auto`` into a concrete name (any other name is returned as is): the first backend of
+    ``AUTO_ORDER`` for the device's type (CUDA when ``device`` is None and a GPU is present) that supports
+    this head dim, dtype, packing (``seq_id``) and ``alibi_bias_max`` and is available here. On CUDA that
+    is cuDNN's fused attention with its native ALiBi, else the Triton kernel, else FlexAttention (any
+    head dim); off CUDA the torch reference. The model calls this once, when it is built."""
     if backend != "auto":
         return backend
-    on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
-    if not on_cuda:
-        return "torch"
-    if not packed and _cudnn_usable(head_dim, alibi_bias_max):
-        return "cudnn"
-    if (head_dim is None or head_dim in triton_head_dims()) and _triton_available():
-        return "triton"
-    return "flex"
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    for name in AUTO_ORDER.get(kind, AUTO_ORDER["cpu"]):
+        spec = BACKENDS[name]
+        if spec.unsupported(head_dim=head_dim, dtype=dtype, packed=packed, alibi_bias_max=alibi_bias_max) is None \
+                and spec.available():
+            return name
+    raise ValueError(f"no attention backend in {AUTO_ORDER.get(kind, AUTO_ORDER['cpu'])} can run head dim "
+                     f"{head_dim}, dtype {dtype}, packed={packed}, alibi_bias_max {alibi_bias_max} here")
 
 
 def get_backend(backend: str, device=None, head_dim: int | None = None) -> AttentionFn:
-    name = resolve_backend(backend, device, head_dim)
-    if name == "triton":
-        from kernels.triton_alibi import triton_alibi_attention
-
-        return triton_alibi_attention
-    if name == "cudnn":
-        from kernels.cudnn_alibi import cudnn_alibi_attention
-
-        return cudnn_alibi_attention
-    if name == "flash_attn" and name not in BACKENDS:
-        raise ValueError("attention backend 'flash_attn' needs the flash-attn package (pip install flash-attn); "
-                         "use 'flex' or 'torch' instead")
-    if name not in BACKENDS:
+    """The function of a backend (``auto`` resolved first); ValueError for an unknown name or one whose
+    package does not import here."""
+    name = resolve_backend(backend, device, head_dim) if backend == "auto" else backend
+    spec = BACKENDS.get(name)
+    if spec is None:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
-    return BACKENDS[name]
+    return spec.load()
 
 
 def attention(q, k, v, slopes, *, backend: str = "torch", seq_id=None, softmax_scale=None):

@@ -12,7 +12,7 @@ the ALiBi paper's slopes for H heads (the power-of-2 schedule, then the interlea
 for a non-power-of-2 H), under a causal mask. MPT adds ``slope_h * (j - (S-1))``; softmax cancels the
 per-row difference, and MPT's ``gen_slopes`` with ``alibi_bias_max=8`` *is* the paper's schedule. Any
 other slopes are refused here (:func:`supports`), and ``auto`` never picks this backend for a
-different ``alibi_bias_max`` (``kernels.attention.resolve_backend``).
+different ``alibi_bias_max`` (``kernels.attention.BACKENDS["cudnn"]``, which states what it supports).
 
 Graphs are built once per (shape, strides, dtype, scale, device) and cached; each call binds the
 tensors and runs the plan on torch's current stream with a workspace from torch's allocator. Both
@@ -27,9 +27,11 @@ from typing import Tuple  # noqa: UP035 - torch.library's schema inference reads
 
 import torch
 
+from kernels.attention import BACKENDS
 from kernels.layout import bshd_buffer, check_qkv, grad_buffer
 
-SUPPORTED_HEAD_DIMS = tuple(range(8, 129, 8))  # cuDNN's flash engine: multiples of 8 up to 128 (Hopper)
+SPEC = BACKENDS["cudnn"]  # what this backend supports (head dims, dtypes, slopes, no seq_id): stated there
+SUPPORTED_HEAD_DIMS = SPEC.head_dims
 # The backward accumulates dQ with atomics (fastest) unless torch's deterministic mode is on, as torch's
 # own cuDNN attention does; None follows torch, True/False force it (benchmarks/attention.py times both).
 DETERMINISTIC_BACKWARD: bool | None = None
@@ -78,7 +80,7 @@ _SLOPES_OK: dict[int, tuple] = {}  # id -> (weakref, version, ok): one check per
 def supports(head_dim: int, slopes: torch.Tensor | None = None, seq_id=None) -> bool:
     """Can this backend compute exactly this attention? (No packed documents; the paper's slopes.)
     The slopes are read back once per tensor (the model keeps one per device), not once per call."""
-    if seq_id is not None or head_dim not in SUPPORTED_HEAD_DIMS:
+    if SPEC.unsupported(head_dim=head_dim, packed=seq_id is not None) is not None:
         return False
     if slopes is None:
         return True
@@ -108,7 +110,7 @@ def _dtype(cudnn, t: torch.dtype):
         return cudnn.data_type.BFLOAT16
     if t == torch.float16:
         return cudnn.data_type.HALF
-    raise ValueError(f"cudnn ALiBi attention needs bf16 or fp16 inputs, got {t}")
+    raise ValueError(f"cudnn ALiBi attention cannot run {SPEC.unsupported(dtype=t)}")
 
 
 def _sig(t: torch.Tensor) -> tuple:
@@ -233,12 +235,11 @@ def cudnn_alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slo
                           softmax_scale: float | None = None) -> torch.Tensor:
     """Causal ALiBi attention, (B, H, S, D) bf16/fp16 CUDA tensors with a unit stride on D; returns a
     (B, H, S, D) view of (B, S, H, D) memory. ``slopes`` must be the ALiBi paper's (MPT's default)."""
-    check_qkv(q, k, v)
+    check_qkv(q, k, v, SPEC.dtypes)
     D = q.shape[-1]
-    if seq_id is not None:
-        raise ValueError("the cudnn backend has no packed-document mask (seq_id); use attn_impl 'triton'")
-    if D not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"the cudnn backend needs a head dim that is a multiple of 8 up to 128, got {D}")
+    why = SPEC.unsupported(head_dim=D, packed=seq_id is not None)
+    if why is not None:
+        raise ValueError(f"the cudnn backend cannot run {why}; use attn_impl 'triton'")
     # slopes are read back outside compiled code only; under compile the model routes here only for
     # alibi_bias_max 8 (resolve_backend), which are the paper's slopes
     if not torch.compiler.is_compiling() and not supports(D, slopes):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.attention import dtype_name
+
 
 def bshd_buffer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """An empty (B, S, H, D) buffer shaped after x (B, H, S, D), and its (B, H, S, D) view."""
@@ -26,12 +28,14 @@ def grad_buffer(x: torch.Tensor, bhsd: bool) -> tuple[torch.Tensor, torch.Tensor
     return bshd_buffer(x)
 
 
-def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    """What both kernels need of q, k, v: one (B, H, S, D) shape, bf16/fp16, a unit stride on D."""
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
+    """What both kernels need of q, k, v: one (B, H, S, D) shape, one of the kernel's ``dtypes`` (its entry
+    in ``kernels.attention.BACKENDS``), a unit stride on D."""
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError(f"q, k, v must share one (B, H, S, D) shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
-    if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"q, k, v must all be bf16 or fp16, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype not in dtypes or k.dtype != q.dtype or v.dtype != q.dtype:
+        names = " or ".join(dtype_name(t) for t in dtypes)
+        raise ValueError(f"q, k, v must all be {names}, got {q.dtype}, {k.dtype}, {v.dtype}")
     if any(t.stride(-1) != 1 for t in (q, k, v)):
         raise ValueError("q, k, v need a unit stride on the head dim")

@@ -44,11 +44,12 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.attention import BACKENDS
 from kernels.layout import bshd_buffer, check_qkv, grad_buffer
 
 LOG2E = 1.4426950408889634
-SUPPORTED_HEAD_DIMS = (64, 80, 96, 112, 128)
-_SUPPORTED_HEAD_DIMS = SUPPORTED_HEAD_DIMS
+SPEC = BACKENDS["triton"]  # what this kernel supports (head dims, dtypes): stated there
+SUPPORTED_HEAD_DIMS = SPEC.head_dims
 
 
 def _configs(table):
@@ -377,9 +378,10 @@ def _pad(d: int) -> int:
 
 
 def _check(q, k, v, slopes, seq_id):
-    check_qkv(q, k, v)
-    if q.shape[-1] not in _SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head dim {q.shape[-1]} not supported (only {_SUPPORTED_HEAD_DIMS})")
+    check_qkv(q, k, v, SPEC.dtypes)
+    why = SPEC.unsupported(head_dim=q.shape[-1])
+    if why is not None:
+        raise ValueError(f"triton_alibi_attention cannot run {why}")
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("triton_alibi_attention needs CUDA tensors; use backend='torch' on CPU")
     if slopes.shape != (q.shape[1],):

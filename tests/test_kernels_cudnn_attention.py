@@ -156,8 +156,9 @@ def test_inside_compiled_attention_block():
 @pytest.mark.gpu
 @pytest.mark.parametrize("packed", [False, True])
 def test_mpt_auto_uses_cudnn_unless_documents_are_packed(packed):
-    """``attn_impl: auto`` picks cuDNN for MPT-30B's head dim (112) and falls back to the Triton kernel
-    when seq_id is in use; loss and gradients match the torch backend either way."""
+    """``attn_impl: auto`` picks cuDNN for MPT-30B's head dim (112) and the Triton kernel when the model
+    packs documents (``attn_uses_sequence_id``), once, when the model is built; loss and gradients match
+    the torch backend either way."""
     _cudnn()
     from trainer.data import sequence_ids
     from trainer.model import MPTForCausalLM
@@ -177,12 +178,18 @@ def test_mpt_auto_uses_cudnn_unless_documents_are_packed(packed):
         loss.backward()
         return float(loss), torch.cat([p.grad.flatten().float() for p in model.parameters()])
 
+    assert model.attn_backend == ("triton" if packed else "cudnn")  # chosen at build, before any call
     loss, grad = loss_and_grads()
     assert model.transformer.blocks[0].attn.backend == ("triton" if packed else "cudnn")
-    # the same auto model called the other way switches backend instead of failing
+    # chosen once: a call of the other kind does not switch it. Triton also runs calls without seq_id; cuDNN
+    # has no document mask, so a model built without attn_uses_sequence_id refuses seq_id and says so
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        model(ids, seq_id=None if packed else sequence_ids(ids))
-    assert model.transformer.blocks[0].attn.backend == ("cudnn" if packed else "triton")
+        if packed:
+            assert torch.isfinite(model(ids)).all()
+        else:
+            with pytest.raises(ValueError, match="attn_uses_sequence_id"):
+                model(ids, seq_id=sequence_ids(ids))
+    assert model.transformer.blocks[0].attn.backend == ("triton" if packed else "cudnn")
     for b in model.transformer.blocks:  # set by hand: auto leaves it alone from now on
         b.attn.backend = "torch"
     ref_loss, ref_grad = loss_and_grads()

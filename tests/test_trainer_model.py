@@ -177,29 +177,76 @@ def test_fused_norm_switch_matches_torch_norm():
     torch.testing.assert_close(model(ids, labels=ids), ref, rtol=1e-5, atol=1e-5)
 
 
-def test_auto_backend_is_resolved_once_per_device():
-    cfg = ModelConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=64, max_seq_len=16, attn_impl="auto")
-    model = MPTForCausalLM(cfg)
-    model(torch.randint(0, 64, (1, 8)))
-    assert {b.attn.backend for b in model.transformer.blocks} == {"torch"}  # CPU
+def _no_resolving(*args, **kwargs):
+    raise AssertionError("attention backend resolved after the model was built")
 
 
-def test_auto_attention_resolves_per_call_shape_and_respects_a_hand_set_backend():
-    """``attn_impl: auto`` is resolved outside the compiled blocks, separately for calls with and without
-    packed documents (on CUDA those can differ: cuDNN has no seq_id mask); a backend put on the blocks by
-    hand stays. On CPU auto means the torch reference either way."""
+def test_auto_backend_is_resolved_once_at_build(monkeypatch):
+    """``attn_impl: auto`` becomes a concrete backend when the model is built (for the device it will run
+    on) and is recorded on the model and its blocks before any forward; forward never resolves again."""
+    import kernels.attention
+    import trainer.model
     from trainer.data import sequence_ids
 
     torch.manual_seed(0)
-    model = MPTForCausalLM(ModelConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=1000, max_seq_len=64))
+    cfg = ModelConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=1000, max_seq_len=64, attn_impl="auto")
+    model = MPTForCausalLM(cfg, attn_device="cpu")
+    assert model.attn_backend == "torch"  # CPU: the torch reference
+    assert [b.attn.backend for b in model.transformer.blocks] == ["torch", "torch"]
+    assert cfg.attn_impl == "auto"  # the config (what checkpoints record) is not rewritten
+
+    monkeypatch.setattr(kernels.attention, "resolve_backend", _no_resolving)
+    monkeypatch.setattr(trainer.model, "resolve_backend", _no_resolving)
     ids = torch.randint(0, 1000, (2, 64))
     ids[:, 30] = 0  # EOS: two documents per row
     loss = model(ids, labels=ids)
-    assert [b.attn.backend for b in model.transformer.blocks] == ["torch", "torch"]
-    packed = model(ids, labels=ids, seq_id=sequence_ids(ids))
-    assert set(model._resolved) == {(torch.device("cpu"), False), (torch.device("cpu"), True)}
+    loss.backward()
+    packed = model(ids, labels=ids, seq_id=sequence_ids(ids))  # torch masks documents: same backend
     assert not torch.isclose(loss, packed)  # the document mask changed the attention
-    for b in model.transformer.blocks:
+    assert [b.attn.backend for b in model.transformer.blocks] == ["torch", "torch"]
+    for b in model.transformer.blocks:  # set by hand: looked up here, used as is
         b.attn.backend = "sdpa"
     assert torch.allclose(model(ids, labels=ids), loss, atol=1e-5)
     assert [b.attn.backend for b in model.transformer.blocks] == ["sdpa", "sdpa"]
+    with pytest.raises(ValueError, match="resolved when the model is built"):
+        model.transformer.blocks[0].attn.backend = "auto"
+    with pytest.raises(ValueError, match="unknown attention backend 'nope'"):
+        model.transformer.blocks[0].attn.backend = "nope"
+
+
+def test_build_model_resolves_auto_for_the_run_device(monkeypatch, tmp_path):
+    """The trainer's build_model chooses the backend for the run's device and compute dtype, once."""
+    import kernels.attention
+    import trainer.model
+    from trainer.config import load_config
+    from trainer.train import Dist, build_model
+
+    cfg = load_config(None, ["model.d_model=64", "model.n_heads=4", "model.n_layers=2", "model.vocab_size=256",
+                             "model.max_seq_len=32", "model.attn_impl=auto", "seq_len=32", "device=cpu",
+                             "fsdp=off", f"run_dir={tmp_path}"])
+    model = build_model(cfg, Dist(device=torch.device("cpu")))
+    assert model.attn_backend == "torch" and model.attn_device_type == "cpu"
+    monkeypatch.setattr(kernels.attention, "resolve_backend", _no_resolving)
+    monkeypatch.setattr(trainer.model, "resolve_backend", _no_resolving)
+    ids = torch.randint(0, 256, (2, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(ids, labels=ids)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_backend_chosen_at_build_refuses_calls_it_was_not_chosen_for():
+    """A model built for another device, or a backend without a document mask called with seq_id, fails
+    with a message that says how to build it instead of silently switching backend per call."""
+    from trainer.data import sequence_ids
+
+    cfg = ModelConfig(d_model=64, n_heads=4, n_layers=1, vocab_size=1000, max_seq_len=64, attn_impl="auto")
+    model = MPTForCausalLM(cfg, attn_device="cuda")  # a GPU kernel or flex, chosen without a GPU present
+    assert model.attn_backend != "torch" and model.attn_device_type == "cuda"
+    ids = torch.randint(1, 1000, (1, 64))
+    with pytest.raises(ValueError, match=r"attn_device='cpu'"):
+        model(ids)
+    model = MPTForCausalLM(cfg, attn_device="cpu")
+    model.transformer.blocks[0].attn.backend = "cudnn"  # no packed-document mask (kernels.attention.BACKENDS)
+    with pytest.raises(ValueError, match=r"'cudnn' cannot mask packed documents"):
+        model(ids, seq_id=sequence_ids(ids))

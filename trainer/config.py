@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from contract.config import ConfigError, build
+from kernels.attention import BACKEND_NAMES, BACKENDS
 
 __all__ = ["ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "OptimConfig", "PRESETS", "load_config"]
 
@@ -43,7 +45,7 @@ class ModelConfig:
     vocab_size: int = 50432
     norm_eps: float = 1e-5
     alibi_bias_max: int = 8
-    attn_impl: str = "auto"  # torch | sdpa | flex | flash_attn | triton | cudnn | auto
+    attn_impl: str = "auto"  # a name in kernels.attention.BACKENDS (torch, sdpa, flex, flash_attn, triton, cudnn) | auto
     norm_impl: str = "auto"  # torch | fused | auto (fused Triton LayerNorm on CUDA, torch elsewhere)
     loss_impl: str = "auto"  # torch | chunked | auto (chunked Triton cross-entropy on CUDA, torch elsewhere)
     loss_chunk_size: int = 8192
@@ -61,16 +63,25 @@ class ModelConfig:
         if self.vocab_size >= 2**16 + 1 or self.vocab_size < 2:
             raise ConfigError(f"model.vocab_size {self.vocab_size}: tokens are stored as uint16, use <= 65536")
         for key, allowed in (("norm_impl", ("torch", "fused", "auto")), ("loss_impl", ("torch", "chunked", "auto")),
-                             ("attn_impl", ("torch", "sdpa", "flex", "flash_attn", "triton", "cudnn", "auto"))):
+                             ("attn_impl", BACKEND_NAMES)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"model.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
-        if self.attn_impl == "cudnn":  # cuDNN's ALiBi: the paper's slopes, no packed-document mask
-            hd = self.d_model // self.n_heads
-            why = ("attn_uses_sequence_id needs a packed-document mask" if self.attn_uses_sequence_id else
-                   f"alibi_bias_max {self.alibi_bias_max} (cuDNN applies 8's slopes)" if self.alibi_bias_max != 8 else
-                   f"head dim {hd} (needs a multiple of 8 up to 128)" if hd % 8 or hd > 128 else None)
-            if why:
-                raise ConfigError(f"model.attn_impl: 'cudnn' cannot run this model: {why}; use 'triton' or 'auto'")
+        self.check_attention()
+
+    def attention_needs(self) -> dict:
+        """What this model asks of its attention backend, as ``AttentionBackend.unsupported`` takes it."""
+        return {"head_dim": self.head_dim, "packed": self.attn_uses_sequence_id, "alibi_bias_max": self.alibi_bias_max}
+
+    def check_attention(self, dtype: torch.dtype | None = None, where: str = "model.attn_impl") -> None:
+        """A backend named by hand must be able to compute this model (the registry in kernels.attention
+        says what each supports); ``auto`` only ever picks one that can."""
+        if self.attn_impl == "auto":
+            return
+        why = BACKENDS[self.attn_impl].unsupported(**self.attention_needs(), dtype=dtype)
+        if why is not None:
+            able = [n for n, b in BACKENDS.items() if b.unsupported(**self.attention_needs(), dtype=dtype) is None]
+            raise ConfigError(f"{where}: {self.attn_impl!r} cannot run this model: {why}; use 'auto' or one of "
+                              f"{', '.join(able)}")
 
     @property
     def head_dim(self) -> int:
@@ -153,6 +164,12 @@ class TrainConfig:
         if self.seq_len > self.model.max_seq_len:
             raise ConfigError(f"seq_len {self.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}; "
                               "raise model.max_seq_len (it sizes the exported ALiBi table)")
+        self.model.check_attention(self.compute_dtype, where=f"model.attn_impl with precision {self.precision}")
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype matmuls and attention run in: bf16 under autocast, else fp32."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def accumulation(self, world_size: int) -> int:
         per_step = self.micro_batch_size * world_size

@@ -5,6 +5,11 @@ attention (no positional embedding), an exact-GELU MLP with expansion 4, no bias
 logits through the tied embedding. Parameter names are HF's ``MptForCausalLM`` names, so export is a
 config.json plus the state dict (``trainer/export.py``); tests/test_trainer_model.py checks the
 logits against ``transformers``' ``MptForCausalLM`` and the parameter counts of the released sizes.
+
+The attention backend is chosen once, when the model is built: ``attn_impl: auto`` is resolved through the
+registry in ``kernels.attention`` for the device and dtype the model will run in (``attn_device``,
+``attn_dtype``) and for its packing (``attn_uses_sequence_id``); every block gets that concrete name, and
+forward only uses it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kernels.attention import (
+    BACKENDS,
     alibi_slopes,
-    attention,
     causal_block_mask,
+    get_backend,
     resolve_backend,
 )
 from kernels.layernorm import low_precision_layernorm
@@ -45,19 +51,33 @@ class LPLayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, backend: str):
         super().__init__()
-        self.n_heads, self.d_model, self.backend = cfg.n_heads, cfg.d_model, cfg.attn_impl
+        self.n_heads, self.d_model, self.backend = cfg.n_heads, cfg.d_model, backend
         self.Wqkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.out_proj._is_residual = True
+
+    @property
+    def backend(self) -> str:
+        """The concrete attention backend (a name in ``kernels.attention.BACKENDS``). Setting it looks the
+        function up once, here; forward only calls it."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name == "auto":
+            raise ValueError("a block runs a concrete attention backend: 'auto' is resolved when the model is "
+                             "built (MPTForCausalLM(cfg, attn_device=...))")
+        self._attend = get_backend(name)
+        self._backend = name
 
     def forward(self, x, slopes, seq_id=None):
         B, S, d = x.shape
         H = self.n_heads
         q, k, v = self.Wqkv(x).split(d, dim=-1)  # head h = features [h*hd, (h+1)*hd) of each chunk
         q, k, v = (t.view(B, S, H, d // H).transpose(1, 2) for t in (q, k, v))
-        y = attention(q, k, v, slopes, backend=self.backend, seq_id=seq_id)
+        y = self._attend(q, k, v, slopes, seq_id=seq_id)
         return self.out_proj(y.transpose(1, 2).reshape(B, S, d))
 
 
@@ -73,10 +93,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, attn_backend: str):
         super().__init__()
         self.norm_1 = LPLayerNorm(cfg.d_model, cfg.norm_eps, cfg.norm_impl)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, attn_backend)
         self.norm_2 = LPLayerNorm(cfg.d_model, cfg.norm_eps, cfg.norm_impl)
         self.ffn = MLP(cfg)
 
@@ -85,18 +105,32 @@ class Block(nn.Module):
         return x + self.ffn(self.norm_2(x))
 
 
+def resolve_attention(cfg: ModelConfig, device=None, dtype: torch.dtype | None = None) -> str:
+    """The concrete backend ``cfg.attn_impl`` means for a model running on ``device`` (None: CUDA when a GPU
+    is present, else CPU) in ``dtype`` (None: unchecked), with its packing (``attn_uses_sequence_id``)."""
+    return resolve_backend(cfg.attn_impl, device, head_dim=cfg.head_dim, packed=cfg.attn_uses_sequence_id,
+                           alibi_bias_max=cfg.alibi_bias_max, dtype=dtype)
+
+
 class MPTForCausalLM(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """``attn_device`` / ``attn_dtype``: where and in what dtype the model will run, for choosing its
+    attention backend (``attn_impl: auto``) once, here. Parameters are still created on the current default
+    device and moved by the caller (``trainer.train.build_model`` initialises on CPU, for weights identical
+    across world sizes, and passes the run's device and compute dtype). ``attn_device`` None means CUDA when
+    a GPU is present, else CPU."""
+
+    def __init__(self, cfg: ModelConfig, *, attn_device=None, attn_dtype: torch.dtype | None = None):
         super().__init__()
         self.cfg = cfg
+        self.attn_backend = resolve_attention(cfg, attn_device, attn_dtype)  # concrete, fixed from here on
+        self.attn_device_type = (torch.device(attn_device).type if attn_device is not None else
+                                 "cuda" if torch.cuda.is_available() else "cpu")
         self.transformer = nn.ModuleDict({
             "wte": nn.Embedding(cfg.vocab_size, cfg.d_model),
-            "blocks": nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
+            "blocks": nn.ModuleList(Block(cfg, self.attn_backend) for _ in range(cfg.n_layers)),
             "norm_f": LPLayerNorm(cfg.d_model, cfg.norm_eps, cfg.norm_impl),
         })
         self._slopes: dict[torch.device, torch.Tensor] = {}
-        self._resolved: dict[tuple, str] = {}  # (device, packed) -> the backend attn_impl auto means there
-        self._auto_name: str | None = None  # the name auto last put on the blocks
         self.init_weights()
 
     @torch.no_grad()
@@ -126,20 +160,9 @@ class MPTForCausalLM(nn.Module):
         if slopes is None:  # one tensor per device: backends that validate slopes do it once
             with torch.inference_mode(False):  # a normal tensor even if first made during inference
                 slopes = self._slopes[x.device] = alibi_slopes(cfg.n_heads, cfg.alibi_bias_max, device=x.device)
-        if tr.blocks[0].attn.backend in ("auto", self._auto_name):
-            # auto -> a concrete name, outside compiled blocks. Packed documents (seq_id) need a backend that
-            # masks them, so the name can differ per call; a backend set by hand on the blocks is left alone.
-            key = (x.device, seq_id is not None)
-            name = self._resolved.get(key)
-            if name is None:
-                name = self._resolved[key] = resolve_backend(
-                    "auto", x.device, head_dim=cfg.d_model // cfg.n_heads, packed=key[1],
-                    alibi_bias_max=cfg.alibi_bias_max)
-            if tr.blocks[0].attn.backend != name:
-                for block in tr.blocks:
-                    block.attn.backend = name
-                self._auto_name = name
-        if seq_id is None and tr.blocks[0].attn.backend == "flex":
+        backend = tr.blocks[0].attn.backend
+        self._check_attention_call(backend, x.device, seq_id)
+        if seq_id is None and backend == "flex":
             causal_block_mask(S, x.device)  # built here, outside compiled blocks, then only looked up
         for block in tr.blocks:
             if cfg.activation_checkpointing and self.training:
@@ -152,6 +175,18 @@ class MPTForCausalLM(nn.Module):
         targets = torch.roll(labels, -1, dims=1)
         targets[:, -1] = -100
         return self.lm_loss(h, targets)
+
+    def _check_attention_call(self, backend: str, device: torch.device, seq_id) -> None:
+        """Plain checks (no resolving) that the backend chosen at build fits this call, with a way out."""
+        auto = self.cfg.attn_impl == "auto" and backend == self.attn_backend
+        if auto and device.type != self.attn_device_type:
+            raise ValueError(f"attn_impl 'auto' chose {backend!r} for {self.attn_device_type} when this model was "
+                             f"built, and this call runs on {device.type}: build it with "
+                             f"MPTForCausalLM(cfg, attn_device={device.type!r})")
+        if seq_id is not None and not BACKENDS[backend].packed_documents:
+            how = (" (attn_impl 'auto' chose it for a model built with attn_uses_sequence_id false: set it true)"
+                   if auto else "")
+            raise ValueError(f"attention backend {backend!r} cannot mask packed documents (seq_id){how}")
 
     def lm_loss(self, h, targets):
         w = self.transformer.wte.weight

@@ -82,48 +82,72 @@ def build_model(cfg: TrainConfig, d: Dist) -> MPTForCausalLM:
     """``init_device: full``: the whole model is initialised on CPU under the run's seed (identical on
     every rank and for any world size), moved, then sharded. ``meta``: built without memory, sharded,
     and only each rank's shards are materialised and initialised (DTensor random ops), for models whose
-    fp32 weights do not fit one device."""
+    fp32 weights do not fit one device. In between, as torchtitan orders them: activation checkpointing
+    (:func:`apply_ac`, with compile only), :func:`apply_compile`, :func:`apply_fsdp`. The attention
+    backend is chosen once, here, for the run's device and compute dtype."""
     torch.manual_seed(cfg.seed)
     meta = cfg.init_device == "meta"
-    # With compile, activation checkpointing goes *inside* each compiled block (checkpoint, then compile, as
-    # torchtitan orders them): the model's own non-reentrant checkpoint *around* a compiled FSDP2 block fails
-    # in backward ("Recomputed values ... have different metadata", pytorch/pytorch#144637; seen on an H200
-    # with 7b at 8192). The model then gets a config copy with its own checkpointing off.
-    ac_in_compile = cfg.compile and cfg.model.activation_checkpointing
-    mcfg = cfg.model
-    if ac_in_compile:
-        mcfg = copy.copy(cfg.model)
-        mcfg.activation_checkpointing = False
+    build = functools.partial(MPTForCausalLM, cfg.model, attn_device=d.device, attn_dtype=cfg.compute_dtype)
     if meta:
         with torch.device("meta"):
-            model = MPTForCausalLM(mcfg)
+            model = build()
     else:
-        model = MPTForCausalLM(mcfg).to(d.device)
+        model = build().to(d.device)
     if cfg.compile:
-        for block in model.transformer.blocks:
-            if ac_in_compile:  # an instance attribute: _call_impl (FSDP2 hooks outside) calls it
-                block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
-            block.compile()
-        model.lm_loss = torch.compile(model.lm_loss)
-    # auto shards from 2 ranks on: one rank gains no memory from FSDP2 and pays its copies and bf16 buffers
-    # (one H200, same day: 1b/2048 52.8% MFU sharded vs 55.1% unsharded; benchmarks/RESULTS.md); "on" forces it
-    if dist.is_initialized() and (cfg.fsdp == "on" or (cfg.fsdp == "auto" and d.world > 1)):
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        mesh = init_device_mesh(d.device.type, (d.world,))
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-            if cfg.precision == "bf16" else MixedPrecisionPolicy()
-        blocks = model.transformer.blocks
-        for i, block in enumerate(blocks):
-            # the last block's params are needed again right at the start of backward
-            fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
-        fully_shard(model, mesh=mesh, mp_policy=mp)
+        if cfg.model.activation_checkpointing:
+            apply_ac(model)
+        apply_compile(model)
+    if wants_fsdp(cfg, d):
+        apply_fsdp(model, d, cfg.precision)
     if meta:
         model.to_empty(device=d.device)
         torch.manual_seed(cfg.seed)
         model.init_weights()
     return model
+
+
+def apply_ac(model: MPTForCausalLM) -> None:
+    """Activation checkpointing for compiled blocks: each block's forward is wrapped in a non-reentrant
+    checkpoint *inside* what compile traces (checkpoint, then compile, as torchtitan orders them). The
+    model's own checkpointing *around* a compiled FSDP2 block fails in backward ("Recomputed values ...
+    have different metadata", pytorch/pytorch#144637; seen on an H200 with 7b at 8192), so the model gets a
+    config copy with its own checkpointing off; the run's config (what checkpoints record) keeps it on.
+    Without compile the model checkpoints its blocks itself (``activation_checkpointing`` in forward)."""
+    model.cfg = copy.copy(model.cfg)
+    model.cfg.activation_checkpointing = False
+    for block in model.transformer.blocks:
+        # an instance attribute: _call_impl (FSDP2 hooks outside) calls it
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+
+
+def apply_compile(model: MPTForCausalLM) -> None:
+    """``torch.compile`` per block (one graph reused by every layer) and for the loss head."""
+    for block in model.transformer.blocks:
+        block.compile()
+    model.lm_loss = torch.compile(model.lm_loss)
+
+
+def wants_fsdp(cfg: TrainConfig, d: Dist) -> bool:
+    """``fsdp: auto`` shards from 2 ranks on: one rank gains no memory from FSDP2 and pays its copies and
+    bf16 buffers (one H200, same day: 1b/2048 52.8% MFU sharded vs 55.1% unsharded; benchmarks/RESULTS.md);
+    ``on`` forces it (inside a process group)."""
+    return dist.is_initialized() and (cfg.fsdp == "on" or (cfg.fsdp == "auto" and d.world > 1))
+
+
+def apply_fsdp(model: MPTForCausalLM, d: Dist, precision: str) -> None:
+    """FSDP2 ``fully_shard`` per block, then the root (embedding, final norm); bf16 compute with fp32
+    gradient reduction under ``precision: bf16``."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(d.device.type, (d.world,))
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if precision == "bf16" else MixedPrecisionPolicy()
+    blocks = model.transformer.blocks
+    for i, block in enumerate(blocks):
+        # the last block's params are needed again right at the start of backward
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
 
 
 def autocast_ctx(cfg: TrainConfig, device: torch.device):
