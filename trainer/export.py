@@ -93,7 +93,7 @@ def load_checkpoint_model(checkpoint: str | Path):
 
     meta = read_meta(checkpoint)
     cfg = model_config_from_dict(meta["config"]["model"])
-    model = MPTForCausalLM(cfg)
+    model = MPTForCausalLM(cfg, attn_device="cpu")
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(checkpoint))
     model.load_state_dict(state["model"])
