@@ -182,6 +182,8 @@ def test_transformer_embedder_is_sentence_transformers_encode():
     assert st.max_seq_length == MiniLM.MAX_PIECES
     assert np.abs(got - want).max() < 2e-5
     assert np.allclose(np.concatenate([ours.embed([t]) for t in texts[:5]]), got[:5], atol=2e-5)
+    # the GPU's overlapped loop (next chunk tokenized while this one runs), here on the CPU in small chunks
+    assert np.allclose(ours._overlapped(texts, bs=4, step=10), got, atol=2e-5)
     if torch_cuda():
         g = MiniLM("cuda").embed(texts)
         assert np.abs(g - want).max() < 2e-3 and (np.sum(g * want, axis=1) > 0.9999).all()
