@@ -7,6 +7,8 @@ runs on Dataflow/Spark/Flink (see README).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -58,10 +60,39 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     return ap.parse_known_args(argv)
 
 
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+RUNNER_NAMES = {"dask": DASK_RUNNER, "daskrunner": DASK_RUNNER}
+
+
+def runner_args(extra: list[str]) -> list[str]:
+    """``--runner dask`` / ``--runner=DaskRunner`` -> Beam's class path (Beam accepts only that for Dask)."""
+    out: list[str] = []
+    i = 0
+    while i < len(extra):
+        a = extra[i]
+        if a == "--runner" and i + 1 < len(extra):
+            name, i = extra[i + 1], i + 2
+        elif a.startswith("--runner="):
+            name, i = a.split("=", 1)[1], i + 1
+        else:
+            out.append(a)
+            i += 1
+            continue
+        out.append(f"--runner={RUNNER_NAMES.get(name.lower(), name)}")
+    return out
+
+
+def is_dask(options) -> bool:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    return options.view_as(StandardOptions).runner == DASK_RUNNER
+
+
 def beam_options(extra: list[str], workers: int):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     guard_local_runner_data_channel()
+    extra = runner_args(extra)
     if not any(a.startswith("--runner") for a in extra):
         extra = ["--runner=DirectRunner", f"--direct_num_workers={workers}",
                  "--direct_running_mode=multi_processing", "--default_sdk_harness_log_level=WARNING", *extra]
@@ -287,10 +318,27 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
           f"{sum(sizes.values()) / 1e6:,.1f} MB on disk, {len(plan.tasks)} part(s)"
           f"{f' ({resumable} already done by an earlier run: resuming)' if resumable else ''} "
           f"-> {out}/sources  (workers: {args.workers}; progress every 20 s)", flush=True)
-    with Reporter(out, sizes, parts={n: plan.num_parts(n) for n in todo}) as reporter, beam.Pipeline(options=options) as p:
-        build_graph(p, plan)
+    # workers read the tokenizer from OUT (every runner's workers can), so it is not pickled into each DoFn's plan
+    tok_dir = layout.join(layout.staging_root(out), "tokenizer")
+    tok_uri = layout.join(tok_dir, f"{tok_fp}.json")
+    fsio.write_bytes(tok_uri, tok.raw.encode())
+    plan = dataclasses.replace(plan, tokenizer_uri=tok_uri)
+    with contextlib.ExitStack() as stack:
+        if is_dask(options):  # a cluster (started here if none is named), parts spread, workers get the S3 options
+            from pipelines.dask_cluster import dask_cluster
+
+            options = stack.enter_context(dask_cluster(options, len(plan.tasks), args.workers))
+        p = beam.Pipeline(options=options)
+        try:
+            with Reporter(out, sizes, parts={n: plan.num_parts(n) for n in todo}) as reporter, p:
+                build_graph(p, plan)
+        finally:  # the DaskRunner leaves its client open: closed before the cluster it talks to
+            client = getattr(getattr(p, "result", None), "client", None)
+            if client is not None:
+                client.close()
     print(reporter.stage_times(), flush=True)
     fsio.delete_tree(heartbeat_dir(out))
+    fsio.delete_tree(tok_dir)
     staging = layout.staging_root(out)
     if not layout.is_remote(out) and os.path.isdir(staging) and not os.listdir(staging):
         os.rmdir(staging)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import apache_beam as beam
 
@@ -36,6 +37,9 @@ def quiet_worker_logs() -> None:
 class _ProcessPart(beam.DoFn):
     def __init__(self, plan: BuildPlan):
         self.plan = plan
+        # when the graph was built (driver clock): a part finished before it was resumed from an earlier run; one
+        # finished after it by this run and met again (a runner retrying the task after losing a worker) was not
+        self.started = time.time()
 
     def setup(self):
         quiet_worker_logs()
@@ -51,7 +55,7 @@ class _ProcessPart(beam.DoFn):
             summary = process_part(task, plan, self.tools, hb)
             beam.metrics.Metrics.counter(task.source, "read").inc(summary.read)
         hb.finish(docs=summary.read, text_bytes=summary.text_bytes, input_bytes=task.input_bytes,
-                  resumed=summary.finished < hb.rec["t0"])
+                  resumed=summary.finished < self.started)
         yield summary
 
 

@@ -15,7 +15,7 @@ its global values from GroupByKey/CoGroupByKey only:
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import apache_beam as beam
 

@@ -19,6 +19,7 @@ from collections import defaultdict
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.combiners import CountCombineFn, SingleInputTupleCombineFn, TopCombineFn
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from contract.registry import SOURCE_INDEX
@@ -313,12 +314,9 @@ def _fit_centroids(sample, n_docs: int, cfg):
 
 
 def _fit(kv, cfg):
-    """(ONE, {sample: [top-n list], n: [count]}) -> (ONE, centroids), nothing when there is nothing to cluster."""
-    _one, g = kv
-    samples, counts = list(g["sample"]), list(g["n"])
-    if not samples or not counts:
-        return
-    centroids = _fit_centroids(samples[0], counts[0], cfg)
+    """(ONE, (document count, top-n sample)) -> (ONE, centroids), nothing when there is nothing to cluster."""
+    _one, (n_docs, sample) = kv
+    centroids = _fit_centroids(sample, n_docs, cfg)
     if centroids is not None:
         yield ONE, centroids
 
@@ -393,10 +391,8 @@ def _key_bucket(key, buckets: int) -> int:
 
 
 def _bracket_of(kv, keep_fraction: float):
-    _one, g = kv
-    ns, qs = list(g["n"]), list(g["q"])
-    if ns and qs:
-        yield ONE, _bracket(qs[0], ns[0], keep_fraction)
+    _one, (n, quantiles) = kv
+    return ONE, _bracket(quantiles, n, keep_fraction)
 
 
 def _window_part(kv):
@@ -428,12 +424,19 @@ class _ClusterRemovals(beam.DoFn):
         self.removed = Metrics.counter(SEM_NS, "semantic_duplicates")
 
     def process(self, kv):
-        """(cluster, {m: members, cutoff: [cutoff]}) -> Removals of members scored above the cut-off."""
-        _c, g = kv
-        cutoffs, items = list(g["cutoff"]), list(g["m"])
-        if not cutoffs or cutoffs[0] is None or not items:
+        """(bucket, {m: [(cluster, member)], cutoff: [cutoff]}) -> Removals of members scored above the cut-off,
+        cluster by cluster."""
+        _b, g = kv
+        cutoffs = list(g["cutoff"])
+        if not cutoffs or cutoffs[0] is None:
             return
-        cutoff = cutoffs[0]
+        clusters = defaultdict(list)
+        for c, item in g["m"]:
+            clusters[c].append(item)
+        for c in sorted(clusters):
+            yield from self.cluster(clusters[c], cutoffs[0])
+
+    def cluster(self, items, cutoff):
         items, e, m, _arg = _scored_cluster(items)
         keys = [semantic.score_key(mi, t[0], self.seed) for t, mi in zip(items, m)]
         gone = [i for i, k in enumerate(keys) if k > cutoff and m[i] > -1.0]
@@ -447,15 +450,6 @@ class _ClusterRemovals(beam.DoFn):
             self.removed.inc()
             yield Removal(items[i][0], "semantic_dedupe", "semantic_duplicate", keeper, float(m[i]),
                           f"keeper_uid={keeper}; eps={1.0 - cutoff[0]:.6f}")
-
-
-def _cutoff_per_cluster(kv):
-    """(ONE, {cutoff: [cutoff], centroids: [centroids]}) -> (cluster, cutoff) for every cluster index."""
-    _one, g = kv
-    cutoffs, cs = list(g["cutoff"]), list(g["centroids"])
-    if cutoffs and cs and cutoffs[0] is not None:
-        return [(c, cutoffs[0]) for c in range(len(cs[0]))]
-    return []
 
 
 class RankCutoff(beam.PTransform):
@@ -474,11 +468,10 @@ class RankCutoff(beam.PTransform):
 
     def expand(self, keys):
         b = self.buckets
-        n = keys | "Count" >> CombineToOne(beam.combiners.CountCombineFn(), lambda k, b=b: _key_bucket(k, b), b)
-        quantiles = keys | "Quantiles" >> CombineToOne(
-            ApproximateQuantilesCombineFn.create(num_quantiles=_QUANTILES), lambda k, b=b: _key_bucket(k, b), b)
-        bracket = {"n": n, "q": quantiles} | "JoinCountQuantiles" >> beam.CoGroupByKey() | "Bracket" >> beam.FlatMap(
-            _bracket_of, self.keep_fraction)
+        stats = keys | "CountAndQuantiles" >> CombineToOne(
+            SingleInputTupleCombineFn(CountCombineFn(), ApproximateQuantilesCombineFn.create(num_quantiles=_QUANTILES)),
+            lambda k, b=b: _key_bucket(k, b), b)
+        bracket = stats | "Bracket" >> beam.Map(_bracket_of, self.keep_fraction)
         windows = ({"k": keys | "KeyBuckets" >> beam.Map(lambda k, b=b: (_key_bucket(k, b), k)),
                     "br": bracket | "FanBracket" >> beam.FlatMap(fan_out, b)}
                    | "JoinBracket" >> beam.CoGroupByKey()
@@ -496,8 +489,8 @@ class SemanticDuplicates(beam.PTransform):
     deterministic sample (the ``sample_size`` largest uid hashes, TopCombineFn per bucket then merged) and the
     document count -> spherical k-means fitted once -> centroids joined to every embedding bucket ->
     GroupByKey by cluster -> per-document M -> exact global cut-off at the keep fraction, joined to every
-    cluster -> per cluster, documents above the cut-off are removed, keeper = their most similar kept document
-    of the cluster. Only keyed shuffles (``pipelines.dedupe.keyed``): no side input, no global combiner."""
+    bucket of clusters -> per cluster, documents above the cut-off are removed, keeper = their most similar
+    kept document of the cluster. Only keyed shuffles (``pipelines.dedupe.keyed``): no side input, no global combiner."""
 
     def __init__(self, cfg, buckets: int = 1, label=None):
         super().__init__(label)
@@ -506,12 +499,13 @@ class SemanticDuplicates(beam.PTransform):
 
     def expand(self, embedded):
         cfg, seed, b = self.cfg, self.cfg.seed, self.buckets
-        by_uid = lambda kv, b=b: _uid_bucket(kv, b)  # noqa: E731
-        n_docs = embedded | "CountDocs" >> CombineToOne(beam.combiners.CountCombineFn(), by_uid, b)
-        sample = embedded | "Sample" >> CombineToOne(
-            beam.combiners.TopCombineFn(cfg.sample_size, key=lambda kv, s=seed: semantic.tiebreak(kv[0], s)), by_uid, b)
-        centroids = ({"sample": sample, "n": n_docs}
-                     | "JoinSampleCount" >> beam.CoGroupByKey()
+        by_uid = lambda kv, b=b: _uid_bucket(kv, b)
+        # each global value is one combine (count and sample together, count and quantiles together) and each
+        # join has the fewest inputs: on Beam's DaskRunner every CoGroupByKey input adds its partitions (tasks)
+        centroids = (embedded
+                     | "CountAndSample" >> CombineToOne(SingleInputTupleCombineFn(
+                         CountCombineFn(), TopCombineFn(cfg.sample_size, key=lambda kv, s=seed: semantic.tiebreak(kv[0], s))),
+                         by_uid, b)
                      | "FitKMeans" >> beam.FlatMap(_fit, cfg))
         assigned = ({"emb": embedded | "EmbBuckets" >> beam.Map(lambda kv, b=b: (_uid_bucket(kv, b), kv)),
                      "c": centroids | "FanCentroids" >> beam.FlatMap(fan_out, b)}
@@ -521,11 +515,9 @@ class SemanticDuplicates(beam.PTransform):
                 | "GroupByCluster" >> beam.GroupByKey()
                 | "Keys" >> beam.FlatMap(_cluster_keys, seed))
         cutoff = keys | "Cutoff" >> RankCutoff(cfg.keep_fraction, b)
-        per_cluster = ({"cutoff": cutoff, "centroids": centroids}
-                       | "JoinCutoffCentroids" >> beam.CoGroupByKey()
-                       | "CutoffPerCluster" >> beam.FlatMap(_cutoff_per_cluster))
-        return ({"m": assigned, "cutoff": per_cluster}
-                | "JoinClusterCutoff" >> beam.CoGroupByKey()
+        return ({"m": assigned | "ClusterBuckets" >> beam.Map(lambda ci, b=b: (spread(ci[0], b), ci)),
+                 "cutoff": cutoff | "FanCutoff" >> beam.FlatMap(fan_out, b)}
+                | "JoinCutoff" >> beam.CoGroupByKey()
                 | "Remove" >> beam.ParDo(_ClusterRemovals(seed)))
 
 
