@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -318,11 +318,11 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
           f"{sum(sizes.values()) / 1e6:,.1f} MB on disk, {len(plan.tasks)} part(s)"
           f"{f' ({resumable} already done by an earlier run: resuming)' if resumable else ''} "
           f"-> {out}/sources  (workers: {args.workers}; progress every 20 s)", flush=True)
-    # workers read the tokenizer from OUT (every runner's workers can), so it is not pickled into each DoFn's plan
-    tok_dir = layout.join(layout.staging_root(out), "tokenizer")
-    tok_uri = layout.join(tok_dir, f"{tok_fp}.json")
-    fsio.write_bytes(tok_uri, tok.raw.encode())
-    plan = dataclasses.replace(plan, tokenizer_uri=tok_uri)
+    # workers read the plan's heavy parts (tokenizer, input listing, part tasks) from OUT, where every runner's workers
+    # can, instead of a copy inside each pickled DoFn (small task graphs: README "Running on a cluster")
+    plan_dir = layout.join(layout.staging_root(out), "plan")
+    plan = plan.ship(layout.join(plan_dir, hashlib.sha256(json.dumps(sorted(plan.hashes.items())).encode())
+                                 .hexdigest()[:16] + ".pickle"))
     with contextlib.ExitStack() as stack:
         if is_dask(options):  # a cluster (started here if none is named), parts spread, workers get the S3 options
             from pipelines.dask_cluster import dask_cluster
@@ -338,7 +338,7 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
                 client.close()
     print(reporter.stage_times(), flush=True)
     fsio.delete_tree(heartbeat_dir(out))
-    fsio.delete_tree(tok_dir)
+    fsio.delete_tree(plan_dir)
     staging = layout.staging_root(out)
     if not layout.is_remote(out) and os.path.isdir(staging) and not os.listdir(staging):
         os.rmdir(staging)

@@ -13,7 +13,7 @@ import bisect
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Mapping, NamedTuple, Sequence
 
 from contract import layout
@@ -95,10 +95,11 @@ class BuildPlan:
     files: Mapping[str, Sequence[InputFile]]           # source -> sorted input files
     hashes: Mapping[str, str]                          # source -> config hash (names its staging folder)
     extra_stats: Mapping[str, Mapping]                 # source -> fields added to stats.json
-    tasks: tuple[PartTask, ...] = field(default=())    # every part of every source, in (source, part) order
-    # a copy of tokenizer_json that every worker can read (under OUT): when set, the text is not pickled with the
-    # plan (each DoFn holds a copy of the plan: inline, 2 MB of tokenizer made the Dask task graph 21-27 MiB)
-    tokenizer_uri: str = ""
+    tasks: tuple[PartTask, ...]    # every part of every source, in (source, part) order (no default: see __getattr__)
+    # where workers read the heavy fields (HEAVY: tokenizer text, input listing, part tasks) when set (``ship``): they
+    # are then not pickled with the plan, which every DoFn holds a copy of (inline: 2.4 MB of tokenizer, plus
+    # 7.5 MiB per 100,000 input objects, in each of ~20 DoFns: the Dask task graph reached 21-27 MiB on the demo)
+    shipped_uri: str = ""
 
     @classmethod
     def make(cls, out: str, tokenizer_json: str, write_rejects: bool, cross_source: bool,
@@ -140,20 +141,41 @@ class BuildPlan:
             object.__setattr__(self, "_pstarts", cache)
         return cache
 
-    def __getstate__(self):  # caches are rebuilt on workers; the tokenizer is read from tokenizer_uri if set
+    def ship(self, uri: str) -> "BuildPlan":
+        """The same plan, its HEAVY fields written to ``uri`` (under OUT: every worker can read it) and read from
+        there, once per worker process, instead of travelling inside every pickled DoFn."""
+        import pickle
+
+        from contract import fsio
+
+        fsio.write_bytes(uri, pickle.dumps({k: getattr(self, k) for k in HEAVY}, protocol=pickle.HIGHEST_PROTOCOL))
+        return replace(self, shipped_uri=uri)
+
+    def __getstate__(self):  # caches are rebuilt on workers; a shipped plan's HEAVY fields are read from shipped_uri
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        if state.get("tokenizer_uri"):
-            state.pop("tokenizer_json", None)
+        if state.get("shipped_uri"):
+            for k in HEAVY:
+                state.pop(k, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
 
-    def __getattr__(self, name):  # only for attributes missing from __dict__: tokenizer_json of a shipped plan
-        if name == "tokenizer_json" and self.__dict__.get("tokenizer_uri"):
+    def __getattr__(self, name):  # only for attributes missing from __dict__: the HEAVY fields of a shipped plan
+        uri = self.__dict__.get("shipped_uri")
+        if name in HEAVY and uri:
+            import pickle
+
             from contract import fsio
 
-            text = fsio.read_bytes(self.__dict__["tokenizer_uri"]).decode()
-            object.__setattr__(self, "tokenizer_json", text)
-            return text
+            heavy = _SHIPPED.get(uri)
+            if heavy is None:  # once per worker process, however many DoFn copies of the plan it unpickles
+                heavy = _SHIPPED[uri] = pickle.loads(fsio.read_bytes(uri))
+            for k, v in heavy.items():
+                object.__setattr__(self, k, v)
+            return heavy[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+HEAVY = ("tokenizer_json", "files", "tasks")  # fields without a class-level default: a missing one reaches __getattr__
+_SHIPPED: dict = {}

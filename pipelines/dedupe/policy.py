@@ -329,12 +329,12 @@ def _assign(kv, centroids):
 
 
 def _assign_bucket(kv):
-    """(bucket, {emb: [(uid, embedding)], c: [centroids]}) -> (cluster, (uid, embedding, similarity)) each."""
+    """(bucket, {embedded: [(uid, embedding)], c: [centroids]}) -> (cluster, (uid, embedding, similarity)) each."""
     _b, g = kv
     cs = list(g["c"])
     if not cs:
         return
-    for item in g["emb"]:
+    for item in g["embedded"]:
         yield _assign(item, cs[0])
 
 
@@ -507,7 +507,7 @@ class SemanticDuplicates(beam.PTransform):
                          CountCombineFn(), TopCombineFn(cfg.sample_size, key=lambda kv, s=seed: semantic.tiebreak(kv[0], s))),
                          by_uid, b)
                      | "FitKMeans" >> beam.FlatMap(_fit, cfg))
-        assigned = ({"emb": embedded | "EmbBuckets" >> beam.Map(lambda kv, b=b: (_uid_bucket(kv, b), kv)),
+        assigned = ({"embedded": embedded | "EmbBuckets" >> beam.Map(lambda kv, b=b: (_uid_bucket(kv, b), kv)),
                      "c": centroids | "FanCentroids" >> beam.FlatMap(fan_out, b)}
                     | "JoinCentroids" >> beam.CoGroupByKey()
                     | "Assign" >> beam.FlatMap(_assign_bucket))
