@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.filters import load
+from benchmarks.filters import cpu_best, load
 from contract.registry import SOURCES
 from pipelines.filters import build_chain
 
@@ -33,13 +33,6 @@ SHARED = ROOT.parent / "shared"
 WEB = ("c4_en", "mc4_en", "rp_commoncrawl")
 
 
-def cpu_best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return max(best, 1e-9)
 
 
 def train_model(corpora: Path, out: str) -> str:
