@@ -116,7 +116,9 @@ def olmo_repeated_ngrams(text: str, meta: Mapping[str, str], min_repeats: int, m
     """A run of 32 or more back-to-back copies of one n-gram of 1..13 tokens (OLMoE section 2; OLMo-core
     instance filter). Tokens are word and punctuation runs, not BPE (see module docstring)."""
     h = analyze(text).repetition_token_hashes  # vectorized: the exact path below runs only on candidates
-    if len(h) < min_repeats * min_period or not may_repeat(h, min_repeats, min_period, max_period):
+    if len(h) < min_repeats * min_period:
+        return None
+    if min_repeats > 1 and not may_repeat(h, min_repeats, min_period, max_period):  # (1 copy: any text repeats)
         return None
     toks = repetition_tokens(text)
     if len(toks) < min_repeats * min_period:
