@@ -91,27 +91,14 @@ def is_dask(options) -> bool:
 def beam_options(extra: list[str], workers: int):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    guard_local_runner_data_channel()
+    from pipelines.local_runner import RUNNER, guard_data_channel
+
+    guard_data_channel()  # also for a user's --runner=DirectRunner (the FnApiRunner when Prism is out of reach)
     extra = runner_args(extra)
     if not any(a.startswith("--runner") for a in extra):
-        extra = ["--runner=DirectRunner", f"--direct_num_workers={workers}",
+        extra = [f"--runner={RUNNER}", f"--direct_num_workers={workers}",
                  "--direct_running_mode=multi_processing", "--default_sdk_harness_log_level=WARNING", *extra]
     return PipelineOptions(extra)
-
-
-def guard_local_runner_data_channel() -> None:
-    """Turn off the local runner's time-based flush of its data channel (Beam 2.77 FnApiRunner).
-
-    Root cause of the documents a 1 GB build lost (benchmarks/beam_fnapi_loss_repro.py): the runner writes a
-    stage's input in ~10 MB chunks into a TimeBasedBufferingClosableOutputStream whose background flush
-    copies the buffer, blocks on a send queue capped at 100 MB, then clears the buffer; chunks written
-    meanwhile are dropped without an error. With the limit at 0 the stream flushes by size only, on the
-    writing thread, and nothing is lost. Our graph no longer sends text through the runner (bundles are
-    part tasks and key blobs), so this is a second line of defence for the dedupe keys, not the fix.
-    """
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
-    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
 def finished(out: str, source: str, chash: str) -> bool:

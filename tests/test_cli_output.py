@@ -39,3 +39,5 @@ def test_default_output_has_no_beam_startup_noise_and_verbose_shows_it(tmp_path,
     assert "per-source shards" in text
     # Beam's logging is back: the driver's import-time notice and the workers' start-up lines
     assert "apitools not found" in text and "Logging handler created" in text, text[-4000:]
+    # the local runner is the FnApiRunner itself: no PrismRunner attempt (a GitHub download, another engine)
+    assert "Prism" not in text and "prism" not in text, text[-4000:]
