@@ -6,7 +6,9 @@ The corpus is benchmarks/make_scale_corpus.py's non-duplicate rewrite of ../shar
 sources; kept under --corpus-root so sizes are generated once). Each build is `python -m pipelines.build`
 in a fresh process with `--workers` local workers and `--skip-mixture`, once per configuration: `default`
 (the registry's dedupe: exact + MinHash everywhere and SemDedup on c4_en, what users run) and
-`exact-minhash` (SemDedup off). RSS is sampled from /proc every 0.5 s over the driver and all its children.
+`exact-minhash` (SemDedup off). RSS is sampled from /proc every 0.5 s over the driver and all its children, and so are the bytes under
+OUT/.staging (its peak: what a cluster's object store must hold mid-build); the MinHash candidate pairs come from
+the build's "dedupe work" line (Beam counters).
 
     python benchmarks/scaling.py --gb 1 2 4 --configs default exact-minhash
 """
@@ -57,12 +59,13 @@ def run_build(sources: Path, out: Path, workers: int, extra: list[str]) -> dict:
            "--out", str(out), "--tokenizer", str(TOK), "--skip-mixture", "--workers", str(workers), *extra]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0]
+    peak, staging = [0], [0]
     done = threading.Event()
 
     def sample():
         while not done.is_set():
             peak[0] = max(peak[0], tree_rss(proc.pid))
+            staging[0] = max(staging[0], tree_bytes(out / ".staging"))
             done.wait(0.5)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -80,9 +83,24 @@ def run_build(sources: Path, out: Path, workers: int, extra: list[str]) -> dict:
     if proc.returncode != 0:
         sys.exit("".join(lines[-40:]))
     stages = next((ln for ln in lines if ln.startswith("stage times")), "")
+    work = next((ln for ln in lines if ln.startswith("dedupe work: ")), "")
+    candidates = re.search(r"([\d,]+) MinHash candidate pairs", work)
     progress_gaps = _progress_gaps(lines)
     return {"wall": wall, "peak_tree_mb": peak[0] / 1e6, "stages": stages.strip(), "first_progress_s": first_progress,
-            "max_progress_gap_s": progress_gaps}
+            "max_progress_gap_s": progress_gaps, "peak_staging_mb": staging[0] / 1e6,
+            "candidate_pairs": int(candidates.group(1).replace(",", "")) if candidates else 0}
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of the files under ``root`` now (0 while it does not exist; files may vanish mid-walk)."""
+    total = 0
+    for d, _, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(d, f)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _progress_gaps(lines: list[str]) -> float | None:
@@ -176,8 +194,9 @@ def main():
     print(f"raw encoder ceiling on 64 MB of the same text: fastokens {ceiling['fastokens']:.1f} MB/s per core, "
           f"tokenizers {ceiling['tokenizers']:.2f} MB/s per core")
     print("| text GB | config | MB text | MB on disk | docs | kept | semantic dups | tokens | wall s | MB/s | MB/s per core | core-h per TB "
-          "| vs fastokens | vs tokenizers | peak tree RSS MB | first progress s | max progress gap s | stage times |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| vs fastokens | vs tokenizers | peak tree RSS MB | peak staging MB (per MB text) | MinHash candidate pairs "
+          "| first progress s | max progress gap s | stage times |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for gb, config, text_in, in_mb, docs, kept, toks, res in rows:
         rate = text_in / res["wall"]
         per_core = rate / cores
@@ -185,6 +204,7 @@ def main():
               f"{toks:,} | {res['wall']:,.0f} | "
               f"{rate:.2f} | {per_core:.2f} | {1e6 / per_core / 3600:,.0f} | {per_core / ceiling['fastokens']:.3f} | "
               f"{per_core / ceiling['tokenizers']:.2f} | {res['peak_tree_mb']:,.0f} | "
+              f"{res['peak_staging_mb']:,.0f} ({res['peak_staging_mb'] / text_in:.2f}) | {res['candidate_pairs']:,} | "
               f"{res['first_progress_s'] or float('nan'):.0f} | {res['max_progress_gap_s'] or float('nan'):.0f} | "
               f"{res['stages'].replace('stage times (seconds from start): ', '')} |")
     for config in args.configs:

@@ -7,6 +7,7 @@ runs on Dataflow/Spark/Flink (see README).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import hashlib
 import json
@@ -99,6 +100,28 @@ def beam_options(extra: list[str], workers: int):
         extra = [f"--runner={RUNNER}", f"--direct_num_workers={workers}",
                  "--direct_running_mode=multi_processing", "--default_sdk_harness_log_level=WARNING", *extra]
     return PipelineOptions(extra)
+
+
+def dedupe_work(result) -> str:
+    """One line of the dedupe graph's Beam counters (what cluster sizing needs: keys, candidate pairs, verified
+    edges), or "" where the runner reports no metrics (the DaskRunner). Stats never come from these: they
+    are computed from data (pipelines/graph.py), so they reconcile on every runner."""
+    from pipelines.dedupe.policy import NS, SEM_NS
+
+    if result is None:
+        return ""
+    try:
+        rows = result.metrics().query()["counters"]
+    except NotImplementedError:  # DaskRunnerResult.metrics: "collecting metrics will come later!"
+        return ""
+    counters = collections.Counter()
+    for r in rows:  # a counter is reported once per step that increments it (e.g. one per dedupe group)
+        if r.key.metric.namespace in (NS, SEM_NS):
+            counters[r.key.metric.name] += r.committed
+    names = (("exact_duplicates", "exact duplicates"), ("near_candidate_members", "MinHash candidate pairs"),
+             ("near_verified_edges", "verified near-duplicate edges"), ("semantic_duplicates", "SemDedup removals"))
+    parts = [f"{counters[k]:,} {label}" for k, label in names if counters.get(k)]
+    return f"dedupe work: {', '.join(parts)}" if parts else ""
 
 
 def finished(out: str, source: str, chash: str) -> bool:
@@ -324,6 +347,9 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
             if client is not None:
                 client.close()
     print(reporter.stage_times(), flush=True)
+    work = dedupe_work(getattr(p, "result", None))
+    if work:
+        print(work, flush=True)
     fsio.delete_tree(heartbeat_dir(out))
     fsio.delete_tree(plan_dir)
     staging = layout.staging_root(out)

@@ -42,3 +42,37 @@ def test_build_removes_planted_near_duplicates(tmp_path, tokenizer_path):
                for x in io.open(p, encoding="utf-8").read().splitlines()]
     near = sorted((r["id"], r["duplicate_of"]) for r in rejects if r["stage"] == "near_dedupe")
     assert near == sorted((f"copy-{i}", f"orig-{i}") for i in origins)
+
+
+def test_dedupe_work_line_sums_the_graphs_counters_over_steps():
+    """The build's "dedupe work" line (cluster sizing: keys, candidate pairs, verified edges) sums a counter over
+    every step that increments it, reads only the dedupe namespaces, and is empty where a runner has no metrics."""
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+
+    from pipelines.build import dedupe_work
+    from pipelines.dedupe.policy import NS, SEM_NS
+
+    def count(name, ns=NS):
+        def fn(x):
+            Metrics.counter(ns, name).inc(x)
+            return x
+        return fn
+
+    p = beam.Pipeline()
+    xs = p | beam.Create([3, 4])
+    _ = xs | "group0" >> beam.Map(count("near_candidate_members"))
+    _ = xs | "group1" >> beam.Map(count("near_candidate_members"))
+    _ = xs | "edges" >> beam.Map(count("near_verified_edges"))
+    _ = xs | "sem" >> beam.Map(count("semantic_duplicates", SEM_NS))
+    _ = xs | "other" >> beam.Map(count("exact_duplicates", "somewhere_else"))
+    result = p.run()
+    result.wait_until_finish()
+    assert dedupe_work(result) == ("dedupe work: 14 MinHash candidate pairs, 7 verified near-duplicate edges, "
+                                   "7 SemDedup removals")
+
+    class NoMetrics:  # the DaskRunner's result
+        def metrics(self):
+            raise NotImplementedError("collecting metrics will come later!")
+
+    assert dedupe_work(NoMetrics()) == "" and dedupe_work(None) == ""
