@@ -1,6 +1,7 @@
 """Shared fixtures. Anything that needs ../shared (tokenizer, real corpora) skips cleanly without it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -154,16 +155,16 @@ def wait_port(port: int, proc, timeout: float = 60) -> None:
     raise TimeoutError(f"port {port} did not open")
 
 
-@pytest.fixture()
-def s3_server(monkeypatch):
-    """A local S3-compatible server (moto, real HTTP on loopback) with test credentials in the environment;
+@contextlib.contextmanager
+def moto_server(mp: pytest.MonkeyPatch):
+    """A local S3-compatible server (moto, real HTTP on loopback) with test credentials set through ``mp``;
     yields its endpoint URL. ``s3_options(endpoint)`` gives the matching Beam filesystem options."""
     import subprocess
     import sys
 
     pytest.importorskip("moto")
     for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
+        mp.setenv(k, v)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
@@ -173,6 +174,19 @@ def s3_server(monkeypatch):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture()
+def s3_server(monkeypatch):
+    with moto_server(monkeypatch) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def s3_server_module():
+    """One server for a module's tests (they share inputs and a reference build; each writes its own prefix)."""
+    with pytest.MonkeyPatch.context() as mp, moto_server(mp) as url:
+        yield url
 
 
 def s3_options(endpoint: str) -> list[str]:

@@ -88,15 +88,16 @@ class Cluster:
                 proc.wait()
 
 
-@pytest.fixture
-def s3_inputs(tmp_path, s3_server):
+@pytest.fixture(scope="module")
+def s3_inputs(tmp_path_factory, s3_server_module):
     """The demo corpora of SOURCES, each cut into FILES_PER_SOURCE jsonl files, on S3; -> (s3 client, sources
     YAML path, S3 options)."""
     import boto3
 
     from pipelines.demo import demo_sources_yaml, write_demo_corpora
 
-    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    tmp_path = tmp_path_factory.mktemp("inputs")
+    s3 = boto3.client("s3", endpoint_url=s3_server_module, region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)
     raw = demo_sources_yaml(write_demo_corpora(str(tmp_path / "demo")))["sources"]
     cfg = {"sources": {}}
@@ -112,7 +113,16 @@ def s3_inputs(tmp_path, s3_server):
             inputs.append(f"s3://{BUCKET}/{key}")
         cfg["sources"][name] = {**{k: v for k, v in raw[name].items() if k != "inputs"}, "inputs": inputs}
     (tmp_path / "s3.yaml").write_text(yaml.safe_dump(cfg))
-    return s3, tmp_path / "s3.yaml", s3_options(s3_server)
+    return s3, tmp_path / "s3.yaml", s3_options(s3_server_module)
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory, tokenizer_path, s3_inputs):
+    """The local runner's build of the same inputs, once for the module: s3://BUCKET/local/."""
+    _s3, sources, opts = s3_inputs
+    _build(tmp_path_factory.mktemp("local"), "local", sources, f"s3://{BUCKET}/local", tokenizer_path,
+           ["--workers", "2", *opts])
+    return "local/"
 
 
 def _build(tmp_path: Path, name: str, sources: Path, out: str, tokenizer_path: str, extra: list[str], wait=True):
@@ -141,8 +151,8 @@ def _objects(s3, prefix: str) -> dict:
             if k[len(prefix):].startswith(("sources/", "stats/"))}
 
 
-def _check_same(s3, log: str) -> dict:
-    local, dask = _objects(s3, "local/"), _objects(s3, "dask/")
+def _check_same(s3, reference: str, prefix: str, log: str) -> dict:
+    local, dask = _objects(s3, reference), _objects(s3, prefix)
     assert sorted(local) == sorted(dask)
     assert [k for k in local if local[k] != dask[k]] == []
     stats = {n: json.loads(dask[f"stats/{n}.json"]) for n in SOURCES}
@@ -155,9 +165,8 @@ def _check_same(s3, log: str) -> dict:
     return stats
 
 
-def test_dask_cluster_build_equals_local_runner(tmp_path, tokenizer_path, s3_inputs):
+def test_dask_cluster_build_equals_local_runner(tmp_path, tokenizer_path, s3_inputs, local_reference):
     s3, sources, opts = s3_inputs
-    _build(tmp_path, "local", sources, f"s3://{BUCKET}/local", tokenizer_path, ["--workers", "2", *opts])
     cluster = Cluster(tmp_path / "cluster")
     try:
         log = _build(tmp_path, "dask", sources, f"s3://{BUCKET}/dask", tokenizer_path,
@@ -165,7 +174,7 @@ def test_dask_cluster_build_equals_local_runner(tmp_path, tokenizer_path, s3_inp
         assert all(w.poll() is None for w in cluster.workers)
     finally:
         cluster.close()
-    _check_same(s3, log)
+    _check_same(s3, local_reference, "dask/", log)
     # the parts spread: one partition per worker thread
     assert re.search(r"2 worker\(s\) with 2 thread\(s\), 2 partition\(s\) for 6 part\(s\)", log), log[-2000:]
     assert not [k for k in _keys(s3, "dask/") if "/.staging/" in k]
@@ -176,17 +185,16 @@ def _keys(s3, prefix: str) -> list[str]:
             for o in page.get("Contents", [])]
 
 
-def test_dask_build_survives_a_killed_worker(tmp_path, tokenizer_path, s3_inputs):
+def test_dask_build_survives_a_killed_worker(tmp_path, tokenizer_path, s3_inputs, local_reference):
     s3, sources, opts = s3_inputs
-    _build(tmp_path, "local", sources, f"s3://{BUCKET}/local", tokenizer_path, ["--workers", "2", *opts])
     cluster = Cluster(tmp_path / "cluster")
     try:
-        proc = _build(tmp_path, "dask", sources, f"s3://{BUCKET}/dask", tokenizer_path,
+        proc = _build(tmp_path, "dask", sources, f"s3://{BUCKET}/dask-killed", tokenizer_path,
                       ["--runner", "dask", f"--dask_client_address={cluster.address}", *opts], wait=False)
         # kill worker 0 once the first part is done (its partition still has parts to process), mid-build
         t = time.time()
         while time.time() - t < 300 and proc.poll() is None and not any(
-                k.endswith("/summary.json") for k in _keys(s3, "dask/.staging/")):
+                k.endswith("/summary.json") for k in _keys(s3, "dask-killed/.staging/")):
             time.sleep(0.2)
         assert proc.poll() is None, (tmp_path / "driver-dask.log").read_text()[-3000:]
         cluster.kill_worker(0)
@@ -196,4 +204,5 @@ def test_dask_build_survives_a_killed_worker(tmp_path, tokenizer_path, s3_inputs
         assert cluster.workers[1].poll() is None  # the other worker finished the build
     finally:
         cluster.close()
-    _check_same(s3, log)  # byte-identical, and no part counted as resumed (or twice: stats equal the local run's)
+    # byte-identical, and no part counted as resumed (or twice: stats equal the local run's)
+    _check_same(s3, local_reference, "dask-killed/", log)
