@@ -17,7 +17,7 @@ shown. The worker processes import ``pipelines/worker_site/sitecustomize.py`` at
 environment): it gives their root logger a stderr handler, in the default format, that drops Beam's own
 records below ERROR. Errors, this project's records and other libraries' records still come through.
 
-``-v``: none of that, and Beam's loggers at INFO.
+``-v``: none of that, and Beam's loggers at INFO (the workers still import ``worker_site``, for their prompt exit).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ WORKER_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_s
 # set by Beam's local job service in the environment of each SDK worker process it starts
 WORKER_ENV_MARKER = "CONTROL_API_SERVICE_DESCRIPTOR"
 JOB_SERVICE_LOGGER = "apache_beam.runners.portability.local_job_service"
+QUIET_ENV = "MPTDATA_QUIET_WORKERS"
 
 
 def _beam_dir() -> str:
@@ -71,27 +72,31 @@ def configure_driver(verbose: bool) -> None:
 
 @contextlib.contextmanager
 def worker_env(verbose: bool) -> Iterator[None]:
-    """While the pipeline runs (not with ``verbose``): worker processes start with ``worker_site`` on
-    PYTHONPATH, so they run :func:`quiet_worker` before Beam is imported. The old value is restored after."""
-    if verbose:
-        yield
-        return
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = WORKER_SITE if not old else WORKER_SITE + os.pathsep + old
+    """While the pipeline runs, worker processes start with ``worker_site`` on PYTHONPATH, so they run
+    :func:`at_worker_startup` before Beam is imported (quiet unless ``verbose``). Old values are restored after."""
+    old = {k: os.environ.get(k) for k in ("PYTHONPATH", QUIET_ENV)}
+    os.environ["PYTHONPATH"] = WORKER_SITE if not old["PYTHONPATH"] else WORKER_SITE + os.pathsep + old["PYTHONPATH"]
+    os.environ[QUIET_ENV] = "0" if verbose else "1"
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def at_worker_startup() -> None:
-    """Run by ``worker_site/sitecustomize.py`` in every process started during the run: quiet the Beam SDK
-    workers, leave any other process as it is."""
+    """Run by ``worker_site/sitecustomize.py`` in every process started during the run: in the Beam SDK
+    workers, quiet start-up (default verbosity) and a prompt exit once the runner is done with them
+    (:func:`pipelines.local_runner.exit_when_done`); any other process is left as it is."""
     if WORKER_ENV_MARKER in os.environ:
-        quiet_worker()
+        if os.environ.get(QUIET_ENV) == "1":
+            quiet_worker()
+        from pipelines.local_runner import exit_when_done
+
+        exit_when_done()
 
 
 def quiet_worker() -> None:

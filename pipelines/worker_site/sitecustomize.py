@@ -1,6 +1,7 @@
 """Start-up hook of the local runner's worker processes (``pipelines.beam_logging.worker_env`` puts this folder on
-PYTHONPATH while ``python -m pipelines.build`` runs at default verbosity): quiet Beam start-up, then any
-``sitecustomize`` this file shadows. Other processes started meanwhile are left as they are."""
+PYTHONPATH while ``python -m pipelines.build`` runs): quiet Beam start-up and a prompt exit once done
+(``pipelines.beam_logging.at_worker_startup``), then any ``sitecustomize`` this file shadows. Other
+processes started meanwhile are left as they are."""
 import importlib.machinery
 import importlib.util
 import os
