@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import (
@@ -137,6 +138,7 @@ def test_s3_inputs_and_outputs_round_trip(tmp_path, tokenizer_path, s3_server):
         assert remote_stats[k] == local_stats[k]
 
 
+@pytest.mark.slow  # tests/test_resume.py covers it in the default suite: killed mid-build, resumed, same tree
 def test_killed_build_resumes_to_the_same_result(tmp_path, tokenizer_path):
     sources = _corpus(tmp_path)
     assert run_build(_args(sources, tmp_path / "ref", tokenizer_path, "--workers", "2")) == 0
