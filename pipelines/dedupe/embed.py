@@ -81,7 +81,7 @@ class MiniLM:
     """all-MiniLM-L6-v2 as sentence-transformers runs it (256 word pieces with [CLS]/[SEP], mean pooling over
     the attention mask, L2-normalized; tests compare with ``SentenceTransformer.encode``), batched by length.
     On a GPU: fp16 with SDPA attention, batches of 4,096 documents, the word pieces cut by the tokenizer's
-    thread pool one chunk ahead of the device, and no host sync inside a chunk."""
+    thread pool one chunk ahead of the device."""
 
     MAX_PIECES = 256
     FIRST_CUT = 1400  # chars tokenized first (at a space): 256 pieces of c4 English need ~1,100-1,300
@@ -135,9 +135,9 @@ class MiniLM:
 
     def _overlapped(self, cut: Sequence[str], bs: int, step: int, out) -> None:
         """GPU: three stages at once. The tokenizer's thread pool (no GIL) cuts chunk k+1 while this thread
-        turns chunk k into arrays and queues its batches, and the device runs what is queued; nothing waits
-        on the device before the last chunk (measured on an H100: 22k documents/s to tokenize with 16 cores,
-        36k/s forward at 4,096 a batch; one after the other they gave 6k/s)."""
+        turns chunk k into arrays and queues its batches while the device runs them. Measured on an H100 with
+        16 host cores: 12.8-16.6k documents/s end to end, bound by the tokenizer (19-23k/s with all cores
+        busy; the forward alone 37k/s at 4,096 a batch; run one after the other they gave 6k/s)."""
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1) as pool:
@@ -151,7 +151,9 @@ class MiniLM:
     def _forward(self, lens: np.ndarray, flat: np.ndarray, bs: int, out) -> None:
         """Embeddings of tokenized documents into ``out`` (a tensor on the model's device), in their order:
         longest first in batches of ``bs`` (little padding), ids scattered into each padded batch in one
-        assignment, mean over the mask in fp32. On a GPU the copies are asynchronous and nothing syncs."""
+        assignment, mean over the mask in fp32. On a GPU the copies are asynchronous and this code never waits
+        for the device; transformers' SDPA mask preparation still does, once a batch (``torch.all(mask == 1)``),
+        which the tokenizer's own thread hides (benchmarks/RESULTS.md, "SemDedup on a GPU", run 3)."""
         import torch
 
         order = np.argsort(-lens, kind="stable")
