@@ -26,6 +26,9 @@ import tracemalloc
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.dedupe_common import print_table  # noqa: E402
+
 CORPORA = REPO.parent / "shared" / "corpora"
 
 
@@ -109,18 +112,10 @@ def main() -> int:
     args = ap.parse_args()
     rows = plan_listing(args.objects)
     print(f"\n1. planning a listing of {args.objects:,} objects on the driver (local file system)\n")
-    w = max(len(a) for a, _ in rows)
-    for a, b in rows:
-        print(f"{a.ljust(w)} | {b}")
+    print_table(("what", "measured"), rows)
     if CORPORA.exists():
         print("\n2. dedupe shuffle per TB of text (before survivors shrink it; upper bound), default config\n")
-        head = ("source", "mean document (sample)", "docs/TB", "shuffled/doc", "shuffle/TB")
-        body = shuffle_rows()
-        ws = [max(len(r[i]) for r in body + [head]) for i in range(5)]
-        print(" | ".join(h.ljust(ws[i]) for i, h in enumerate(head)))
-        print("-|-".join("-" * x for x in ws))
-        for r in body:
-            print(" | ".join(c.ljust(ws[i]) for i, c in enumerate(r)))
+        print_table(("source", "mean document (sample)", "docs/TB", "shuffled/doc", "shuffle/TB"), shuffle_rows())
     return 0
 
 

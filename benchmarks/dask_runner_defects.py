@@ -38,6 +38,9 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.dedupe_common import print_table  # noqa: E402  (a table printer only: the repros use no project code)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # collection through files (worker processes of both runners live on this machine)
@@ -262,15 +265,11 @@ def main() -> int:
     rows = [(n, run(n, direct), run(n, dask)) for n in (args.only or CONSTRUCTS)]
     if cluster is not None:
         cluster.close()
-    w = [max(len(r[i]) for r in rows + [("construct", "DirectRunner result", "DaskRunner result")]) for i in range(3)]
     import dask
 
     print(f"\napache-beam {beam.__version__}, dask {dask.__version__}; DirectRunner: {args.workers} worker processes "
           f"(multi_processing); DaskRunner on {address} ({args.workers} worker processes)\n")
-    print(" | ".join(h.ljust(w[i]) for i, h in enumerate(("construct", "DirectRunner result", "DaskRunner result"))))
-    print("-|-".join("-" * x for x in w))
-    for r in rows:
-        print(" | ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    print_table(("construct", "DirectRunner result", "DaskRunner result"), rows)
     return 0
 
 

@@ -18,6 +18,7 @@ Local outputs use real atomic renames; object stores have no directory rename, s
 from __future__ import annotations
 
 import builtins
+import functools
 import gzip
 import io
 import os
@@ -130,13 +131,14 @@ class _SharedS3Session:
             return _S3_CLIENTS[key]
 
 
+@functools.lru_cache(maxsize=None)  # once per process: every remote call passes through here
 def _reuse_s3_clients() -> None:
     """Point Beam's S3 wrapper (it uses only ``boto3.session.Session().client``) at ``_SharedS3Session``."""
     try:
         from apache_beam.io.aws.clients.s3 import boto3_client
     except ImportError:  # Beam without its AWS extra: no S3 paths at all
         return
-    if getattr(boto3_client, "boto3", None) is not None and not isinstance(boto3_client.boto3, types.SimpleNamespace):
+    if getattr(boto3_client, "boto3", None) is not None:
         boto3_client.boto3 = types.SimpleNamespace(session=types.SimpleNamespace(Session=_SharedS3Session))
 
 

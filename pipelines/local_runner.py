@@ -2,7 +2,8 @@
 
 Beam's ``DirectRunner`` first tries the PrismRunner, which downloads a Go binary from GitHub: offline that
 costs a failed download and log noise, and on a networked machine the build would run on Prism, a different
-engine that ignores ``--direct_num_workers`` and that the data-channel guard below does not cover. So a local
+engine that ignores ``--direct_num_workers`` and that the data-channel guard below (set by
+``pipelines.build.beam_options`` for every local run) does not cover. So a local
 build names this class instead (``--runner=pipelines.local_runner.LocalRunner``), which does what DirectRunner
 does once Prism is ruled out: an FnApiRunner whose workers receive the pipeline options (S3 endpoint and
 credentials included) through the provisioning info, as DirectRunner hands them over.
@@ -24,7 +25,6 @@ class LocalRunner(PipelineRunner):
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-        guard_data_channel()
         encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
         info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
         return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
@@ -73,7 +73,8 @@ def exit_when_done() -> None:
 
 
 def import_ahead() -> None:
-    """In a local-runner SDK worker process: import mosaicml-streaming on a background thread at start-up.
+    """In a build's worker process (a local-runner SDK worker via ``worker_site``, a Dask worker via the
+    ``pipelines.dask_cluster`` plugin): import mosaicml-streaming on a background thread at start-up.
 
     ``import streaming`` takes ~4-5 s of one core (its package imports transformers, torch and sklearn), and a
     worker needs it for its first shard and again for a source's final index merge, which may land on a
