@@ -52,6 +52,23 @@ def corpus(corpora: Path, rounds: int, planted: int) -> tuple[list[str], list[tu
     return texts, pairs
 
 
+def margins(uids, ref, other, flipped, cfg) -> str:
+    """Whether the documents removed by only one of two embedders are float noise at the cut-off: each such
+    document's reference score M lies no farther from the reference's cut-off than its own score and the
+    cut-off moved between the two embedders."""
+    from pipelines.dedupe import semantic
+
+    def m_of(emb):
+        scored, cutoff = semantic.scores_in_memory(uids, emb, cfg)
+        return {uids[i]: float(mi) for order, m in scored for i, mi in zip(order, m)}, cutoff[0]
+
+    (m_ref, cut), (m_other, cut_other) = m_of(ref), m_of(other)
+    far = [abs(m_ref[u] - cut) for u in flipped]
+    unexplained = sum(abs(m_ref[u] - cut) > abs(m_ref[u] - m_other[u]) + abs(cut - cut_other) + 1e-6 for u in flipped)
+    return (f"{len(flipped)} documents removed by one only, at most {max(far, default=0.0):.1e} from the cut-off M "
+            f"{cut:.4f}; {unexplained} farther than their own score moved")
+
+
 def timed(fn, device: str):
     import torch
 
@@ -83,7 +100,8 @@ def main():
 
     from pipelines.dedupe import semantic
     from pipelines.dedupe.config import SemDedupConfig
-    from pipelines.dedupe.embed import MiniLM, StaticMiniLM
+    from pipelines.dedupe.embed import MiniLM, StaticMiniLM, _package_dir
+    from pipelines.dedupe.wordpiece import WordPieces
 
     torch.set_num_threads(a.cpu_threads)
     texts, pairs = corpus(Path(a.corpora), a.rounds, a.planted)
@@ -97,13 +115,11 @@ def main():
 
     def short():
         m = MiniLM("cpu", a.cpu_threads)
-        m.tok.enable_truncation(128)
+        m.pieces = WordPieces(_package_dir() / "tokenizer.json", 128, True)
         return m
 
     def gpu_fp32():
-        m = MiniLM("cuda")
-        m.model.float()  # TF32 stays off for matmuls (torch's default): the CPU reference's arithmetic
-        return m
+        return MiniLM("cuda", precision="fp32")  # TF32 stays off for matmuls (torch's default): the CPU's arithmetic
 
     rows = {"minilm-l6 fp32 256 (reference)": ("cpu", lambda: MiniLM("cpu", a.cpu_threads)),
             "minilm-l6 int8 (torch dynamic) 256": ("cpu", int8),
@@ -157,6 +173,13 @@ def main():
         print(f"| {name} | {device} | {rate:,.0f} | {rate / base:.1f}x | {n} | {jac:.3f} | {found}/{len(pairs)} |")
     by = {n: (set(semantic.removals_in_memory(uids, e, cfg)), e) for n, _d, _r, _j, _f, _n, e in results}
     ref_name = results[0][0]
+    for scale in (1e-5, 1e-4):  # the policy's own sensitivity: the reference itself, moved by float noise
+        noisy = by[ref_name][1] + np.random.default_rng(0).normal(scale=scale, size=by[ref_name][1].shape)
+        noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+        r = set(semantic.removals_in_memory(uids, noisy, cfg))
+        print(f"control: {ref_name} + N(0, {scale:g}) per coordinate: removed sets Jaccard "
+              f"{len(r & by[ref_name][0]) / max(1, len(r | by[ref_name][0])):.4f}; "
+              + margins(uids, by[ref_name][1], noisy, r ^ by[ref_name][0], cfg))
     for cpu_name, gpu_name in ((ref_name, "minilm-l6 fp16 256, cuda"), (ref_name, "minilm-l6 fp32 256, cuda"),
                                ("static-minilm-l6 (default)", "static-minilm-l6, cuda")):
         if cpu_name in by and gpu_name in by:
@@ -164,7 +187,8 @@ def main():
             cos = float(np.min(np.sum(a_[1] * b_[1], axis=1)))
             jac = len(a_[0] & b_[0]) / max(1, len(a_[0] | b_[0]))
             print(f"{gpu_name} vs {cpu_name}: removed sets Jaccard {jac:.4f}"
-                  f", max |embedding difference| {float(np.abs(a_[1] - b_[1]).max()):.2e}, min cosine {cos:.6f}")
+                  f", max |embedding difference| {float(np.abs(a_[1] - b_[1]).max()):.2e}, min cosine {cos:.6f}; "
+                  + margins(uids, a_[1], b_[1], a_[0] ^ b_[0], cfg))
 
 
 if __name__ == "__main__":

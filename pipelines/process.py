@@ -67,9 +67,9 @@ class Tools:
         from pipelines.dedupe.embed import load_embedder
 
         sem = self.plan.sources[source].dedupe.semantic
-        key = (sem.model, sem.device)
+        key = (sem.model, sem.device, sem.gpu_precision)
         if key not in self._embedders:
-            self._embedders[key] = load_embedder(sem.model, sem.device, threads=1)
+            self._embedders[key] = load_embedder(sem.model, sem.device, threads=1, precision=sem.gpu_precision)
         return self._embedders[key]
 
 

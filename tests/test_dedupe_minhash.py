@@ -209,6 +209,9 @@ def test_config_parsing_and_errors():
         parse_dedupe({"semantic": {"keep_fraction": 0}}, {})
     with pytest.raises(ConfigError, match="unknown key"):
         parse_dedupe({"minhash": {"thresh": 0.8}}, {})
+    assert parse_dedupe({"semantic": {"gpu_precision": "fp32"}}, {}).semantic.gpu_precision == "fp32"
+    with pytest.raises(ConfigError, match=r"dedupe\.semantic\.gpu_precision: expected fp16 or fp32"):
+        parse_dedupe({"semantic": {"gpu_precision": "bf16"}}, {})
 
 
 def test_keys_fit_beams_int64_coders():

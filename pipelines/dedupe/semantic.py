@@ -147,17 +147,15 @@ def sample_key(uid: int, seed: int = 0) -> int:
     return tiebreak(uid, seed)
 
 
-def removals_in_memory(uids: Sequence[int], emb: np.ndarray, cfg: SemDedupConfig) -> dict[int, tuple[int, float]]:
-    """The whole SemDedup policy on one machine: uid -> (keeper uid, M) for every removed document.
-
-    Exactly what the Beam graph (``pipelines.dedupe.policy.SemanticDuplicates``) computes, written as one
-    function: benchmarks compare embedders with it and tests hold the graph to it. Any size is fine,
-    0 and 1 included (nothing is removed)."""
+def scores_in_memory(uids: Sequence[int], emb: np.ndarray, cfg: SemDedupConfig):
+    """SemDedup's scores on one machine: ([(rows of a cluster in scan order, their M)], the cut-off key), the
+    cut-off None when nothing is removed. ``removals_in_memory`` removes every key above the cut-off;
+    benchmarks read how far from the cut-off two embedders' removals differ."""
     uids = [int(u) for u in uids]
     n = len(uids)
     remove = n_to_remove(n, cfg.keep_fraction)
     if n < 2 or remove == 0:
-        return {}
+        return [], None
     emb = np.asarray(emb, dtype=np.float32)
     sample = sorted(range(n), key=lambda i: sample_key(uids[i], cfg.seed))[-cfg.sample_size:]
     sample = sorted(sample, key=lambda i: (uids[i], emb[i].tobytes()))
@@ -171,7 +169,18 @@ def removals_in_memory(uids: Sequence[int], emb: np.ndarray, cfg: SemDedupConfig
         m, _arg = max_prior_similarity(emb[order])
         scored.append((order, m))
     keys = sorted(score_key(mi, uids[i], cfg.seed) for order, m in scored for i, mi in zip(order, m))
-    cutoff = keys[n - remove - 1]
+    return scored, keys[n - remove - 1]
+
+
+def removals_in_memory(uids: Sequence[int], emb: np.ndarray, cfg: SemDedupConfig) -> dict[int, tuple[int, float]]:
+    """The whole SemDedup policy on one machine: uid -> (keeper uid, M) for every removed document.
+
+    Exactly what the Beam graph (``pipelines.dedupe.policy.SemanticDuplicates``) computes, written as one
+    function: benchmarks compare embedders with it and tests hold the graph to it. Any size is fine,
+    0 and 1 included (nothing is removed)."""
+    scored, cutoff = scores_in_memory(uids, emb, cfg)
+    uids = [int(u) for u in uids]
+    emb = np.asarray(emb, dtype=np.float32)
     out = {}
     for order, m in scored:
         gone = [k for k, (i, mi) in enumerate(zip(order, m)) if score_key(mi, uids[i], cfg.seed) > cutoff and mi > -1.0]
