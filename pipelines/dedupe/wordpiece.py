@@ -1,20 +1,21 @@
-"""MiniLM's word pieces (BERT uncased), the same ids as ``tokenizers`` gives, ~5x faster per core.
+"""MiniLM's word pieces (BERT uncased): the same ids as ``tokenizers`` gives, 3-6x faster per core.
 
-Why. SemDedup's embedders are bound by word-piece tokenization: on a GPU host the tokenizer's thread pool on
-16 cores fed ~20k c4 documents/s to a forward that runs 37k/s, and the CPU's static model spends most of its
+Why. SemDedup's embedders were bound by word-piece tokenization: on a GPU host the tokenizer's thread pool on
+16 cores fed ~22k c4 documents/s to a forward that runs ~46k/s, and the CPU's static model spent most of its
 time there too. ``tokenizers`` tracks every character's alignment through BERT's normalizer and
-pre-tokenizer; we need only ids. Almost all web text consists of characters that BERT's normalizer leaves
-alone or only lower-cases (ASCII letters, digits, punctuation, general punctuation such as curly quotes and
-dashes): for such a text the normalizer is ``str.lower``, the pre-tokenizer is one regex (runs of word
-characters, each punctuation character alone, whitespace dropped), and the pieces of each pre-token come
-from the tokenizer's own WordPiece model, cached per word (Zipf: a few thousand words cover most text).
-Every other text (accents, CJK, control characters, anything outside the basic plane) goes through the
-tokenizer unchanged, so the ids are exactly the tokenizer's for every text (tests/test_wordpiece.py, property
-tests and real corpora).
+pre-tokenizer; we need only ids. BERT's normalizer works one character at a time (clean-up, CJK padding,
+accent stripping, lower-casing), so a text is normalized here by ``str.lower`` (text of characters it
+leaves alone, and ASCII capitals: most web text) or by ``str.translate`` with a per-character table; the
+pre-tokenizer is one regex (runs of word characters, each punctuation character alone, whitespace
+dropped), and the pieces of each pre-token come from the tokenizer's own WordPiece model, cached per word
+(Zipf: a few thousand words cover most text). A text holding a character the table cannot stand for (a
+combining mark NFD could reorder, anything outside the scanned planes) goes through the tokenizer whole,
+so the ids are the tokenizer's for every text (tests/test_wordpiece.py: property tests and every corpus).
 
-The character classes are not written down here: they are read from the tokenizer itself when it is loaded
-(each character of the basic plane through its normalizer and pre-tokenizer), so they cannot drift from the
-installed ``tokenizers``.
+The character classes and the table are not written down here: they are read from the tokenizer when it is
+loaded (each scanned character through its normalizer, each normalized character through its
+pre-tokenizer, ~0.4 s), so they cannot drift from the installed ``tokenizers``. Measured in
+benchmarks/RESULTS.md ("SemDedup on a GPU", run 4).
 """
 from __future__ import annotations
 
