@@ -186,3 +186,51 @@ def test_rule_equals_reference_on_the_shared_corpora():
             n += 1
             rejected += got is not None
     assert n > 1000 and rejected > 0  # real text, and the rule does fire on some of it
+
+
+# ---- the gate's own guarantees (the rule's speed rests on them; a wrong gate would keep repetitive documents)
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=240), st.integers(2, 33), st.integers(1, 3), st.integers(1, 13))
+def test_may_repeat_never_misses_a_run(keys, min_repeats, min_period, max_period):
+    """Whenever the exact search finds ``min_repeats`` copies, the gate says "may repeat" (tiny alphabets make
+    runs common, at the start, in the middle and ending at the last token)."""
+    from pipelines.filters.olmo import may_repeat
+
+    max_period = max(min_period, max_period)
+    h = np.asarray(keys, dtype=np.uint64)
+    times = longest_periodic_run(h, min_period, max_period)[0]
+    if times >= min_repeats:
+        assert may_repeat(h, min_repeats, min_period, max_period)
+
+
+@pytest.mark.parametrize("period", [1, 2, 7, 13])
+def test_may_repeat_sees_a_run_ending_at_the_last_token(period):
+    from pipelines.filters.olmo import may_repeat
+
+    gram = np.arange(100, 100 + period, dtype=np.uint64)
+    h = np.concatenate((np.arange(40, dtype=np.uint64) * 7919 + 10**6, np.tile(gram, 32)))
+    assert may_repeat(h, 32, 1, 13)
+    assert not may_repeat(h[:-1], 32, 1, 13)   # 31 copies and a part: not enough anywhere
+
+
+def test_may_repeat_clears_prose():
+    from pipelines.filters.olmo import may_repeat
+    from pipelines.filters.text_stats import TextStats
+
+    assert not may_repeat(TextStats(PROSE * 5).repetition_token_hashes, 32, 1, 13)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_TOKENS_ALPHABET, max_size=300))
+def test_repetition_keys_equal_for_equal_tokens(text):
+    """The gate's keys: one per regex token, and equal tokens always get equal keys."""
+    from pipelines.filters.olmo import repetition_tokens
+    from pipelines.filters.text_stats import TextStats
+
+    keys = TextStats(text).repetition_token_hashes.tolist()
+    toks = repetition_tokens(text)
+    assert len(keys) == len(toks)
+    first = {}
+    for t, k in zip(toks, keys):
+        assert first.setdefault(t, k) == k
