@@ -234,3 +234,71 @@ def test_repetition_keys_equal_for_equal_tokens(text):
     first = {}
     for t, k in zip(toks, keys):
         assert first.setdefault(t, k) == k
+
+
+# ---- olmo_top_words: the vectorized bounds decide only what the token strings would (exact path for the rest)
+
+def _reference_top_words(text, max_top1=0.30, max_top2=0.50):
+    """The rule as first written: token strings from the regex split, a Counter of all of them."""
+    from collections import Counter
+
+    toks = top_k_tokens(text)
+    if not toks:
+        return None
+    top = Counter(toks).most_common(2)
+    n = len(toks)
+    share1 = top[0][1] / n
+    if share1 > max_top1:
+        return "olmo_top_words", share1, f"top word {top[0][0][:30]!r} is {share1:.2f} of {n} words > {max_top1}"
+    if len(top) > 1:
+        share2 = (top[0][1] + top[1][1]) / n
+        if share2 > max_top2:
+            return "olmo_top_words", share2, (f"top two words {top[0][0][:20]!r}, {top[1][0][:20]!r} are "
+                                              f"{share2:.2f} of {n} words > {max_top2}")
+    return None
+
+
+_CODE_ALPHABET = st.one_of(st.sampled_from(list("aAbBzZ09_ \n\t(),.;=-{}\u00a0\u2028\x1céÉ日ǅ")), _TOKENS_ALPHABET)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=_CODE_ALPHABET, max_size=200))
+def test_top_word_bounds_hold(text):
+    """Exact token count; key counts never below the token counts they bound."""
+    from collections import Counter
+
+    from pipelines.filters.olmo import top_word_counts_bound
+
+    toks = top_k_tokens(text)
+    n, c1, c2 = top_word_counts_bound(text)
+    assert n == len(toks)
+    top = [c for _, c in Counter(toks).most_common(2)] + [0, 0]
+    assert c1 >= top[0] and c1 + c2 >= top[0] + top[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["0x00", ",", "fooBar", "ABC", "B", "aB", "x", "(", " ", "\n", "日本", "_1"]),
+                max_size=80).map("".join), st.floats(0.05, 1.0), st.floats(0.05, 1.0))
+def test_top_words_rule_equals_reference(text, max_top1, max_top2):
+    assert run("olmo_top_words", text, max_top1=max_top1, max_top2=max_top2) == \
+        _reference_top_words(text, max_top1, max_top2)
+
+
+@needs_shared("corpora")
+def test_top_words_equals_reference_on_the_shared_corpora():
+    import json
+
+    import zstandard
+
+    from tests.conftest import CORPORA
+
+    n = 0
+    for path in sorted(CORPORA.glob("*.jsonl.zst")):
+        with open(path, "rb") as f:
+            lines = zstandard.ZstdDecompressor().stream_reader(f).read().decode().splitlines()
+        for line in lines[:300]:
+            text = json.loads(line)["text"]
+            for t1, t2 in ((0.30, 0.50), (0.05, 0.08)):   # the defaults, and limits that real text exceeds
+                assert run("olmo_top_words", text, max_top1=t1, max_top2=t2) == _reference_top_words(text, t1, t2)
+            n += 1
+    assert n > 1000

@@ -50,7 +50,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from pipelines.filters import register
-from pipelines.filters.text_stats import analyze
+from pipelines.filters.text_stats import PUNCT, WORDCHAR, analyze
 
 # ---------------------------------------------------------------------------------------------
 # Repeated n-gram runs
@@ -182,10 +182,67 @@ def top_k_tokens(text: str) -> list[str]:
     return [s for piece in _TOPK_SPLIT.split(text) if (s := piece.strip())]
 
 
+def top_word_counts_bound(text: str) -> tuple[int, int, int]:
+    """``(n, c1, c2)``: the exact number of ``top_k_tokens(text)``, and upper bounds of the counts of its most
+    frequent and second most frequent token, from the shared TextStats without building a string.
+
+    The tokens, from the split's definition: a run of ``\\W`` characters holding something other than whitespace
+    is one token (the run stripped: from its first to its last non-space character); a run of ``\\w`` characters
+    is one token, or two when an ASCII capital other than its first character has a ``\\w`` character after it
+    and the run does not itself open with such a capital (``[A-Z]\\w+`` then takes the rest of the run from the
+    first such capital). Tokens are counted by a key of (code point sum, length, first code point): equal tokens
+    share a key, so the largest key count is at least the largest token count and the two largest key counts
+    sum to at least the two largest token counts (tokens sharing a key only make the bounds looser).
+
+    Why: the split, the stripping and the Counter cost ~0.5 ms per Stack file (~10 CPU-s per GB of code);
+    these bounds clear ordinary code at ~0.2 ms and only near-rejects build the strings."""
+    st = analyze(text)
+    n_chars = st.n_chars
+    if n_chars == 0:
+        return 0, 0, 0
+    cls, cp = st.classes, st.codepoints
+    word = np.zeros(n_chars + 2, dtype=bool)                # 0-padded: every \\w run has two edges
+    np.not_equal(cls & WORDCHAR, 0, out=word[1:-1])
+    edges = np.flatnonzero(word[1:] != word[:-1])
+    ws, we = edges[0::2], edges[1::2]                       # the \\w runs
+    cap = (cp - cp.dtype.type(65)) <= 25                     # ASCII capitals (wraps below 'A'; always \\w)
+    caps = np.flatnonzero(cap)
+    nxt = np.searchsorted(caps, ws + 1)                      # first capital after each run's first character
+    k = caps[np.minimum(nxt, len(caps) - 1)] if len(caps) else nxt
+    split = (nxt < len(caps)) & (k <= we - 2) & ~(cap[ws] & (we - ws >= 2))
+    punct = np.flatnonzero((cls & PUNCT) != 0)              # neither \\w nor whitespace
+    wcum = np.cumsum(word, dtype=np.int32)                  # \\w characters before each position (+1 padding)
+    new = np.ones(len(punct), dtype=bool)
+    new[1:] = wcum[punct[1:]] != wcum[punct[:-1]]           # a \\w character between: another \\W run
+    last = np.ones(len(punct), dtype=bool)
+    last[:-1] = new[1:]
+    starts = np.concatenate((ws, k[split], punct[new]))
+    ends = np.concatenate((np.where(split, k, we), we[split], punct[last] + 1))
+    n = len(starts)
+    if n == 0:
+        return 0, 0, 0
+    csum = np.zeros(n_chars + 1, dtype=np.uint32)           # 32-bit keys: a collision only loosens the bound
+    np.cumsum(cp, dtype=np.uint32, out=csum[1:])
+    with np.errstate(over="ignore"):
+        key = ((csum[ends] - csum[starts]) * _KEY_MULT + (ends - starts).astype(np.uint32)) * _KEY_MULT
+        key += cp[starts]
+    key.sort()
+    runs = np.flatnonzero(key[1:] != key[:-1])
+    counts = np.diff(runs, prepend=-1, append=n - 1) if len(runs) else np.array([n])
+    counts.sort()
+    return n, int(counts[-1]), int(counts[-2]) if len(counts) > 1 else 0
+
+
+_KEY_MULT = np.uint32(0x9E3779B1)  # odd 32-bit constant (golden ratio) for key mixing
+
+
 @register("olmo_top_words", max_top1=0.30, max_top2=0.50)
 def olmo_top_words(text: str, meta: Mapping[str, str], max_top1: float, max_top2: float):
     """Most frequent word above 30% of the words, or the top two above 50% (OLMoE, StarCoder subset:
     binary-encoded or mostly numerical files). Words as Dolma's top_k tagger (module docstring)."""
+    n, c1, c2 = top_word_counts_bound(text)  # vectorized bounds: the token strings only for candidates
+    if n == 0 or (c1 / n <= max_top1 and (c1 + c2) / n <= max_top2):
+        return None
     toks = top_k_tokens(text)
     if not toks:
         return None  # nothing to measure; empty texts are the length rules' business
