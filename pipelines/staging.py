@@ -36,7 +36,8 @@ from contract.tokens import TOKEN_DTYPE
 
 DOCS, IDS, TOKENS, EXACT = "docs.npz", "ids.json", "tokens.npy", "exact.npy"
 SIGS, EMB, REJECTS, SAMPLES, SUMMARY = "sigs.npz", "emb.npz", "rejects.jsonl", "samples.json", "summary.json"
-FILES = (DOCS, IDS, TOKENS, EXACT, SIGS, EMB, REJECTS, SAMPLES, SUMMARY)
+BANDS = "bands.npy"  # written by the near-dedupe stage, after the part is done
+FILES = (DOCS, IDS, TOKENS, EXACT, SIGS, EMB, REJECTS, SAMPLES, SUMMARY, BANDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +199,11 @@ class Part:
         fsio.write_bytes(self.path(SAMPLES),
                          (json.dumps(records, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
 
+    def write_bands(self, records: np.ndarray) -> None:
+        """MinHash band records [n, 2] (key, uid) of the part's survivors, sorted by shuffle bucket: the
+        shuffle carries (part, rows) references to them, not the records (``pipelines.dedupe.policy``)."""
+        fsio.write_bytes(self.path(BANDS), _npy_bytes(records))
+
     def write_summary(self, summary: PartSummary) -> None:
         """The done marker: write it after every other file of the part."""
         fsio.write_bytes(self.path(SUMMARY), summary.to_json())
@@ -249,7 +255,7 @@ class Part:
 
     # ---- rows by seeking (the report's examples read a few documents of a few parts)
     def seekable(self, name: str) -> "Seekable":
-        """``docs``/``sigs``/``emb`` (uids loaded, rows of offsets/sig/emb by seeking) or ``tokens``."""
+        """``docs``/``sigs``/``emb`` (uids loaded, rows of offsets/sig/emb by seeking), ``tokens`` or ``bands``."""
         return Seekable(fsio.open(self.path(name)), name)
 
 
@@ -297,12 +303,13 @@ _ROWS = {DOCS: "offsets", SIGS: "sig", EMB: "emb"}   # the array ``Seekable.rows
 
 class Seekable:
     """One staged file opened for reading rows: ``uid`` (the .npz files: loaded, 8 bytes per document; None for
-    tokens.npy) and ``rows(i, n)`` of its data array (docs: offsets; sigs: sig; emb: emb; tokens: tokens)."""
+    tokens.npy and bands.npy) and ``rows(i, n)`` of its data array (docs: offsets; sigs: sig; emb: emb; tokens:
+    tokens; bands: records)."""
 
     def __init__(self, f: BinaryIO, name: str):
         self.f = f
         try:
-            if name == TOKENS:
+            if name in (TOKENS, BANDS):
                 self.uid, self._data = None, _Npy(f)
             elif name in _ROWS:
                 members = _npz_members(f)
@@ -310,7 +317,7 @@ class Seekable:
                 self.uid = uid.rows(0, uid.shape[0])
                 self._data = _Npy(f, members[_ROWS[name]])
             else:
-                raise ValueError(f"{name!r} cannot be read by rows; expected one of {(TOKENS, *_ROWS)}")
+                raise ValueError(f"{name!r} cannot be read by rows; expected one of {(TOKENS, BANDS, *_ROWS)}")
         except Exception:
             f.close()
             raise
