@@ -98,3 +98,38 @@ def test_planted_real_text_quality_and_determinism(tmp_path, tokenizer_path):
     opts = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing")
     second = _run(texts, tmp_path / "two", tokenizer_path, options=opts)
     assert second == first
+
+
+def test_band_records_as_bytes_or_staged_references_are_the_same(tmp_path, tokenizer_path):
+    """The local runner shuffles references into each part's staged ``bands.npy``, a cluster the records
+    themselves: every bucket must get the same records either way, with and without removed documents."""
+    import apache_beam as beam
+    import numpy as np
+
+    from pipelines.dedupe.minhash import SignatureSpec
+    from pipelines.dedupe.policy import _band_records, _band_records_of, one_process_shuffles
+    from pipelines.staging import Part
+
+    base = _synthetic_base(30, seed=3)
+    docs = {"rp_arxiv": [(f"a{i}", t) for i, t in enumerate(base[:15])],
+            "rp_wikipedia": [(f"w{i}", t) for i, t in enumerate(base[15:] + [_two_word_edit(base[16], 5)])]}
+    plan, _removals, _ids = stage_and_dedupe(tmp_path, docs, {"exact": False, "minhash": True}, tokenizer_path)
+    specs = {n: (i, SignatureSpec.from_config(plan.sources[n].dedupe.minhash)) for i, n in enumerate(plan.sources)}
+    compared = 0
+    for task in plan.tasks:
+        part = Part.of(plan, task.source, task.part)
+        summary = part.done()
+        uids = part.read_sigs().uid.tolist()
+        for gone in (set(), set(uids[::3])):
+            refs = dict(_band_records_of((summary, gone), plan, specs, 3, True))
+            blobs = dict(_band_records_of((summary, gone), plan, specs, 3, False))
+            assert refs.keys() == blobs.keys() and refs
+            for key in refs:
+                assert isinstance(refs[key], tuple) and isinstance(blobs[key], bytes)
+                got = _band_records([refs[key]], plan)
+                np.testing.assert_array_equal(got, _band_records([blobs[key]], plan))
+                assert not set(got[:, 1].view(np.int64).tolist()) & gone
+                compared += len(got)
+    assert compared > 0
+    assert one_process_shuffles(beam.Pipeline())
+    assert not one_process_shuffles(beam.Pipeline(options=PipelineOptions(["--runner=PortableRunner"])))

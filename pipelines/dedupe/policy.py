@@ -121,15 +121,16 @@ def _mix(x: np.ndarray, salt: np.ndarray) -> np.ndarray:
     return splitmix64(x ^ (salt * np.uint64(0x9E3779B97F4A7C15)))
 
 
-def _band_refs(item, plan: BuildPlan, specs: dict, buckets: int):
-    """(summary, removed uids) -> ((group, bucket), (source, part, first row, rows)) for the part's signed
-    survivors; ``specs``: source -> (group index, SignatureSpec). The key mixes band index and scope (source,
-    unless cross-source) into the band's 63-bit hash.
+def _band_records_of(item, plan: BuildPlan, specs: dict, buckets: int, staged: bool):
+    """(summary, removed uids) -> ((group, bucket), band records) for the part's signed survivors; ``specs``:
+    source -> (group index, SignatureSpec). The key mixes band index and scope (source, unless cross-source)
+    into the band's 63-bit hash. A bucket's records travel as bytes, or with ``staged`` as a (source, part,
+    first row, rows) reference into the part's staged ``bands.npy`` (sorted by bucket).
 
-    Why references: the records (18 bands x 16 bytes per document by default) are written to the part's
-    staging, sorted by bucket, and the shuffle carries only where each bucket's rows are. Shuffled as bytes,
-    they were what grew the local runner's memory with the corpus (its driver holds a shuffle's data at the
-    barrier, ~4.5x the records: +1.2 GB at 4 GB of text), and a cluster's shuffle moved them once more."""
+    Why both: where one process holds a whole shuffle (the local runner's driver keeps a shuffle's data at the
+    barrier, ~4.5x the records: +1.2 GB at 4 GB of text, 18 bands x 16 B per document), the references keep it
+    flat; a cluster's shuffle service is built for the bytes, while references would cost one object-store
+    read per part and bucket (tens of millions per TB)."""
     summary, gone = item
     source = summary.source
     if source not in specs or not summary.docs:
@@ -149,17 +150,19 @@ def _band_refs(item, plan: BuildPlan, specs: dict, buckets: int):
     rec[:, 1] = np.repeat(uids, spec.bands).view(np.uint64)
     b = rec[:, 0] % np.uint64(buckets)
     order = np.argsort(b, kind="stable")
-    part.write_bands(rec[order])
-    b = b[order]
+    rec, b = rec[order], b[order]
+    if staged:
+        part.write_bands(rec)
     starts = np.flatnonzero(np.concatenate(([True], b[1:] != b[:-1])))
     for start, end in zip(starts.tolist(), np.append(starts[1:], len(b)).tolist()):
-        yield (group, int(b[start])), (source, summary.part, start, end - start)
+        key = (group, int(b[start]))
+        yield key, (source, summary.part, start, end - start) if staged else rec[start:end].tobytes()
 
 
-def _band_records(refs, plan: BuildPlan) -> np.ndarray:
-    """A bucket's band records [n, 2] from the (source, part, first row, rows) references ``_band_refs`` gave."""
-    out = []
-    for source, part, start, n in sorted(refs):
+def _band_records(items, plan: BuildPlan) -> np.ndarray:
+    """A bucket's band records [n, 2] from what ``_band_records_of`` gave: bytes, or references read by seeking."""
+    out = [np.frombuffer(x, dtype=np.uint64).reshape(-1, 2) for x in items if isinstance(x, bytes)]
+    for source, part, start, n in sorted(x for x in items if not isinstance(x, bytes)):
         rows = Part.of(plan, source, part).seekable(BANDS)
         try:
             out.append(rows.rows(start, n))
@@ -168,12 +171,23 @@ def _band_records(refs, plan: BuildPlan) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.uint64)
 
 
+def one_process_shuffles(pipeline) -> bool:
+    """Whether the pipeline's runner holds each shuffle in one process: the local runner (ours, or Beam's
+    DirectRunner/FnApiRunner, the default when none is named)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = pipeline.options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return name is None or name.rsplit(".", 1)[-1] in ("LocalRunner", "DirectRunner", "FnApiRunner",
+                                                         "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
 def _bucket_pairs(kv, plan: BuildPlan):
     """A bucket's band records -> (member's part, [member, leader] pairs) for every band group with >= 2
     members (leader = the group's smallest uid; the leader is its own member). Linear in the bucket size:
     grouping by leader instead of emitting all pairs is the star-edge idea of text-dedup's Spark path."""
-    _key, refs = kv
-    rec = _band_records(refs, plan)
+    _key, items = kv
+    rec = _band_records(items, plan)
     uid = rec[:, 1].view(np.int64)
     order = np.lexsort((uid, rec[:, 0]))
     k, u = rec[order, 0], uid[order]
@@ -280,7 +294,8 @@ class NearDedupe(_FuzzyStage):
         plan = self.plan
         specs = {n: (i, SignatureSpec.from_config(cfg)) for i, (cfg, srcs) in enumerate(groups.items()) for n in srcs}
         candidates = (survivors
-                      | "Bands" >> beam.FlatMap(_band_refs, plan, specs, num_buckets(plan))
+                      | "Bands" >> beam.FlatMap(_band_records_of, plan, specs, num_buckets(plan),
+                                               one_process_shuffles(survivors.pipeline))
                       | "GroupBands" >> beam.GroupByKey()
                       | "Candidates" >> beam.FlatMap(_bucket_pairs, plan)
                       | "GroupByPart" >> beam.GroupByKey()
