@@ -79,7 +79,7 @@ class SemDedupConfig:
     n_clusters: None -> ceil(documents / docs_per_cluster), at most sample_size // 4.
     sample_size: documents sampled (side input) to fit k-means.
     max_chars: characters of each document given to the embedding model (it truncates at 256 word pieces).
-    model: ``static-minilm-l6`` (default: a static model distilled from the packaged all-MiniLM-L6-v2, ~2,000
+    model: ``static-minilm-l6`` (default: a static model distilled from the packaged all-MiniLM-L6-v2, ~5,000
       documents per CPU-second) or ``minilm-l6`` (the transformer: ~14 per CPU-second, for GPUs);
       ``pipelines/dedupe/embed.py`` says why.
     device: ``auto`` (cuda when the worker has a GPU), ``cpu`` or ``cuda``.

@@ -8,7 +8,7 @@ much as the static model does (benchmarks/RESULTS.md, "SemDedup embedders"). C4 
 thousands of core-hours that way. The static model is model2vec's recipe without the dependency: every
 word piece of MiniLM's vocabulary is run through MiniLM alone (``[CLS] piece [SEP]``) and its output
 vector at the piece's position kept; a document is the Zipf-weighted mean of its pieces' vectors. That is
-a table look-up: ~2,000 documents per CPU-second, the same on every machine, and no model download (it is
+a table look-up: ~5,000 documents per CPU-second, the same on every machine, and no model download (it is
 distilled from the packaged weights once per machine and cached). The transformer stays available
 (``model: minilm-l6``), and on a GPU (``device: cuda``) it embeds tens of thousands of documents a second.
 
