@@ -30,7 +30,8 @@ from pipelines.dedupe.keyed import ONE, CombineToOne, fan_out, spread
 from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
 from pipelines.plan import BuildPlan
 from pipelines.shards import Removal
-from pipelines.staging import BANDS, Part, PartSummary
+from pipelines.dedupe.embed import EMBED_DIM
+from pipelines.staging import BANDS, EMB, Part, PartSummary
 
 NS = "dedupe"
 BUCKET_INPUT_BYTES = 256 << 20   # input bytes per shuffle bucket: a bucket is what one worker sorts
@@ -328,66 +329,90 @@ SEM_NS = "semantic_dedupe"
 _QUANTILES = 1001
 
 
-def _embeddings(item, plan: BuildPlan, sources: frozenset):
+def _embeddings(item, plan: BuildPlan, sources: frozenset, staged: bool):
+    """(summary, removed uids) -> (uid, embedding) of the part's survivors: the float32 bytes, or with
+    ``staged`` a (source, part, row) reference into the part's staged ``emb.npz`` (``_vectors`` reads either).
+    Why references on the local runner: each embedding (1.5 KB) crosses two shuffles, which its driver holds
+    at their barriers (``one_process_shuffles``)."""
     summary, gone = item
     if summary.source not in sources or not summary.docs:
         return
-    staged = Part.of(plan, summary.source, summary.part).read_emb()
-    for uid, e in zip(staged.uid.tolist(), staged.emb):
+    emb = Part.of(plan, summary.source, summary.part).read_emb()
+    for row, uid in enumerate(emb.uid.tolist()):
         if uid not in gone:
-            yield uid, e.tobytes()
+            yield uid, (summary.source, summary.part, row) if staged else emb.emb[row].tobytes()
 
 
-def _fit_centroids(sample, n_docs: int, cfg):
+def _vectors(es, plan) -> np.ndarray:
+    """float32 [n, 384] from what ``_embeddings`` gave (bytes, or references read by seeking, one open per
+    part), in the given order."""
+    out = np.empty((len(es), EMBED_DIM), dtype=np.float32)
+    refs: dict = defaultdict(list)
+    for i, e in enumerate(es):
+        if isinstance(e, bytes):
+            out[i] = np.frombuffer(e, dtype=np.float32)
+        else:
+            refs[e[:2]].append((e[2], i))
+    for (source, part), rows in sorted(refs.items()):
+        f = Part.of(plan, source, part).seekable(EMB)
+        try:
+            for row, i in sorted(rows):
+                out[i] = f.rows(row, 1)[0]
+        finally:
+            f.close()
+    return out
+
+
+def _fit_centroids(sample, n_docs: int, cfg, plan=None):
     """None when there is nothing to cluster (a source filtered down to no document): the rest of the
     stage then sees no element and removes nothing."""
     if not sample:
         return None
     sample = sorted(sample)  # the top-n order is not part of TopCombineFn's contract; make the fit input canonical
-    x = np.stack([np.frombuffer(e, dtype=np.float32) for _uid, e in sample])
+    x = _vectors([e for _uid, e in sample], plan)
     k = semantic.choose_n_clusters(n_docs, len(x), cfg)
     Metrics.distribution(SEM_NS, "n_clusters").update(k)
     return semantic.fit_kmeans(x, k, cfg.seed, cfg.kmeans_iters)
 
 
-def _fit(kv, cfg):
+def _fit(kv, cfg, plan=None):
     """(ONE, (document count, top-n sample)) -> (ONE, centroids), nothing when there is nothing to cluster."""
     _one, (n_docs, sample) = kv
-    centroids = _fit_centroids(sample, n_docs, cfg)
+    centroids = _fit_centroids(sample, n_docs, cfg, plan)
     if centroids is not None:
         yield ONE, centroids
 
 
-def _assign(kv, centroids):
+def _assign(kv, centroids, v: np.ndarray):
     uid, e = kv
-    v = np.frombuffer(e, dtype=np.float32)[None, :]
-    idx, sim = semantic.assign_clusters(v, centroids)
+    idx, sim = semantic.assign_clusters(v[None, :], centroids)  # one row at a time: a batch could round differently
     return int(idx[0]), (uid, e, float(sim[0]))
 
 
-def _assign_bucket(kv):
+def _assign_bucket(kv, plan=None):
     """(bucket, {embedded: [(uid, embedding)], c: [centroids]}) -> (cluster, (uid, embedding, similarity)) each."""
     _b, g = kv
     cs = list(g["c"])
     if not cs:
         return
-    for item in g["embedded"]:
-        yield _assign(item, cs[0])
+    items = list(g["embedded"])
+    for item, v in zip(items, _vectors([e for _uid, e in items], plan)):
+        yield _assign(item, cs[0], v)
 
 
-def _scored_cluster(items):
+def _scored_cluster(items, plan=None):
     """Cluster members in keep-hard order with their M and arg (index into that order)."""
     items = sorted(items, key=lambda t: t[0])
     order = semantic.cluster_order([t[0] for t in items], [t[2] for t in items])
     items = [items[i] for i in order]
-    e = np.stack([np.frombuffer(t[1], dtype=np.float32) for t in items])
+    e = _vectors([t[1] for t in items], plan)
     m, arg = semantic.max_prior_similarity(e)
     return items, e, m, arg
 
 
-def _cluster_keys(kv, seed: int):
+def _cluster_keys(kv, seed: int, plan=None):
     _c, items = kv
-    items, _e, m, _arg = _scored_cluster(items)
+    items, _e, m, _arg = _scored_cluster(items, plan)
     for t, mi in zip(items, m):
         yield semantic.score_key(mi, t[0], seed)
 
@@ -456,8 +481,8 @@ def _cutoff_of_parts(kv):
 
 
 class _ClusterRemovals(beam.DoFn):
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, seed: int, plan=None):
+        self.seed, self.plan = seed, plan
         self.removed = Metrics.counter(SEM_NS, "semantic_duplicates")
 
     def process(self, kv):
@@ -474,7 +499,7 @@ class _ClusterRemovals(beam.DoFn):
             yield from self.cluster(clusters[c], cutoffs[0])
 
     def cluster(self, items, cutoff):
-        items, e, m, _arg = _scored_cluster(items)
+        items, e, m, _arg = _scored_cluster(items, self.plan)
         keys = [semantic.score_key(mi, t[0], self.seed) for t, mi in zip(items, m)]
         gone = [i for i, k in enumerate(keys) if k > cutoff and m[i] > -1.0]
         if not gone:
@@ -521,7 +546,7 @@ def _uid_bucket(kv, buckets: int) -> int:
 
 
 class SemanticDuplicates(beam.PTransform):
-    """PCollection[(uid, float32 embedding bytes)] -> SemDedup Removals (``pipelines/dedupe/semantic.py``).
+    """PCollection[(uid, float32 embedding bytes or a staged reference)] -> SemDedup Removals (``semantic.py``).
 
     deterministic sample (the ``sample_size`` largest uid hashes, TopCombineFn per bucket then merged) and the
     document count -> spherical k-means fitted once -> centroids joined to every embedding bucket ->
@@ -529,13 +554,14 @@ class SemanticDuplicates(beam.PTransform):
     bucket of clusters -> per cluster, documents above the cut-off are removed, keeper = their most similar
     kept document of the cluster. Only keyed shuffles (``pipelines.dedupe.keyed``): no side input, no global combiner."""
 
-    def __init__(self, cfg, buckets: int = 1, label=None):
+    def __init__(self, cfg, buckets: int = 1, plan=None, label=None):
         super().__init__(label)
         self.cfg = cfg
         self.buckets = max(1, buckets)
+        self.plan = plan  # reads embeddings given as staged references (``_embeddings``)
 
     def expand(self, embedded):
-        cfg, seed, b = self.cfg, self.cfg.seed, self.buckets
+        cfg, seed, b, plan = self.cfg, self.cfg.seed, self.buckets, self.plan
         by_uid = lambda kv, b=b: _uid_bucket(kv, b)
         # each global value is one combine (count and sample together, count and quantiles together) and each
         # join has the fewest inputs: on Beam's DaskRunner every CoGroupByKey input adds its partitions (tasks)
@@ -543,19 +569,19 @@ class SemanticDuplicates(beam.PTransform):
                      | "CountAndSample" >> CombineToOne(SingleInputTupleCombineFn(
                          CountCombineFn(), TopCombineFn(cfg.sample_size, key=lambda kv, s=seed: semantic.tiebreak(kv[0], s))),
                          by_uid, b)
-                     | "FitKMeans" >> beam.FlatMap(_fit, cfg))
+                     | "FitKMeans" >> beam.FlatMap(_fit, cfg, plan))
         assigned = ({"embedded": embedded | "EmbBuckets" >> beam.Map(lambda kv, b=b: (_uid_bucket(kv, b), kv)),
                      "c": centroids | "FanCentroids" >> beam.FlatMap(fan_out, b)}
                     | "JoinCentroids" >> beam.CoGroupByKey()
-                    | "Assign" >> beam.FlatMap(_assign_bucket))
+                    | "Assign" >> beam.FlatMap(_assign_bucket, plan))
         keys = (assigned
                 | "GroupByCluster" >> beam.GroupByKey()
-                | "Keys" >> beam.FlatMap(_cluster_keys, seed))
+                | "Keys" >> beam.FlatMap(_cluster_keys, seed, plan))
         cutoff = keys | "Cutoff" >> RankCutoff(cfg.keep_fraction, b)
         return ({"m": assigned | "ClusterBuckets" >> beam.Map(lambda ci, b=b: (spread(ci[0], b), ci)),
                  "cutoff": cutoff | "FanCutoff" >> beam.FlatMap(fan_out, b)}
                 | "JoinCutoff" >> beam.CoGroupByKey()
-                | "Remove" >> beam.ParDo(_ClusterRemovals(seed)))
+                | "Remove" >> beam.ParDo(_ClusterRemovals(seed, plan)))
 
 
 class SemanticDedupe(_FuzzyStage):
@@ -568,9 +594,10 @@ class SemanticDedupe(_FuzzyStage):
         # not remove each other's documents (MinHash separates them by scope inside the band keys)
         jobs = [(cfg, srcs) if self.plan.cross_source else (cfg, [s]) for cfg, srcs in groups.items() for s in
                 ([None] if self.plan.cross_source else srcs)]
+        staged = one_process_shuffles(survivors.pipeline)
         return [survivors
-                | f"Embeddings{i}" >> beam.FlatMap(_embeddings, self.plan, frozenset(srcs))
-                | f"SemDedup{i}" >> SemanticDuplicates(cfg, num_buckets(self.plan))
+                | f"Embeddings{i}" >> beam.FlatMap(_embeddings, self.plan, frozenset(srcs), staged)
+                | f"SemDedup{i}" >> SemanticDuplicates(cfg, num_buckets(self.plan), self.plan)
                 for i, (cfg, srcs) in enumerate(jobs)]
 
 
