@@ -329,6 +329,25 @@ class Seekable:
         self.f.close()
 
 
+def staged_rows(plan, name: str, refs: Iterable[tuple[str, int, int, int]]) -> list[np.ndarray]:
+    """Rows of one kind of staged file (``bands``, ``emb``, ...) by (source, part, first row, rows) references,
+    in the references' order; each part's file is opened once and read by seeking. The dedupe stages' shuffles
+    carry such references instead of the rows on the local runner (``pipelines.dedupe.policy``)."""
+    refs = list(refs)
+    by_part: dict = {}
+    for k, (source, part, start, n) in enumerate(refs):
+        by_part.setdefault((source, part), []).append((start, n, k))
+    out: list = [None] * len(refs)
+    for (source, part), reads in sorted(by_part.items()):
+        f = Part.of(plan, source, part).seekable(name)
+        try:
+            for start, n, k in sorted(reads):
+                out[k] = f.rows(start, n)
+        finally:
+            f.close()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # small JSON files of the source's staging (written stats of a part)
 # ---------------------------------------------------------------------------------------------

@@ -25,13 +25,13 @@ from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 from contract.registry import SOURCE_INDEX
 from pipelines.dedupe import semantic
 from pipelines.dedupe.components import ConnectedComponents
+from pipelines.dedupe.embed import EMBED_DIM
 from pipelines.dedupe.exact import duplicate_pairs
 from pipelines.dedupe.keyed import ONE, CombineToOne, fan_out, spread
 from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
 from pipelines.plan import BuildPlan
 from pipelines.shards import Removal
-from pipelines.dedupe.embed import EMBED_DIM
-from pipelines.staging import BANDS, EMB, Part, PartSummary
+from pipelines.staging import BANDS, EMB, Part, PartSummary, staged_rows
 
 NS = "dedupe"
 BUCKET_INPUT_BYTES = 256 << 20   # input bytes per shuffle bucket: a bucket is what one worker sorts
@@ -161,14 +161,9 @@ def _band_records_of(item, plan: BuildPlan, specs: dict, buckets: int, staged: b
 
 
 def _band_records(items, plan: BuildPlan) -> np.ndarray:
-    """A bucket's band records [n, 2] from what ``_band_records_of`` gave: bytes, or references read by seeking."""
+    """A bucket's band records [n, 2] from what ``_band_records_of`` gave: bytes, or references into bands.npy."""
     out = [np.frombuffer(x, dtype=np.uint64).reshape(-1, 2) for x in items if isinstance(x, bytes)]
-    for source, part, start, n in sorted(x for x in items if not isinstance(x, bytes)):
-        rows = Part.of(plan, source, part).seekable(BANDS)
-        try:
-            out.append(rows.rows(start, n))
-        finally:
-            rows.close()
+    out += staged_rows(plan, BANDS, sorted(x for x in items if not isinstance(x, bytes)))
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.uint64)
 
 
@@ -344,22 +339,15 @@ def _embeddings(item, plan: BuildPlan, sources: frozenset, staged: bool):
 
 
 def _vectors(es, plan) -> np.ndarray:
-    """float32 [n, 384] from what ``_embeddings`` gave (bytes, or references read by seeking, one open per
-    part), in the given order."""
+    """float32 [n, 384] from what ``_embeddings`` gave (bytes, or references read from the staged emb.npz), in
+    the given order."""
     out = np.empty((len(es), EMBED_DIM), dtype=np.float32)
-    refs: dict = defaultdict(list)
+    refs = [(i, e) for i, e in enumerate(es) if not isinstance(e, bytes)]
     for i, e in enumerate(es):
         if isinstance(e, bytes):
             out[i] = np.frombuffer(e, dtype=np.float32)
-        else:
-            refs[e[:2]].append((e[2], i))
-    for (source, part), rows in sorted(refs.items()):
-        f = Part.of(plan, source, part).seekable(EMB)
-        try:
-            for row, i in sorted(rows):
-                out[i] = f.rows(row, 1)[0]
-        finally:
-            f.close()
+    for (i, _e), rows in zip(refs, staged_rows(plan, EMB, [(*e, 1) for _i, e in refs])):
+        out[i] = rows[0]
     return out
 
 
