@@ -34,9 +34,9 @@ CORPORA = REPO.parent / "shared" / "corpora"
 
 
 def plan_listing(n: int) -> list[tuple[str, str]]:
-    from pipelines.config import source_config
-    from pipelines.plan import BuildPlan, config_hash
-    from pipelines.readers import expand_inputs
+    from pipelines.sources.config import source_config
+    from pipelines.engine.plan import BuildPlan, config_hash
+    from pipelines.sources.readers import expand_inputs
 
     with tempfile.TemporaryDirectory(prefix="sizing_") as d:
         t = time.time()
@@ -88,7 +88,7 @@ def doc_sizes() -> dict:
 
 def shuffle_rows() -> list[tuple[str, str]]:
     from contract.registry import SOURCE_NAMES
-    from pipelines.config import source_config
+    from pipelines.sources.config import source_config
     from pipelines.dedupe.embed import EMBED_DIM
     from pipelines.dedupe.minhash import SignatureSpec
 

@@ -151,7 +151,7 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
 # our pipeline
 
 def _to_doc(line: str):
-    from pipelines.schema import Document
+    from pipelines.records import Document
 
     r = json.loads(line)
     i = int(r["id"])
@@ -166,12 +166,12 @@ def run_ours(in_dir: str, out_dir: str, workers: int) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.config import source_config
-    from pipelines.dedupe.policy import Dedupe
-    from pipelines.plan import BuildPlan
-    from pipelines.process import Tools, process_part
-    from pipelines.readers import expand_inputs
-    from pipelines.staging import Part
+    from pipelines.sources.config import source_config
+    from pipelines.engine.dedupe.stages import Dedupe
+    from pipelines.engine.plan import BuildPlan
+    from pipelines.engine.process import Tools, process_part
+    from pipelines.sources.readers import expand_inputs
+    from pipelines.engine.staging import Part
 
     tok = os.environ.get("NEOX_TOKENIZER") or str(ROOT.parent / "shared" / "tokenizers" / "gpt-neox-20b" /
                                                   "tokenizer.json")

@@ -65,8 +65,8 @@ def main() -> int:
 
     from tokenizers import Tokenizer
 
-    from pipelines.calibrate import prepare_chain
-    from pipelines.config import source_config
+    from pipelines.sources.prepare import prepare_chain
+    from pipelines.sources.config import source_config
     from pipelines.filters.fasttext import lid_model, lid_model_path
 
     tok = Tokenizer.from_file(str(args.tokenizer))

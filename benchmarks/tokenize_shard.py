@@ -38,7 +38,7 @@ def load_docs():
     import zstandard
 
     from contract.registry import SOURCE_NAMES
-    from pipelines.schema import Document
+    from pipelines.records import Document
 
     docs = []
     for si, n in enumerate(SOURCE_NAMES):
@@ -109,8 +109,8 @@ def part_of(uid: int, n: int) -> int:
 def tokenize_and_write(docs, tok, out: str) -> int:
     """What a part goes through in the build: batch encode (pipelines.process), then the MDS writer
     (pipelines.shards.write_mds); returns the token count."""
-    from pipelines.process import BATCH_DOCS
-    from pipelines.shards import write_mds
+    from pipelines.engine.process import BATCH_DOCS
+    from pipelines.engine.shards import write_mds
 
     arrays = []
     for i in range(0, len(docs), BATCH_DOCS):

@@ -21,9 +21,9 @@ from contract import fsio, layout
 from contract.config import ConfigError
 from contract.registry import SOURCE_NAMES
 from contract.stats import summary_table
-from pipelines import beam_logging
-from pipelines.config import load_sources, source_config
-from pipelines.plan import config_hash
+from pipelines.runners import beam_logging
+from pipelines.sources.config import load_sources, source_config
+from pipelines.engine.plan import config_hash
 
 log = logging.getLogger("pipelines.build")
 
@@ -92,7 +92,7 @@ def is_dask(options) -> bool:
 def beam_options(extra: list[str], workers: int):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.local_runner import RUNNER, guard_data_channel
+    from pipelines.runners.local import RUNNER, guard_data_channel
 
     guard_data_channel()  # also for a user's --runner=DirectRunner (the FnApiRunner when Prism is out of reach)
     extra = runner_args(extra)
@@ -106,7 +106,7 @@ def dedupe_work(result) -> str:
     """One line of the dedupe graph's Beam counters (what cluster sizing needs: keys, candidate pairs, verified
     edges), or "" where the runner reports no metrics (the DaskRunner). Stats never come from these: they
     are computed from data (pipelines/graph.py), so they reconcile on every runner."""
-    from pipelines.dedupe.policy import NS, SEM_NS
+    from pipelines.engine.dedupe.stages import NS, SEM_NS
 
     if result is None:
         return ""
@@ -160,7 +160,7 @@ def check_decontam(sources: dict, where: str) -> dict:
     """Each distinct decontam config: its eval files listed and indexed on the driver, so a bad path or
     text_field fails before any input is read. Returns config -> ((path, size) of each eval file, index
     stats for the stats record)."""
-    from pipelines.decontam import DecontamError, EvalIndex, list_eval_files
+    from pipelines.steps.decontam import DecontamError, EvalIndex, list_eval_files
 
     info = {}
     for cfg in dict.fromkeys(c.decontam for c in sources.values() if c.decontam is not None):
@@ -205,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # the CLI contract: a one-paragraph reason, non-zero exit
         from contract.stats import ReconciliationError
         from mixtures.build import MixtureError
-        from pipelines.readers import InputFileError
+        from pipelines.sources.readers import InputFileError
         from tokenization import TokenizerError
 
         known = (ConfigError, InputFileError, TokenizerError, ReconciliationError, MixtureError)
@@ -216,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run(args, beam_args) -> int:
-    from pipelines.readers import expand_inputs
+    from pipelines.sources.readers import expand_inputs
 
     # 1. everything the user wrote is validated before any input is listed or read
     if not args.skip_mixture:
@@ -226,7 +226,7 @@ def run(args, beam_args) -> int:
     demo = args.sources is None
     out = args.out
     if demo:
-        from pipelines.demo import demo_sources_yaml, write_demo_corpora
+        from pipelines.sources.demo import demo_sources_yaml, write_demo_corpora
 
         print("*** DEMO: no --sources given; building small DEMO corpora from this machine's Python install "
               "(not the real MPT data) ***", flush=True)
@@ -251,7 +251,7 @@ def run(args, beam_args) -> int:
     files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
     # rules that need their model file or a sample of the source (fasttext_quality): resolved on the driver into
     # their parameters (model hash, computed threshold), so they are part of the config hash
-    from pipelines.calibrate import prepare_sources
+    from pipelines.sources.prepare import prepare_sources
 
     sources = prepare_sources(sources, files, args.sources or "demo sources")
     hashes = {n: config_hash(c, files[n], tok_fp, args.cross_source_dedupe,
@@ -281,7 +281,7 @@ def run(args, beam_args) -> int:
 def write_build_report(out: str, tok) -> None:
     """OUT/report.html (``pipelines.report_html``), from what the build wrote. A page that cannot be made is
     reported, not fatal: the shards, stats and mixture are already in place."""
-    from pipelines.report_html import write_report
+    from pipelines.report.html import write_report
 
     try:
         path, size = write_report(out, None, tok)
@@ -296,7 +296,7 @@ def write_build_report(out: str, tok) -> None:
 def source_extra_stats(cfg, decontam: dict) -> dict:
     """Config facts the stats record carries: the chain (sanity warnings blame only its rules), pii, decontam,
     and the resolved parameters of prepared rules (``filter_params``: model hash, computed threshold)."""
-    from pipelines.calibrate import prepared_params
+    from pipelines.sources.prepare import prepared_params
 
     dc = cfg.decontam
     return {"filters": cfg.chain.names, "pii": cfg.pii,
@@ -308,10 +308,10 @@ def source_extra_stats(cfg, decontam: dict) -> dict:
 def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, decontam=None) -> None:
     import apache_beam as beam
 
-    from pipelines.graph import build_graph
-    from pipelines.plan import BuildPlan
-    from pipelines.progress import Reporter, heartbeat_dir
-    from pipelines.staging import Part
+    from pipelines.engine.graph import build_graph
+    from pipelines.engine.plan import BuildPlan
+    from pipelines.engine.progress import Reporter, heartbeat_dir
+    from pipelines.engine.staging import Part
 
     plan = BuildPlan.make(
         out=out, tokenizer_json=tok.raw, write_rejects=args.write_rejects, cross_source=args.cross_source_dedupe,
@@ -335,7 +335,7 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
                                  .hexdigest()[:16] + ".pickle"))
     with contextlib.ExitStack() as stack:
         if is_dask(options):  # a cluster (started here if none is named), parts spread, workers get the S3 options
-            from pipelines.dask_cluster import dask_cluster
+            from pipelines.runners.dask_cluster import dask_cluster
 
             options = stack.enter_context(dask_cluster(options, len(plan.tasks), args.workers))
         p = beam.Pipeline(options=options)

@@ -86,7 +86,7 @@ def load_manifests(out: str) -> dict[str, dict]:
 
 def summarize(out: str) -> dict:
     """The summary as plain data (what ``--json`` prints)."""
-    from pipelines.sanity import warnings_for
+    from pipelines.filters.warnings import warnings_for
 
     stats = load_stats(out)
     manifests = load_manifests(out)
@@ -389,7 +389,7 @@ def _render_texts(rows: list[dict], title_keys: Sequence[str]) -> str:
 
 
 def _write_html(out: str, path: str, tokenizer: Optional[str]) -> int:
-    from pipelines.report_html import write_report
+    from pipelines.report.html import write_report
     from tokenization import TokenizerError, load_tokenizer
 
     tok = None

@@ -52,9 +52,9 @@ class TrainError(RuntimeError):
 def read_texts(globs: Sequence[str], text_field: str, skipped: Counter, prepare=lambda t: t) -> list[str]:
     """``prepare(text)`` of every record in the files the globs match, in file and line order (preparing while
     reading holds only the first ``--max-chars`` of each document in memory)."""
-    from pipelines.config import infer_format
-    from pipelines.readers import InputFileError, expand_inputs, iter_jsonl
-    from pipelines.schema import get_path
+    from pipelines.sources.config import infer_format
+    from pipelines.sources.readers import InputFileError, expand_inputs, iter_jsonl
+    from pipelines.records import get_path
 
     try:
         files = expand_inputs("training input", globs)

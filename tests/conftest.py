@@ -97,11 +97,11 @@ def stage_and_dedupe(tmp_path: Path, docs: dict, dedupe, tokenizer_path: str, cr
     uids, so they are the keepers."""
     import apache_beam as beam
 
-    from pipelines.config import source_config
-    from pipelines.dedupe.policy import Dedupe
-    from pipelines.plan import BuildPlan
-    from pipelines.process import Tools, process_part
-    from pipelines.readers import expand_inputs
+    from pipelines.sources.config import source_config
+    from pipelines.engine.dedupe.stages import Dedupe
+    from pipelines.engine.plan import BuildPlan
+    from pipelines.engine.process import Tools, process_part
+    from pipelines.sources.readers import expand_inputs
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     sources, files = {}, {}
@@ -120,11 +120,11 @@ def stage_and_dedupe(tmp_path: Path, docs: dict, dedupe, tokenizer_path: str, cr
         (p | beam.Create(summaries) | Dedupe(plan)
            | beam.Map(lambda kv: json.dumps(kv[1]._asdict()))
            | beam.io.WriteToText(str(out), shard_name_template=""))
-    from pipelines.shards import Removal
+    from pipelines.engine.shards import Removal
 
     removals = sorted((Removal(**json.loads(x)) for x in out.read_text().splitlines()), key=lambda r: r.uid)
     ids = {}
-    from pipelines.staging import Part
+    from pipelines.engine.staging import Part
 
     for t in plan.tasks:
         staged = Part.of(plan, t.source, t.part)

@@ -11,10 +11,10 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PURE = ["contract.config", "contract.layout", "contract.registry", "contract.stats", "contract.tokens",
-        "contract.fsio", "pipelines.schema", "pipelines.readers", "pipelines.staging", "pipelines.plan",
-        "pipelines.shards", "pipelines.process", "pipelines.config", "pipelines.filters", "pipelines.dedupe.exact",
-        "pipelines.dedupe.minhash", "pipelines.dedupe.config", "pipelines.pii", "pipelines.decontam",
-        "pipelines.sanity", "pipelines.samples", "pipelines.report_html", "mixtures.spec", "mixtures.planner",
+        "contract.fsio", "pipelines.records", "pipelines.sources.readers", "pipelines.engine.staging", "pipelines.engine.plan",
+        "pipelines.engine.shards", "pipelines.engine.process", "pipelines.sources.config", "pipelines.filters", "pipelines.dedupe.exact",
+        "pipelines.dedupe.minhash", "pipelines.dedupe.config", "pipelines.steps.pii", "pipelines.steps.decontam",
+        "pipelines.filters.warnings", "pipelines.engine.examples", "pipelines.report.html", "mixtures.spec", "mixtures.planner",
         "mixtures.pack", "mixtures.build", "trainer.config"]
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from contract.stats import ReconciliationError, accounted, make_stats, summary_table
-from pipelines.decontam import words
+from pipelines.steps.decontam import words
 from tests.conftest import load_stats, needs_shared, read_mds, run_build
 
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "pu", "ro", "si", "ta", "vu", "ze")
@@ -252,8 +252,8 @@ def test_damaged_eval_file_fails_before_reading_input(tmp_path, tokenizer_path, 
 
 
 def test_config_hash_sees_pii_decontam_and_eval_data(tmp_path):
-    from pipelines.config import parse_decontam, source_config
-    from pipelines.plan import config_hash
+    from pipelines.sources.config import parse_decontam, source_config
+    from pipelines.engine.plan import config_hash
 
     raw = {"inputs": ["x.jsonl"]}
     dc = parse_decontam({"eval_paths": ["e"]}, "f: ")

@@ -49,7 +49,7 @@ def test_demo_build_all_ten_sources_reconcile_and_rerun_is_identical(tmp_path, t
     out = tmp_path / "out"
     args = ["--mixture", "mpt30b_8k", "--out", str(out), "--tokenizer", tokenizer_path, "--skip-mixture"]
     # c4_en's default SemDedup is exercised by the dedupe tests; keep this one to the foundation stages
-    from pipelines.demo import demo_sources_yaml, write_demo_corpora
+    from pipelines.sources.demo import demo_sources_yaml, write_demo_corpora
 
     paths = write_demo_corpora(str(tmp_path / "demo"))
     cfg = demo_sources_yaml(paths)
@@ -83,9 +83,9 @@ def test_demo_build_all_ten_sources_reconcile_and_rerun_is_identical(tmp_path, t
 
 
 def _texts_of(source: str, path: str, cfg: dict) -> dict:
-    from pipelines.config import source_config
-    from pipelines.readers import expand_inputs, read_file
-    from pipelines.schema import Document
+    from pipelines.sources.config import source_config
+    from pipelines.sources.readers import expand_inputs, read_file
+    from pipelines.records import Document
 
     sc = source_config(source, cfg, "test")
     return {d.id: d.text for f in expand_inputs(source, sc.inputs) for d in read_file(sc, f) if isinstance(d, Document)}

@@ -64,7 +64,7 @@ def test_build_names_a_missing_required_key():
 
 
 def test_filter_threshold_type_is_refused_at_load():
-    from pipelines.config import source_config
+    from pipelines.sources.config import source_config
 
     with pytest.raises(ConfigError, match=r"f.yaml: sources.mc4_en.filters\[0\].min_words.min_words: expected an integer, got 'many'"):
         source_config("mc4_en", {"inputs": ["x"], "filters": [{"min_words": {"min_words": "many"}}]}, "f.yaml: sources")

@@ -94,7 +94,7 @@ def s3_inputs(tmp_path_factory, s3_server_module):
     YAML path, S3 options)."""
     import boto3
 
-    from pipelines.demo import demo_sources_yaml, write_demo_corpora
+    from pipelines.sources.demo import demo_sources_yaml, write_demo_corpora
 
     tmp_path = tmp_path_factory.mktemp("inputs")
     s3 = boto3.client("s3", endpoint_url=s3_server_module, region_name="us-east-1")

@@ -9,7 +9,7 @@ import pickle
 import pytest
 import zstandard
 
-from pipelines.decontam import (
+from pipelines.steps.decontam import (
     DecontamConfig,
     DecontamError,
     EvalIndex,

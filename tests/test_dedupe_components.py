@@ -6,7 +6,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.dedupe.components import ConnectedComponents, large_star, small_star, union_find_labels
+from pipelines.engine.dedupe.components import ConnectedComponents, large_star, small_star, union_find_labels
 
 
 def _expected(edges):

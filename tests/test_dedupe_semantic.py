@@ -91,7 +91,7 @@ def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path, tokenizer_path
 def test_rank_cutoff_is_exact_beyond_the_quantile_resolution(keep):
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.dedupe.policy import RankCutoff
+    from pipelines.engine.dedupe.stages import RankCutoff
 
     rng = random.Random(2)
     # 30k keys with heavy ties in M (broken by the uid hash), far more than the 1001 quantiles
@@ -109,7 +109,7 @@ def test_rank_cutoff_is_exact_beyond_the_quantile_resolution(keep):
 def test_graph_equals_the_in_memory_policy(tmp_path, tokenizer_path):
     """The Beam graph removes exactly what semantic.removals_in_memory removes from the staged embeddings
     (same keepers, same M), so benchmarks that score embedders with the function score the build."""
-    from pipelines.staging import Part
+    from pipelines.engine.staging import Part
 
     base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=150, min_chars=200)
     rng = random.Random(9)

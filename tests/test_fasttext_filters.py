@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from contract.config import ConfigError
-from pipelines.calibrate import SampleContext, prepare_chain, prepared_params
+from pipelines.sources.prepare import SampleContext, prepare_chain, prepared_params
 from pipelines.filters import build_chain
 from pipelines.filters.fasttext import (
     LID_SHA256,
@@ -220,7 +220,7 @@ def test_quality_prepare_errors(quality_model, tmp_path):
 
 
 def test_keep_top_fraction_threshold_from_a_sample(quality_model, tmp_path):
-    from pipelines.readers import expand_inputs
+    from pipelines.sources.readers import expand_inputs
 
     rng = random.Random(9)
     texts = [styled("encyclopedic", rng) for _ in range(30)] + [styled("spam", rng) for _ in range(10)]
@@ -253,7 +253,7 @@ def test_precision_recall():
 def test_model_hash_enters_the_config_hash(quality_model, tmp_path):
     import shutil
 
-    from pipelines.plan import config_hash
+    from pipelines.engine.plan import config_hash
 
     other = tmp_path / "other.bin"
     shutil.copy(quality_model, other)
@@ -266,7 +266,7 @@ def test_model_hash_enters_the_config_hash(quality_model, tmp_path):
 
 
 def _cfg(chain):
-    from pipelines.config import source_config
+    from pipelines.sources.config import source_config
 
     cfg = source_config("mc4_en", {"inputs": ["unused.jsonl"], "filters": "none", "dedupe": "none"}, "test")
     import dataclasses
@@ -298,7 +298,7 @@ def test_remote_model_written_hashed_and_loaded_through_beam_filesystems(tmp_pat
 
 
 def test_sanity_does_not_warn_about_a_top_fraction_removal_by_design():
-    from pipelines.sanity import warnings_for
+    from pipelines.filters.warnings import warnings_for
 
     stats = {"source": "c4_en", "read": 100, "malformed": 0, "rejected": {"fasttext_quality": 90}}
     assert len(warnings_for(stats)) == 1  # min_score set by hand: 90% removed is worth a warning

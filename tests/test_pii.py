@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.pii import EMAIL_PLACEHOLDERS, IP_PLACEHOLDERS, is_public_ip, mask_pii
+from pipelines.steps.pii import EMAIL_PLACEHOLDERS, IP_PLACEHOLDERS, is_public_ip, mask_pii
 
 
 def test_emails_replaced_in_turn_and_counted():

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipelines.config import ConfigError, source_config
-from pipelines.readers import InputFileError, expand_inputs, read_file
-from pipelines.schema import Document, Reject, split_uid
+from pipelines.sources.config import ConfigError, source_config
+from pipelines.sources.readers import InputFileError, expand_inputs, read_file
+from pipelines.records import Document, Reject, split_uid
 
 ROWS = [{"text": "first document text", "id": "a"}, {"text": "second one", "id": "b"}]
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.samples import K, PartSampler, Reservoir, merge_picks, priority
-from pipelines.schema import Document, Reject
+from pipelines.engine.examples import K, PartSampler, Reservoir, merge_picks, priority
+from pipelines.records import Document, Reject
 from tests.conftest import load_stats, needs_shared, run_build
 
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "pu", "ro", "si", "ta", "vu", "ze")
@@ -296,7 +296,7 @@ def test_report_renders_in_headless_chromium(small_build, chromium, tmp_path):
 @needs_shared("tokenizers")
 def test_demo_build_report(tmp_path, tokenizer_path, chromium):
     from contract.registry import SOURCE_NAMES
-    from pipelines.report_html import TOP_RULES
+    from pipelines.report.html import TOP_RULES
 
     out = tmp_path / "out"
     assert run_build(["--mixture", "mpt30b_8k", "--out", str(out), "--tokenizer", tokenizer_path]) == 0

@@ -72,6 +72,6 @@ def test_killed_build_reuses_finished_parts(tmp_path, tokenizer_path):
 
 @pytest.mark.parametrize("bad", ["0", "-1"])
 def test_part_size_env_is_validated(bad):
-    res = subprocess.run([sys.executable, "-c", "import pipelines.plan"], cwd=REPO,
+    res = subprocess.run([sys.executable, "-c", "import pipelines.engine.plan"], cwd=REPO,
                          env=dict(os.environ, MPTDATA_PART_MB=bad), capture_output=True, text=True)
     assert res.returncode != 0 and "MPTDATA_PART_MB" in res.stderr

@@ -53,10 +53,10 @@ def test_graph_serializes_to_runner_api_and_dofns_pickle(tmp_path, tokenizer_pat
     import apache_beam as beam
     from apache_beam.internal import pickler
 
-    from pipelines.config import load_sources
-    from pipelines.graph import _FinalizeSource, _ProcessPart, _WritePart, build_graph
-    from pipelines.plan import BuildPlan, config_hash
-    from pipelines.readers import expand_inputs
+    from pipelines.sources.config import load_sources
+    from pipelines.engine.graph import _FinalizeSource, _ProcessPart, _WritePart, build_graph
+    from pipelines.engine.plan import BuildPlan, config_hash
+    from pipelines.sources.readers import expand_inputs
 
     sources = load_sources(str(_corpus(tmp_path)))
     files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}

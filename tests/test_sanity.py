@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipelines.sanity import NEEDS_META, missing_requirements, satisfied, warnings_for
+from pipelines.filters.warnings import NEEDS_META, missing_requirements, satisfied, warnings_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_requirements_per_document():
 
 
 def test_progress_eta_counts_parts_not_started():
-    from pipelines.progress import progress_lines
+    from pipelines.engine.progress import progress_lines
 
     now = 1000.0
     recs = [  # rp_books: 1 of 3 parts finished, nothing running; c4_en: one part half read in 50 s
@@ -88,9 +88,9 @@ def test_progress_eta_counts_parts_not_started():
 
 
 def test_costliest_parts_first():
-    from pipelines.graph import by_cost, part_cost
-    from pipelines.plan import PartTask
-    from pipelines.readers import InputFile
+    from pipelines.engine.graph import by_cost, part_cost
+    from pipelines.engine.plan import PartTask
+    from pipelines.sources.readers import InputFile
 
     def task(source, part, size):
         return PartTask(source, part, (InputFile(part, f"/x/{source}-{part}.jsonl", f"{source}-{part}", size),))

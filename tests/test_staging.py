@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from contract.tokens import EOS, TOKEN_DTYPE
-from pipelines.staging import (
+from pipelines.engine.staging import (
     DOCS,
     EMB,
     FILES,
@@ -182,10 +182,10 @@ def test_rows_by_seeking_equal_the_arrays(tmp_path):
 def test_a_processed_part_reads_back(tmp_path, tokenizer_path, write_rejects):
     """The real fused path (pipelines.process) writes what the readers read, and its summary.json is the typed
     summary's bytes with every field present."""
-    from pipelines.config import source_config
-    from pipelines.plan import BuildPlan
-    from pipelines.process import Tools, cached_summary, process_part
-    from pipelines.readers import expand_inputs
+    from pipelines.sources.config import source_config
+    from pipelines.engine.plan import BuildPlan
+    from pipelines.engine.process import Tools, cached_summary, process_part
+    from pipelines.sources.readers import expand_inputs
 
     texts = [f"document number {i} has a few words " * (i % 5 + 1) for i in range(30)] + ["dup words here " * 9] * 3
     path = tmp_path / "c4.jsonl"
@@ -220,7 +220,7 @@ def test_a_processed_part_reads_back(tmp_path, tokenizer_path, write_rejects):
 CODE = ("pipelines", "mixtures", "trainer", "contract", "tokenization", "kernels", "benchmarks", "scripts")
 NPZ_KEYS = {*Docs._fields, *Sigs._fields, *Embeddings._fields}
 # np.load / np.save in pipelines/ outside staging.py, each on an array that is not a part's staging file
-OTHER_NPY = {"pipelines/shards.py": "doc_tokens.npy of an MDS part and of the merged source",
+OTHER_NPY = {"pipelines/engine/shards.py": "doc_tokens.npy of an MDS part and of the merged source",
              "pipelines/dedupe/embed.py": "the static embedder's table cache"}
 
 
@@ -228,7 +228,7 @@ def _code_files():
     for package in CODE:
         for path in sorted((REPO / package).rglob("*.py")):
             rel = str(path.relative_to(REPO))
-            if rel != "pipelines/staging.py":
+            if rel != "pipelines/engine/staging.py":
                 yield rel, ast.parse(path.read_text(encoding="utf-8"))
 
 
@@ -253,7 +253,7 @@ def _findings(rel: str, tree: ast.AST) -> list[str]:
         elif _np_call(node).startswith("savez") and not rel.startswith("benchmarks/"):
             hits.append(f"{rel}:{node.lineno} writes an .npz")
         elif _np_call(node) in ("load", "save") and rel.startswith("pipelines/") and rel not in OTHER_NPY:
-            hits.append(f"{rel}:{node.lineno} np.{_np_call(node)} outside pipelines/staging.py")
+            hits.append(f"{rel}:{node.lineno} np.{_np_call(node)} outside pipelines/engine/staging.py")
     return hits
 
 
@@ -269,4 +269,4 @@ def test_the_check_finds_what_it_looks_for():
            'g = root + "/summary.json"\nnp.load(p)\ny = d["uid"]\n')
     hits = _findings("pipelines/x.py", ast.parse(src))
     assert sorted(int(h.split(" ", 1)[0].split(":")[1]) for h in hits) == [1, 2, 3, 4, 5, 6, 7], hits
-    assert _findings("pipelines/shards.py", ast.parse("np.load(p)\n")) == []
+    assert _findings("pipelines/engine/shards.py", ast.parse("np.load(p)\n")) == []

@@ -1,1 +1,1 @@
-"""Dedupe stages: exact (normalized-text hash), MinHash-LSH near-dup, and SemDedup."""
+"""Pure dedupe algorithms, no Beam: configs, exact keys, MinHash-LSH, SemDedup clustering, the embedders and their word pieces."""

@@ -94,7 +94,7 @@ def at_worker_startup() -> None:
     if WORKER_ENV_MARKER in os.environ:
         if os.environ.get(QUIET_ENV) == "1":
             quiet_worker()
-        from pipelines.local_runner import exit_when_done, import_ahead
+        from pipelines.runners.local import exit_when_done, import_ahead
 
         exit_when_done()
         import_ahead()

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import closing
 
 from pipelines.filters import RULES, FilterChain
-from pipelines.readers import InputFile, read_file
-from pipelines.schema import Reject
+from pipelines.sources.readers import InputFile, read_file
+from pipelines.records import Reject
 
 SAMPLE_FILES = 64
 

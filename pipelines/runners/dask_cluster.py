@@ -42,7 +42,7 @@ class FilesystemOptions(WorkerPlugin):
 
         from contract import fsio
 
-        from pipelines.local_runner import import_ahead
+        from pipelines.runners.local import import_ahead
 
         fsio.set_options(PipelineOptions.from_dictionary(self.options))
         import_ahead()

@@ -15,8 +15,8 @@ import orjson
 
 from contract import fsio
 from contract.registry import SOURCE_INDEX
-from pipelines.config import SourceConfig, infer_format
-from pipelines.schema import Document, Reject, get_path, make_uid
+from pipelines.sources.config import SourceConfig, infer_format
+from pipelines.records import Document, Reject, get_path, make_uid
 
 PARQUET_BATCH_ROWS = 2048
 

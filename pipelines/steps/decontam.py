@@ -59,7 +59,7 @@ import xxhash
 
 from contract import fsio
 from pipelines.dedupe.minhash import WORD_RE, splitmix64, words
-from pipelines.schema import get_path
+from pipelines.records import get_path
 
 MODES = ("document", "spans")
 EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")

@@ -18,9 +18,9 @@ from typing import Mapping, NamedTuple, Sequence
 
 from contract import layout
 from contract.registry import SOURCE_NAMES
-from pipelines.config import SourceConfig
-from pipelines.readers import InputFile
-from pipelines.schema import split_uid
+from pipelines.sources.config import SourceConfig
+from pipelines.sources.readers import InputFile
+from pipelines.records import split_uid
 
 CODE_VERSION = "1"  # bump when output bytes change for the same inputs (invalidates resume)
 # compressed input bytes per part (~60-100 MB of text); $MPTDATA_PART_MB overrides it (tests use tiny parts)

@@ -20,10 +20,10 @@ from contract import fsio, layout
 from contract.layout import DOC_TOKENS, INDEX
 from contract.stats import DEDUPE_STAGES, histogram
 from contract.tokens import SOURCE_MDS
-from pipelines.plan import part_name
-from pipelines.samples import dedupe_picks
-from pipelines.schema import Reject, split_uid
-from pipelines.staging import Part, read_json, write_json
+from pipelines.engine.plan import part_name
+from pipelines.engine.examples import dedupe_picks
+from pipelines.records import Reject, split_uid
+from pipelines.engine.staging import Part, read_json, write_json
 
 STAGE_PRIORITY = {s: i for i, s in enumerate(DEDUPE_STAGES)}
 

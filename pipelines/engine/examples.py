@@ -36,7 +36,7 @@ import xxhash
 
 from contract import fsio, layout
 from contract.tokens import EOS
-from pipelines.staging import DOCS, EMB, SIGS, TOKENS, Part, Seekable
+from pipelines.engine.staging import DOCS, EMB, SIGS, TOKENS, Part, Seekable
 
 K = 5                    # examples per (source, stage/reason)
 SNIPPET_CHARS = 300      # characters of text per example
@@ -134,7 +134,7 @@ class PartSampler:
                 ngram = rec.get("ngram") if r.stage == "decontam" else None
                 shown = text if ngram else text[: SNIPPET_CHARS * 4]
                 if self.pii:
-                    from pipelines.pii import mask_pii
+                    from pipelines.steps.pii import mask_pii
 
                     shown = mask_pii(shown)[0]
                 rec["text"] = snippet(shown)

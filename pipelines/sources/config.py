@@ -13,7 +13,7 @@ import yaml
 from contract import fsio
 from contract.config import ConfigError, build, require
 from contract.registry import SOURCE_NAMES, SOURCES
-from pipelines.decontam import DecontamConfig, DecontamError
+from pipelines.steps.decontam import DecontamConfig, DecontamError
 from pipelines.dedupe.config import DedupeConfig, parse_dedupe
 from pipelines.filters import FilterChain, build_chain
 

@@ -58,7 +58,7 @@ def _order(names: Iterable[str]) -> list[str]:
 def collect(out: str, tok=None) -> dict:
     """Everything the page shows, as plain data (also handy for tests)."""
     from pipelines import inspect as insp
-    from pipelines.sanity import warnings_for
+    from pipelines.filters.warnings import warnings_for
 
     stats = insp.load_stats(out)
     manifests = insp.load_manifests(out)

@@ -24,14 +24,14 @@ from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from contract.registry import SOURCE_INDEX
 from pipelines.dedupe import semantic
-from pipelines.dedupe.components import ConnectedComponents
+from pipelines.engine.dedupe.components import ConnectedComponents
 from pipelines.dedupe.embed import EMBED_DIM
 from pipelines.dedupe.exact import duplicate_pairs
-from pipelines.dedupe.keyed import ONE, CombineToOne, fan_out, spread
+from pipelines.engine.dedupe.keyed import ONE, CombineToOne, fan_out, spread
 from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
-from pipelines.plan import BuildPlan
-from pipelines.shards import Removal
-from pipelines.staging import BANDS, EMB, Part, PartSummary, staged_rows
+from pipelines.engine.plan import BuildPlan
+from pipelines.engine.shards import Removal
+from pipelines.engine.staging import BANDS, EMB, Part, PartSummary, staged_rows
 
 NS = "dedupe"
 BUCKET_INPUT_BYTES = 256 << 20   # input bytes per shuffle bucket: a bucket is what one worker sorts

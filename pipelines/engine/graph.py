@@ -17,13 +17,13 @@ import apache_beam as beam
 
 from contract import fsio, layout
 from contract.stats import make_stats
-from pipelines.dedupe.policy import Dedupe
-from pipelines.plan import BuildPlan, PartTask, part_name
-from pipelines.process import Tools, cached_summary, process_part
-from pipelines.progress import Heartbeat
-from pipelines.samples import write_examples
-from pipelines.sanity import warnings_for
-from pipelines.shards import merge_parts, write_part
+from pipelines.engine.dedupe.stages import Dedupe
+from pipelines.engine.plan import BuildPlan, PartTask, part_name
+from pipelines.engine.process import Tools, cached_summary, process_part
+from pipelines.engine.progress import Heartbeat
+from pipelines.engine.examples import write_examples
+from pipelines.filters.warnings import warnings_for
+from pipelines.engine.shards import merge_parts, write_part
 
 log = logging.getLogger("pipelines.build")
 

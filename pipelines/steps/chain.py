@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional, Union
 
-from pipelines.decontam import decontaminate
-from pipelines.pii import mask_pii
-from pipelines.sanity import NEEDS_META, missing_requirements
-from pipelines.schema import Document, Reject, reject
-from pipelines.shards import reject_record
+from pipelines.steps.decontam import decontaminate
+from pipelines.steps.pii import mask_pii
+from pipelines.filters.warnings import NEEDS_META, missing_requirements
+from pipelines.records import Document, Reject, reject
+from pipelines.engine.shards import reject_record
 
 Outcome = Union[Document, Reject]
 

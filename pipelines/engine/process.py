@@ -25,13 +25,13 @@ import numpy as np
 from contract.stats import histogram
 from contract.tokens import TOKEN_DTYPE
 from pipelines.dedupe.exact import exact_key
-from pipelines.plan import BuildPlan, PartTask
-from pipelines.readers import Meter, read_file
-from pipelines.samples import PartSampler
-from pipelines.schema import Document, Reject
-from pipelines.shards import reject_record
-from pipelines.staging import Docs, Embeddings, Part, PartSummary, Sigs
-from pipelines.steps import (
+from pipelines.engine.plan import BuildPlan, PartTask
+from pipelines.sources.readers import Meter, read_file
+from pipelines.engine.examples import PartSampler
+from pipelines.records import Document, Reject
+from pipelines.engine.shards import reject_record
+from pipelines.engine.staging import Docs, Embeddings, Part, PartSummary, Sigs
+from pipelines.steps.chain import (
     CountMissingMeta,
     Decontaminate,
     MaskPII,
@@ -58,7 +58,7 @@ class Tools:
         self.plan = plan
         self._embedders: dict = {}
         # one eval index per decontam config per worker process (cached_index), built with the tools
-        from pipelines.decontam import cached_index
+        from pipelines.steps.decontam import cached_index
 
         self.eval_index = {n: cached_index(c.decontam) for n, c in plan.sources.items() if c.decontam is not None}
 

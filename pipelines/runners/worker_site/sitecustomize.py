@@ -8,7 +8,7 @@ import os
 import sys
 
 try:
-    from pipelines.beam_logging import at_worker_startup
+    from pipelines.runners.beam_logging import at_worker_startup
 except ImportError:  # best effort: a worker then logs as Beam does by default
     pass
 else:

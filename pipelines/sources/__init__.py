@@ -1,0 +1,1 @@
+"""Where documents come from: the sources YAML, the one lister and reader of input files (JSON Lines, parquet), the driver-side preparation of rules, the eval files of decontamination, and the demo corpora."""
