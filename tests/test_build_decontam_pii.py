@@ -160,7 +160,7 @@ def test_document_mode_pii_and_sanity_warning_in_one_build(tmp_path, tokenizer_p
     assert head.split()[3] == "decontam" and arxiv_row.split()[3] == "5"
     assert all(w in after for w in st["warnings"])
     assert load_stats(out, "rp_arxiv")["warnings"] == []
-    from pipelines.inspect import (  # python -m pipelines.inspect OUT shows the same
+    from pipelines.report.text import (  # python -m pipelines.inspect OUT shows the same
         render_summary,
         summarize,
     )
@@ -252,8 +252,8 @@ def test_damaged_eval_file_fails_before_reading_input(tmp_path, tokenizer_path, 
 
 
 def test_config_hash_sees_pii_decontam_and_eval_data(tmp_path):
-    from pipelines.sources.config import parse_decontam, source_config
     from pipelines.engine.plan import config_hash
+    from pipelines.sources.config import parse_decontam, source_config
 
     raw = {"inputs": ["x.jsonl"]}
     dc = parse_decontam({"eval_paths": ["e"]}, "f: ")

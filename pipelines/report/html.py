@@ -34,6 +34,15 @@ import numpy as np
 
 from contract import fsio, layout
 from contract.registry import SOURCE_NAMES
+from pipelines.filters.warnings import warnings_for
+from pipelines.report.reader import (
+    OutError,
+    load_manifests,
+    load_stats,
+    mds_index,
+    read_json,
+    read_positions,
+)
 
 MAX_BYTES = 5 << 20
 TOP_RULES = 8             # filter rules with examples per source (and every malformed reason)
@@ -57,14 +66,11 @@ def _order(names: Iterable[str]) -> list[str]:
 
 def collect(out: str, tok=None) -> dict:
     """Everything the page shows, as plain data (also handy for tests)."""
-    from pipelines import inspect as insp
-    from pipelines.filters.warnings import warnings_for
-
-    stats = insp.load_stats(out)
-    manifests = insp.load_manifests(out)
+    stats = load_stats(out)
+    manifests = load_manifests(out)
     if not stats and not manifests:
-        raise insp.InspectError(f"{layout.stats_dir(out)}: no <source>.json and no mixture manifest: "
-                                f"is {out} a build's --out?")
+        raise OutError(f"{layout.stats_dir(out)}: no <source>.json and no mixture manifest: "
+                       f"is {out} a build's --out?")
     warnings: list[str] = []
     sources = {}
     for name in _order(stats):
@@ -72,7 +78,7 @@ def collect(out: str, tok=None) -> dict:
         ex = None
         path = layout.examples_path(out, name)
         if fsio.exists(path):
-            ex = insp._read_json(path, "report examples")
+            ex = read_json(path, "report examples")
         else:
             warnings.append(f"{name}: no examples/{name}.json (built before the report existed): "
                             "no examples and no byte counts per stage for this source")
@@ -105,9 +111,7 @@ def collect(out: str, tok=None) -> dict:
 
 def _openings(dataset_dir: str, tok) -> list[dict]:
     """``OPENINGS`` samples of the stream's first shard (a fixed seed), each decoded to its opening."""
-    from pipelines.inspect import _mds_index, _read_positions
-
-    index = _mds_index(dataset_dir)
+    index = mds_index(dataset_dir)
     if not index["shards"]:
         return []
     n0 = int(index["shards"][0]["samples"])
@@ -115,7 +119,7 @@ def _openings(dataset_dir: str, tok) -> list[dict]:
         return []
     pos = np.sort(np.random.default_rng(0).choice(n0, size=min(OPENINGS, n0), replace=False)).tolist()
     rows = []
-    for i, sample in _read_positions(dataset_dir, [int(p) for p in pos], index):
+    for i, sample in read_positions(dataset_dir, [int(p) for p in pos], index):
         tokens = np.asarray(sample["tokens"])
         text = tok.decode(tokens[:OPENING_TOKENS].tolist()).rstrip("\ufffd")[:OPENING_CHARS]
         rows.append({"sample": i, "tokens": len(tokens), "documents": int((tokens == 0).sum()), "text": text})
