@@ -1,12 +1,13 @@
-"""Typed records of the per-document path: Document (what a reader yields) and Reject (why one is not kept).
+"""The records every layer shares, at the bottom of ``pipelines/``: Document (what a reader yields), Reject (why
+one is not kept) and its audit record, Removal (a dedupe stage's verdict), and the uid layout.
 
-Pure (no Beam): documents never travel through the runner (``pipelines.process`` handles them where they
-are read), so these need no coder; what the runner carries is compact (``pipelines.shards.Removal``,
-part summaries, key blobs).
+Pure (no Beam): documents never travel through the runner (``pipelines.engine.process`` handles them where they
+are read), so these need no coder; what the runner carries is compact (``Removal``, part summaries, key blobs).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+import math
+from typing import Any, Mapping, NamedTuple, Union
 
 # uid layout (fits a signed int64): 6 bits source index | 20 bits file index | 37 bits line/row.
 # The smallest uid of a duplicate cluster is the keeper, so the source index doubles as the source
@@ -48,6 +49,17 @@ class Document(NamedTuple):
     meta: Mapping[str, str]
 
 
+class EvalOverlap(NamedTuple):
+    """Why decontamination removed a document (a Reject's ``detail``): the eval source and the n-gram they share.
+    Its audit record carries both fields and, as ``detail``, the text ``"<eval_source>: <ngram>"``."""
+
+    eval_source: str
+    ngram: str
+
+    def __str__(self) -> str:
+        return f"{self.eval_source}: {self.ngram}"
+
+
 class Reject(NamedTuple):
     """A document that is not kept, with why. Every non-kept document yields exactly one Reject.
 
@@ -56,6 +68,7 @@ class Reject(NamedTuple):
     reason: rule / error name (e.g. "bad_json", "min_words", "exact_duplicate").
     value: measured value that triggered the rule (NaN when not applicable).
     duplicate_of: id of the kept document of the cluster (dedupe stages only, else "").
+    detail: a human sentence, or an ``EvalOverlap`` (stage "decontam").
     """
 
     uid: int
@@ -66,13 +79,39 @@ class Reject(NamedTuple):
     loc: str
     value: float
     duplicate_of: str
-    detail: str
-
+    detail: Union[str, EvalOverlap]
 
 
 def reject(doc: Document, stage: str, reason: str, value: float = float("nan"),
-           duplicate_of: str = "", detail: str = "") -> Reject:
+           duplicate_of: str = "", detail: Union[str, EvalOverlap] = "") -> Reject:
     return Reject(doc.uid, doc.id, doc.source, stage, reason, doc.loc, float(value), duplicate_of, detail)
+
+
+def reject_record(r: Reject) -> dict:
+    """The audit record of a Reject (``OUT/rejects/<source>/*.jsonl`` with --write-rejects; the report's examples
+    take their fields from it)."""
+    rec = {"id": r.id, "source": r.source, "stage": r.stage, "reason": r.reason, "loc": r.loc}
+    if r.stage.endswith("dedupe"):
+        rec["duplicate_of"] = r.duplicate_of
+    if not math.isnan(r.value):
+        rec["value"] = r.value
+    if r.detail:
+        rec["detail"] = str(r.detail)
+    if isinstance(r.detail, EvalOverlap):
+        rec["eval_source"], rec["ngram"] = r.detail
+    return rec
+
+
+class Removal(NamedTuple):
+    """A dedupe stage's verdict on one document (compact: this, not the text, is what gets shuffled)."""
+
+    uid: int
+    stage: str          # exact_dedupe | near_dedupe | semantic_dedupe
+    reason: str
+    keeper_uid: int
+    value: float
+    detail: str
+    keeper_id: str = ""  # filled in by the dedupe stages' last step (the keeper's part knows its id)
 
 
 def get_path(record: Mapping[str, Any], dotted: str) -> Any:

@@ -120,7 +120,7 @@ def stage_and_dedupe(tmp_path: Path, docs: dict, dedupe, tokenizer_path: str, cr
         (p | beam.Create(summaries) | Dedupe(plan)
            | beam.Map(lambda kv: json.dumps(kv[1]._asdict()))
            | beam.io.WriteToText(str(out), shard_name_template=""))
-    from pipelines.engine.shards import Removal
+    from pipelines.records import Removal
 
     removals = sorted((Removal(**json.loads(x)) for x in out.read_text().splitlines()), key=lambda r: r.uid)
     ids = {}

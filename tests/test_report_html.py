@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from pipelines.engine.examples import K, PartSampler, Reservoir, merge_picks, priority
-from pipelines.records import Document, Reject
+from pipelines.records import Document, EvalOverlap, Reject
 from tests.conftest import load_stats, needs_shared, run_build
 
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "pu", "ro", "si", "ta", "vu", "ze")
@@ -106,9 +106,11 @@ def test_decontaminated_example_is_the_window_around_the_ngram():
     ngram = "the quick brown fox jumps over the lazy dog and runs far away"
     text = "intro " * 200 + "THE Quick, brown-fox jumps over the lazy DOG and runs far away!" + " outro" * 200
     doc = Document(1, "d", "rp_arxiv", text, "f:1", {})
-    s.reject(Reject(1, "d", "rp_arxiv", "decontam", "eval_overlap", "f:1", float("nan"), "", f"mmlu/test: {ngram}"), doc)
+    s.reject(Reject(1, "d", "rp_arxiv", "decontam", "eval_overlap", "f:1", float("nan"), "",
+                    EvalOverlap("mmlu/test", ngram)), doc)
     [rec] = s.res.records()["decontam/eval_overlap"].values()
     assert (rec["eval_source"], rec["ngram"]) == ("mmlu/test", ngram) and len(rec["text"]) == 300
+    assert rec["detail"] == f"mmlu/test: {ngram}"   # the audit record's text form of the structured detail
     lo, hi = rec["match"]
     assert rec["text"][lo:hi] == "THE Quick, brown-fox jumps over the lazy DOG and runs far away"
     assert text[rec["text_offset"]:rec["text_offset"] + 300] == rec["text"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import math
 from collections import Counter, defaultdict
 from typing import Callable, Iterable, Mapping, Optional
 
@@ -37,11 +36,13 @@ import xxhash
 from contract import fsio, layout
 from contract.tokens import EOS
 from pipelines.engine.staging import DOCS, EMB, SIGS, TOKENS, Part, Seekable
+from pipelines.records import reject_record
 
 K = 5                    # examples per (source, stage/reason)
 SNIPPET_CHARS = 300      # characters of text per example
 SNIPPET_TOKENS = 160     # tokens decoded for a duplicate's snippet (enough for SNIPPET_CHARS)
 EXAMPLES_FORMAT = "mptdata.examples/1"
+EXAMPLE_FIELDS = ("id", "loc", "value", "detail", "eval_source", "ngram")   # of the audit record (records.reject_record)
 
 
 def priority(key: str, uid: int) -> int:
@@ -110,26 +111,15 @@ class PartSampler:
         """A parsed document (before any step): counts its text bytes."""
         self.read_bytes += _nbytes(doc.text)
 
-    def reject(self, r, doc, record: Optional[Mapping] = None) -> None:
-        """``r``: the Reject; ``doc``: the Document as read (or the Reject itself for malformed input);
-        ``record``: the audit record when one was made (its fields are reused)."""
+    def reject(self, r, doc) -> None:
+        """``r``: the Reject; ``doc``: the Document as read (or the Reject itself for malformed input)."""
         key = f"{r.stage}/{r.reason}"
         text = getattr(doc, "text", None)
         if text is not None:
             self.bytes[key] += _nbytes(text)
 
         def make() -> dict:
-            rec = {"id": r.id, "loc": r.loc}
-            if not math.isnan(r.value):
-                rec["value"] = r.value
-            if r.detail:
-                rec["detail"] = r.detail
-            if record is not None:
-                for extra in ("eval_source", "ngram"):
-                    if extra in record:
-                        rec[extra] = record[extra]
-            elif r.stage == "decontam" and ": " in r.detail:
-                rec["eval_source"], rec["ngram"] = r.detail.split(": ", 1)
+            rec = {k: v for k, v in reject_record(r).items() if k in EXAMPLE_FIELDS}
             if text is not None:
                 ngram = rec.get("ngram") if r.stage == "decontam" else None
                 shown = text if ngram else text[: SNIPPET_CHARS * 4]

@@ -28,8 +28,7 @@ from pipelines.dedupe.exact import exact_key
 from pipelines.engine.plan import BuildPlan, PartTask
 from pipelines.sources.readers import Meter, read_file
 from pipelines.engine.examples import PartSampler
-from pipelines.records import Document, Reject
-from pipelines.engine.shards import reject_record
+from pipelines.records import Document, Reject, reject_record
 from pipelines.engine.staging import Docs, Embeddings, Part, PartSummary, Sigs
 from pipelines.steps.chain import (
     CountMissingMeta,
@@ -132,8 +131,8 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
             if isinstance(item, Reject):
                 counts[(item.stage, item.reason, f.name if item.stage == "read" else "")] += 1
                 if plan.write_rejects:
-                    rejects.append((item.uid, by.record(item) if by else reject_record(item)))
-                sampler.reject(item, doc, rejects[-1][1] if plan.write_rejects else None)
+                    rejects.append((item.uid, reject_record(item)))
+                sampler.reject(item, doc)
                 continue
             batch.append(item)
             chars += len(item.text)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 from collections import Counter
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -22,22 +21,10 @@ from contract.stats import DEDUPE_STAGES, histogram
 from contract.tokens import SOURCE_MDS
 from pipelines.engine.plan import part_name
 from pipelines.engine.examples import dedupe_picks
-from pipelines.records import Reject, split_uid
+from pipelines.records import Reject, Removal, reject_record, split_uid
 from pipelines.engine.staging import Part, read_json, write_json
 
 STAGE_PRIORITY = {s: i for i, s in enumerate(DEDUPE_STAGES)}
-
-
-class Removal(NamedTuple):
-    """A dedupe stage's verdict on one document (compact: this, not the text, is what gets shuffled)."""
-
-    uid: int
-    stage: str          # exact_dedupe | near_dedupe | semantic_dedupe
-    reason: str
-    keeper_uid: int
-    value: float
-    detail: str
-    keeper_id: str = ""  # filled in by the dedupe policy's last step (the keeper's part knows its id)
 
 
 def write_mds(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray, ids: Sequence[str], out_dir: str) -> np.ndarray:
@@ -59,17 +46,6 @@ def resolve_removals(removals: Iterable[Removal]) -> dict[int, Removal]:
         if cur is None or (STAGE_PRIORITY[r.stage], r.keeper_id) < (STAGE_PRIORITY[cur.stage], cur.keeper_id):
             best[r.uid] = r
     return best
-
-
-def reject_record(r: Reject) -> dict:
-    rec = {"id": r.id, "source": r.source, "stage": r.stage, "reason": r.reason, "loc": r.loc}
-    if r.stage.endswith("dedupe"):
-        rec["duplicate_of"] = r.duplicate_of
-    if not math.isnan(r.value):
-        rec["value"] = r.value
-    if r.detail:
-        rec["detail"] = r.detail
-    return rec
 
 
 def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dict:

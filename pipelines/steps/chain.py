@@ -18,8 +18,7 @@ from typing import Optional, Union
 from pipelines.steps.decontam import decontaminate
 from pipelines.steps.pii import mask_pii
 from pipelines.filters.warnings import NEEDS_META, missing_requirements
-from pipelines.records import Document, Reject, reject
-from pipelines.engine.shards import reject_record
+from pipelines.records import Document, EvalOverlap, Reject, reject
 
 Outcome = Union[Document, Reject]
 
@@ -32,10 +31,6 @@ class Step:
 
     def __call__(self, doc: Document) -> Outcome:
         raise NotImplementedError
-
-    def record(self, r: Reject) -> dict:
-        """The audit record of a Reject this step produced."""
-        return reject_record(r)
 
 
 class CountMissingMeta(Step):
@@ -79,15 +74,10 @@ class Decontaminate(Step):
             return doc
         self.by_eval[dc.eval_source] += 1
         if dc.text is None:
-            return reject(doc, "decontam", "eval_overlap", detail=f"{dc.eval_source}: {dc.ngram}")
+            return reject(doc, "decontam", "eval_overlap", detail=EvalOverlap(dc.eval_source, dc.ngram))
         self.stats["documents_cut"] += 1
         self.stats["spans_removed"] += dc.spans_removed
         return doc._replace(text=dc.text)
-
-    def record(self, r: Reject) -> dict:
-        rec = reject_record(r)
-        rec["eval_source"], rec["ngram"] = r.detail.split(": ", 1)
-        return rec
 
 
 class Filter(Step):

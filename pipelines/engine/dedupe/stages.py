@@ -30,7 +30,7 @@ from pipelines.dedupe.exact import duplicate_pairs
 from pipelines.engine.dedupe.keyed import ONE, CombineToOne, fan_out, spread
 from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
 from pipelines.engine.plan import BuildPlan
-from pipelines.engine.shards import Removal
+from pipelines.records import Removal
 from pipelines.engine.staging import BANDS, EMB, Part, PartSummary, staged_rows
 
 NS = "dedupe"
