@@ -31,12 +31,12 @@ from pipelines.engine.examples import PartSampler
 from pipelines.records import Document, Reject, reject_record
 from pipelines.engine.staging import Docs, Embeddings, Part, PartSummary, Sigs
 from pipelines.steps.chain import (
+    Chain,
     CountMissingMeta,
     Decontaminate,
     MaskPII,
     document_steps,
     filter_stats,
-    run_steps,
     step_stats,
 )
 
@@ -116,23 +116,20 @@ def process_part(task: PartTask, plan: BuildPlan, tools: Tools, heartbeat=None) 
     counts: Counter = Counter()     # (stage, reason, file) -> n: malformed, decontaminated, filtered
     rejects: list[tuple[int, dict]] = []   # (uid, audit record)
     steps = document_steps(cfg, tools.eval_index.get(task.source))
+    sampler = PartSampler(cfg)     # bounded examples of not-kept documents for the report (pipelines.engine.examples)
+    chain = Chain(steps, observers=[sampler])
     acc = _Accumulator()
-    sampler = PartSampler(cfg)     # bounded examples of not-kept documents for the report (pipelines.samples)
     batch: list[Document] = []
     chars = read = text_bytes = 0
     meter = Meter()
     for f in task.files:
         for item in read_file(cfg, f, meter):
             read += 1
-            by, doc = None, item
-            if not isinstance(item, Reject):
-                sampler.read(item)
-                item, by = run_steps(steps, item)
+            item = chain(item)
             if isinstance(item, Reject):
                 counts[(item.stage, item.reason, f.name if item.stage == "read" else "")] += 1
                 if plan.write_rejects:
                     rejects.append((item.uid, reject_record(item)))
-                sampler.reject(item, doc)
                 continue
             batch.append(item)
             chars += len(item.text)

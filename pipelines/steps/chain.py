@@ -13,7 +13,7 @@ whatever a filter would have said, and in spans mode the filters judge the cut t
 from __future__ import annotations
 
 from collections import Counter
-from typing import Optional, Union
+from typing import Union
 
 from pipelines.steps.decontam import decontaminate
 from pipelines.steps.pii import mask_pii
@@ -111,13 +111,32 @@ def document_steps(cfg, eval_index=None) -> list[Step]:
     return steps
 
 
-def run_steps(steps: list[Step], doc: Document) -> tuple[Outcome, Optional[Step]]:
-    """The document through the chain until a step rejects it: (outcome, the step that rejected or None)."""
-    for step in steps:
-        doc = step(doc)
-        if isinstance(doc, Reject):
-            return doc, step
-    return doc, None
+class Chain:
+    """A source's steps and the observers of their outcomes, applied to what a reader yields.
+
+    ``chain(item)``: a Document goes through the steps until one rejects it (the outcome is the document, possibly
+    rewritten, or that Reject); a Reject from the reader (malformed input) passes as it is. Each observer sees
+    every document before the steps (``read(doc)``) and every Reject with the document as read (``reject(r,
+    doc)``; ``doc`` is the Reject itself for malformed input), e.g. the report's example reservoir
+    (``pipelines.engine.examples.PartSampler``), so no caller threads it through the steps by hand."""
+
+    def __init__(self, steps: list[Step], observers=()):
+        self.steps = steps
+        self.observers = tuple(observers)
+
+    def __call__(self, item: Outcome) -> Outcome:
+        doc = item
+        if not isinstance(item, Reject):
+            for o in self.observers:
+                o.read(item)
+            for step in self.steps:
+                item = step(item)
+                if isinstance(item, Reject):
+                    break
+        if isinstance(item, Reject):
+            for o in self.observers:
+                o.reject(item, doc)
+        return item
 
 
 def filter_stats(steps: list[Step]) -> dict:
