@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.filters import build_chain
+from pipelines.filters.compose import build_chain
 from pipelines.filters.text_stats import char_class_table
 from contract.registry import SOURCES
 
@@ -55,9 +55,10 @@ def cpu_best(fn, repeat: int) -> float:
 def per_rule(corpora: Path) -> int:
     """Each registered rule alone (default thresholds) on each source sample: % of documents rejected;
     * marks rules in that source's default chain."""
-    from pipelines.filters import RULES, _load_rule_modules
+    from pipelines.filters import RULES
+    from pipelines.filters.compose import load_rule_modules
 
-    _load_rule_modules()
+    load_rule_modules()
     names = [n for n in SOURCES if (corpora / f"{n}.jsonl.zst").exists()]
     samples = {n: load(corpora / f"{n}.jsonl.zst") for n in names}
     in_chain = {n: set(build_chain("default", SOURCES[n].filters, n).names) for n in names}

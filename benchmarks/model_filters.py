@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.filters import cpu_best, load
 from contract.registry import SOURCES
-from pipelines.filters import build_chain
+from pipelines.filters.compose import build_chain
 
 SHARED = ROOT.parent / "shared"
 WEB = ("c4_en", "mc4_en", "rp_commoncrawl")

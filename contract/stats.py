@@ -1,4 +1,5 @@
-"""The per-source stats record (``OUT/stats/<source>.json``), its reconciliation, and the summary table.
+"""The per-source stats record (``OUT/stats/<source>.json``), its reconciliation, the summary table, and how a
+share reads in every human output (``pct``: the summary, warnings, inspect, the HTML and mixture reports).
 
 The record is the contract between the build (which writes it) and everything that reads it (the mixture
 builder checks token totals against it, ``pipelines.inspect`` and the summary print it). Every build must
@@ -14,10 +15,11 @@ source -> contaminated documents, removed or cut; ``decontam_documents_cut`` and
 ``meta_missing`` (metadata requirement of the chain's rules -> documents lacking it) and ``filter_stats``
 (rule -> group -> key -> documents, from rules that tally what they measure: ``fasttext_lang``'s
 ``top_language``, ``fasttext_quality``'s ``score_bins``; only present when such a rule ran). ``filters`` (the
-chain), ``decontam_index`` and ``warnings`` (``pipelines.sanity``) are added by the build.
+chain), ``decontam_index`` and ``warnings`` (``pipelines.filters.warnings``) are added by the build.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from typing import Iterable, Mapping, Sequence
 
@@ -38,6 +40,13 @@ DEDUPE_STAGES = ("exact_dedupe", "near_dedupe", "semantic_dedupe")  # also the p
 
 class ReconciliationError(RuntimeError):
     pass
+
+
+def pct(x, digits: int = 1) -> str:
+    """A share as a percentage with ``digits`` decimals ("81.2%"); "-" when it is not a number (absent, NaN)."""
+    if not isinstance(x, (int, float)) or math.isnan(x):
+        return "-"
+    return f"{100 * x:.{digits}f}%"
 
 
 def histogram(lengths) -> list[int]:

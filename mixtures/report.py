@@ -12,9 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+from contract.stats import pct
 
 
 def plot(manifest: dict, doc_tokens: Mapping[str, np.ndarray], path: str) -> None:
@@ -38,7 +36,7 @@ def plot(manifest: dict, doc_tokens: Mapping[str, np.ndarray], path: str) -> Non
         ax.bar(x + 0.2, [100 * v for v in realized], 0.4, label="realized")
         ax.set_xticks(x, [manifest["streams"][s]["source"] for s in names], rotation=30, ha="right")
         ax.set_ylabel("share of part (%)")
-        ax.set_title(f"part {pname}: weight {_pct(part['weight'])}, {part['samples']} samples of "
+        ax.set_title(f"part {pname}: weight {pct(part['weight'], 2)}, {part['samples']} samples of "
                      f"{manifest['seq_len']} tokens, select={part['select']}, weighting={part['weighting']}")
         ax.legend()
     if len(parts) > 1:
@@ -101,8 +99,8 @@ def markdown(manifest: dict, png_name: str = "report.png") -> str:
     lines += ["## Parts", "", "| part | select | weighting | planned weight | realized weight | samples |",
               "|---|---|---|---|---|---|"]
     for pname, p in m["parts"].items():
-        lines.append(f"| {pname} | {p['select']} | {p['weighting']} | {_pct(p['weight'])} | "
-                     f"{_pct(p['realized_weight'])} | {p['samples']:,} |")
+        lines.append(f"| {pname} | {p['select']} | {p['weighting']} | {pct(p['weight'], 2)} | "
+                     f"{pct(p['realized_weight'], 2)} | {p['samples']:,} |")
     lines.append("")
     for pname, p in m["parts"].items():
         lines += [f"## Part `{pname}`", "",
@@ -111,7 +109,7 @@ def markdown(manifest: dict, png_name: str = "report.png") -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for sname in p["streams"]:
             s = m["streams"][sname]
-            lines.append(f"| {s['source']} | {_pct(s['spec_share'])} | {_pct(s['share'])} | {_pct(s['realized_share'])} "
+            lines.append(f"| {s['source']} | {pct(s['spec_share'], 2)} | {pct(s['share'], 2)} | {pct(s['realized_share'], 2)} "
                          f"| {s['eligible_documents']:,} | {s['eligible_tokens']:,} | {s['packed_samples']:,} | "
                          f"{s['choose']:,} | {s['epochs']:.3g} | {s['remainder_tokens']:,} | {s['wrapped_tokens']:,} | "
                          f"{'; '.join(s['notes'])} |")

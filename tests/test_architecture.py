@@ -1,5 +1,6 @@
 """The import graph the design promises: contract/ at the bottom, mixtures and trainer never import pipelines,
-and the pure modules of the data path import without Apache Beam installed."""
+pipelines/ in layers (no module imports one above it or a sibling, no circle), and the pure modules of the data
+path import without Apache Beam installed."""
 from __future__ import annotations
 
 import ast
@@ -45,6 +46,120 @@ def test_no_arrow_up_the_import_graph():
     assert _offenders("trainer", ("pipelines", "mixtures")) == []
     assert _offenders("tokenization", ("pipelines", "mixtures", "trainer")) == []
     assert _offenders("tokenization", ("apache_beam",), module_level_only=True) == []
+
+
+# pipelines/ bottom to top (DESIGN.md section 2 Layout). A module may import its own group and any group of a
+# lower layer; groups of one layer are siblings that never import each other (the report reads an OUT folder,
+# never the engine; the runners run any graph). The group of a module is its first name under pipelines/.
+LAYERS = (
+    ("records", "text"),                 # Document, Reject, Removal, uids; words and n-gram hashing
+    ("filters", "dedupe"),               # pure rules and pure dedupe algorithms
+    ("steps",),                          # per-document steps (PII, decontamination, the chain)
+    ("sources",),                        # the sources YAML, the one input reader, rule preparation, demo corpora
+    ("engine", "runners", "report"),     # the build (plan, staging, processing, shards, Beam graph) | runners | report
+    ("build", "inspect", "quality"),     # the front doors (python -m pipelines.build / .inspect / .quality)
+)
+_LAYER = {g: i for i, groups in enumerate(LAYERS) for g in groups}
+
+
+def _pipelines_modules() -> dict[str, Path]:
+    mods = {}
+    for path in sorted((REPO / "pipelines").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return mods
+
+
+def _import_edges() -> dict[str, set[str]]:
+    """module -> the pipelines modules it imports anywhere in its body (function-level imports included);
+    ``from pkg import name`` counts as an import of ``pkg.name`` where that is a module."""
+    mods = _pipelines_modules()
+    edges: dict[str, set[str]] = {}
+    for mod, path in mods.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in mods:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & set(mods)
+                out |= subs or {node.module}
+                if len(subs) < len(node.names):
+                    out.add(node.module)
+        edges[mod] = out - {mod}
+    return edges
+
+
+def _group(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_every_pipelines_module_has_a_layer():
+    assert sorted({_group(m) for m in _pipelines_modules()} - set(_LAYER) - {""}) == []
+
+
+def _layer_offenders(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for mod, names in sorted(edges.items()):
+        for name in sorted(names):
+            a, b = _group(mod), _group(name)
+            if not a or not b or a == b:
+                continue
+            if _LAYER[b] > _LAYER[a]:
+                bad.append(f"{mod} ({a}) imports {name} ({b}), a higher layer")
+            elif _LAYER[b] == _LAYER[a]:
+                bad.append(f"{mod} ({a}) imports {name} ({b}), a sibling of the same layer")
+    return bad
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_pipelines_layers_and_no_circle():
+    edges = _import_edges()
+    assert _layer_offenders(edges) == []
+    assert _cycles(edges) == []
+
+
+def test_the_layer_check_finds_what_it_looks_for():
+    edges = {"pipelines.records": {"pipelines.engine.plan"}, "pipelines.report.html": {"pipelines.engine.graph"},
+             "pipelines.engine.plan": {"pipelines.sources.config"}, "pipelines.sources.config": {"pipelines.records"}}
+    assert _layer_offenders(edges) == [
+        "pipelines.records (records) imports pipelines.engine.plan (engine), a higher layer",
+        "pipelines.report.html (report) imports pipelines.engine.graph (engine), a sibling of the same layer"]
+    assert _cycles(edges) == [["pipelines.engine.plan", "pipelines.records", "pipelines.sources.config"]]
 
 
 def test_pure_modules_import_without_beam():

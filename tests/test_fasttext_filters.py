@@ -13,7 +13,7 @@ import pytest
 
 from contract.config import ConfigError
 from pipelines.sources.prepare import SampleContext, prepare_chain, prepared_params
-from pipelines.filters import build_chain
+from pipelines.filters.compose import build_chain
 from pipelines.filters.fasttext import (
     LID_SHA256,
     file_sha256,

@@ -1,7 +1,7 @@
 """C4 page rules (TFDS c4_utils semantics, page-level) and mC4's line-length rule."""
 from __future__ import annotations
 
-from pipelines.filters import build_chain
+from pipelines.filters.compose import build_chain
 from pipelines.filters.c4 import c4_line_stats
 
 GOOD = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from contract.config import ConfigError
-from pipelines.filters import build_chain
+from pipelines.filters.compose import build_chain
 from pipelines.filters.code import SELECTED_LANGUAGES, detect_language
 
 PY = '''"""Small module used as an ordinary source file in tests."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.filters import build_chain
+from pipelines.filters.compose import build_chain
 from contract.registry import SOURCES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.filters import RULES, build_chain
+from pipelines.filters import RULES
+from pipelines.filters.compose import build_chain
 from pipelines.filters.gopher import count_bullet_lines, count_ellipsis_lines
 from pipelines.filters.text_stats import TextStats
 

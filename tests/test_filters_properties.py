@@ -8,11 +8,12 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.filters import RULES, BoundRule, _load_rule_modules, build_chain
+from pipelines.filters import RULES
+from pipelines.filters.compose import BoundRule, build_chain, load_rule_modules
 from pipelines.filters.text_stats import analyze
 from contract.registry import SOURCES
 
-_load_rule_modules()
+load_rule_modules()
 
 any_char = st.one_of(
     st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=()),

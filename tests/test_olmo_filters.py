@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.filters import RULES, build_chain
+from pipelines.filters import RULES
+from pipelines.filters.compose import build_chain
 from pipelines.filters.olmo import longest_periodic_run, top_k_tokens
 from tests.conftest import needs_shared
 

@@ -86,7 +86,8 @@ def detect_language(text: str, meta: Mapping[str, str]) -> str | None:
     return None
 
 
-@register("code_language", languages=SELECTED_LANGUAGES)
+@register("code_language", languages=SELECTED_LANGUAGES, needs_meta=("lang|path|max_stars_repo_path",),
+          missing_effect="rejects them unless a shebang names the language")
 def code_language(text: str, meta: Mapping[str, str], languages):
     """Language not in the selected list (see module docstring for the list and its source).
     Files whose language cannot be determined (no lang, unknown extension, no shebang) are rejected:

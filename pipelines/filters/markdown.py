@@ -57,7 +57,8 @@ def md_max_line_length(text: str, meta: Mapping[str, str], max_line_length: int)
     return None if m <= max_line_length else (float(m), f"max line length {m} > {max_line_length}")
 
 
-@register("md_language", extensions=MARKDOWN_EXTENSIONS)
+@register("md_language", extensions=MARKDOWN_EXTENSIONS, needs_meta=("lang|path|max_stars_repo_path",),
+          missing_effect="keeps them without checking")
 def md_language(text: str, meta: Mapping[str, str], extensions):
     """Not Markdown by The Stack ``lang`` (when present) or by the path extension (when present)."""
     lang = (meta or {}).get("lang")

@@ -150,7 +150,8 @@ STARS_KEY = "max_stars_count"
 _NULLS = ("", "none", "null", "nan")
 
 
-@register("olmo_min_stars", min_stars=2, key=STARS_KEY, if_missing="keep")
+@register("olmo_min_stars", min_stars=2, key=STARS_KEY, if_missing="keep", needs_meta=("max_stars_count",),
+          missing_effect="keeps them without checking (if_missing: keep)")
 def olmo_min_stars(text: str, meta: Mapping[str, str], min_stars: int, key: str, if_missing: str):
     """Repository with fewer than 2 GitHub stars (OLMoE, StarCoder subset), read from
     ``meta["max_stars_count"]``; absent key -> kept unless ``if_missing: reject`` (module docstring)."""

@@ -14,29 +14,19 @@ Two situations silently gut a source, and both have happened with real configs:
 source, the rule, the share, and what to change); the build logs them and the summary prints them.
 Pure functions of their inputs, no Beam.
 
-``NEEDS_META`` maps each rule that reads ``meta`` to its requirements. A requirement is a key, or
-alternatives joined by ``|`` that are satisfied by any one of them (``code_language`` can use ``lang``
-or the file's ``path``). ``missing_requirements(meta, rules)`` is what the build counts per document
-(a document misses ``"lang|path"`` when it has neither) so that ``meta_missing`` reads
-``{requirement: documents lacking it}``.
+Each rule that reads ``meta`` declares its requirements where it is registered (``needs_meta``, with the
+``missing_effect`` a warning names; ``needs_meta()`` collects them). A requirement is a key, or alternatives
+joined by ``|`` that are satisfied by any one of them (``code_language`` can use ``lang`` or the file's
+``path``). ``missing_requirements(meta, rules)`` is what the build counts per document (a document misses
+``"lang|path"`` when it has neither) so that ``meta_missing`` reads ``{requirement: documents lacking it}``.
 """
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Optional
 
-# rule -> requirements it reads from Document.meta (grep "meta" in pipelines/filters/*.py)
-NEEDS_META: dict[str, tuple[str, ...]] = {
-    "code_language": ("lang|path|max_stars_repo_path",),
-    "md_language": ("lang|path|max_stars_repo_path",),
-    "olmo_min_stars": ("max_stars_count",),
-}
-
-# What a rule does with a document that lacks its metadata (completes the warning sentence).
-MISSING_EFFECT: dict[str, str] = {
-    "code_language": "rejects them unless a shebang names the language",
-    "md_language": "keeps them without checking",
-    "olmo_min_stars": "keeps them without checking (if_missing: keep)",
-}
+from contract.stats import pct
+from pipelines.filters import RULES
+from pipelines.filters.compose import load_rule_modules
 
 MAX_RULE_SHARE = 0.5      # one rule rejecting more than this share of what was read
 MAX_MISSING_SHARE = 0.5   # a needed metadata requirement absent from more than this share
@@ -49,18 +39,26 @@ def satisfied(meta: Optional[Mapping[str, str]], requirement: str) -> bool:
     return any(str(meta.get(k) or "").strip() for k in requirement.split("|"))
 
 
-def missing_requirements(meta: Optional[Mapping[str, str]], rules: Iterable[str]) -> list[str]:
-    """The requirements of ``rules`` (their NEEDS_META entries, each once) that ``meta`` does not meet."""
+def needs_meta() -> dict[str, tuple[str, ...]]:
+    """rule -> the requirements it reads from Document.meta, for every registered rule that reads any."""
+    load_rule_modules()
+    return {name: RULES[name].needs_meta for name in sorted(RULES) if RULES[name].needs_meta}
+
+
+def requirements(rules: Iterable[str]) -> list[str]:
+    """The requirements of ``rules`` (as registered), each once, in rule order."""
+    needs = needs_meta()
     seen: list[str] = []
     for rule in rules:
-        for req in NEEDS_META.get(rule, ()):
+        for req in needs.get(rule, ()):
             if req not in seen:
                 seen.append(req)
-    return [r for r in seen if not satisfied(meta, r)]
+    return seen
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def missing_requirements(meta: Optional[Mapping[str, str]], rules: Iterable[str]) -> list[str]:
+    """The requirements of ``rules`` (``requirements``) that ``meta`` does not meet."""
+    return [r for r in requirements(rules) if not satisfied(meta, r)]
 
 
 def _keys_hint(requirement: str) -> str:
@@ -83,19 +81,20 @@ def warnings_for(stats: Mapping, meta_missing: Optional[Mapping[str, int]] = Non
     if read <= 0:
         return [_nothing_kept(source, stats, 0)] if "kept" in stats else []
     out: list[tuple[int, float, str]] = []
+    needs = needs_meta()
     by_design = {r for r, p in (stats.get("filter_params") or {}).items() if p.get("keep_top_fraction", 0) > 0}
     for rule, n in (stats.get("rejected") or {}).items():
         share = int(n) / read
         if share > max_rule_share and rule not in by_design:  # keep_top_fraction: 0.1 removes 90% on purpose
             fix = (f"check that the rule and its thresholds fit this corpus, override them ({{{rule}: {{...}}}}) "
                    f"or drop {rule} from {source}'s filters")
-            if rule in NEEDS_META:
-                reqs = ", ".join(_keys_hint(r) for r in NEEDS_META[rule])
+            if rule in needs:
+                reqs = ", ".join(_keys_hint(r) for r in needs[rule])
                 fix = (f"{rule} reads {reqs} from the metadata, so first make sure meta_fields for {source} in "
                        f"the sources YAML names the input's fields; then " + fix)
             out.append((0, -share, (
-                f"{source}: filter rule {rule} rejected {int(n):,} of {read:,} documents ({_pct(share)}), more "
-                f"than {_pct(max_rule_share)} of the source; {fix}.")))
+                f"{source}: filter rule {rule} rejected {int(n):,} of {read:,} documents ({pct(share)}), more "
+                f"than {pct(max_rule_share)} of the source; {fix}.")))
     if meta_missing is None:
         meta_missing = stats.get("meta_missing") or {}
     chain = stats.get("filters")
@@ -103,15 +102,15 @@ def warnings_for(stats: Mapping, meta_missing: Optional[Mapping[str, int]] = Non
         share = int(n) / read
         if share <= max_missing_share:
             continue
-        rules = [r for r, reqs in NEEDS_META.items() if req in reqs and (chain is None or r in chain)]
+        rules = [r for r, reqs in needs.items() if req in reqs and (chain is None or r in chain)]
         if not rules:
             continue
-        effects = "; ".join(f"{r} {MISSING_EFFECT.get(r, 'cannot check them')}" for r in rules)
+        effects = "; ".join(f"{r} {RULES[r].missing_effect or 'cannot check them'}" for r in rules)
         keys = req.split("|")
         what = f"metadata field {keys[0]!r}" if len(keys) == 1 else "metadata fields " + " / ".join(
             repr(k) for k in keys) + " (any one)"
         out.append((1, -share, (
-            f"{source}: {what} absent from {int(n):,} of {read:,} documents ({_pct(share)}); {effects}. "
+            f"{source}: {what} absent from {int(n):,} of {read:,} documents ({pct(share)}); {effects}. "
             f"If the input has it, add it to meta_fields for {source} in the sources YAML (a dotted path, e.g. "
             f"meta.{keys[0]}); otherwise drop {', '.join(rules)} from {source}'s filters.")))
     if int(stats.get("kept", 1)) == 0:

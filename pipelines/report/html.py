@@ -26,7 +26,6 @@ same build gives the same bytes (no clock, sorted everything); the page stays fa
 from __future__ import annotations
 
 import html
-import math
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from contract import fsio, layout
 from contract.registry import SOURCE_NAMES
+from contract.stats import pct
 from pipelines.filters.warnings import warnings_for
 from pipelines.report.reader import (
     OutError,
@@ -141,10 +141,6 @@ def _int(x) -> str:
     return f"{int(x):,}" if isinstance(x, (int, np.integer)) or (isinstance(x, float) and x.is_integer()) else "-"
 
 
-def _pct(x, digits: int = 1) -> str:
-    return f"{100 * x:.{digits}f}%" if isinstance(x, (int, float)) and not math.isnan(x) else "-"
-
-
 def _bytes(n) -> str:
     if n is None:
         return "-"
@@ -196,7 +192,7 @@ def funnel_svg(rows: Sequence[tuple[str, Optional[int], Optional[int]]], unit: s
         elif removed < 0:  # PII placeholders can be longer than the addresses they replace
             txt = f"+{fmt(-removed)}"
         else:
-            txt = f"-{fmt(removed)}" + (f" ({_pct(removed / before)})" if before else "")
+            txt = f"-{fmt(removed)}" + (f" ({pct(removed / before)})" if before else "")
         body.append(f'<text x="{label_w + bar_w + 6}" y="{y + 14}" class="val">{esc(txt)}</text>')
         y += row_h
     return _svg(label_w + bar_w + val_w, y + 4, body, title)
@@ -226,7 +222,7 @@ def vbars_svg(labels: Sequence[str], values: Sequence[int], title: str, highligh
 
 
 def grouped_hbars_svg(labels: Sequence[str], series: Sequence[tuple[str, str, Sequence[float]]], title: str,
-                      fmt=_pct) -> str:
+                      fmt=pct) -> str:
     """Horizontal bars, one group per label, one bar per series (name, color, values)."""
     label_w, bar_w, val_w = 150, 260, 80
     bh = 11
@@ -424,7 +420,7 @@ def render_source(name: str, s: Mapping, ex: Optional[Mapping]) -> str:
     kept_share = s["kept"] / s["read"] if s.get("read") else None
     head = (f'<section class="source" id="{_anchor("src", name)}" data-source="{esc(name)}">'
             f'<h2>{esc(name)}{" <span class=badge>demo</span>" if s.get("demo") else ""}</h2>'
-            f'<p>{_int(s["read"])} read &rarr; {_int(s["kept"])} kept ({_pct(kept_share)}), {_int(s.get("tokens", 0))} '
+            f'<p>{_int(s["read"])} read &rarr; {_int(s["kept"])} kept ({pct(kept_share)}), {_int(s.get("tokens", 0))} '
             f'tokens, {_bytes(s.get("bytes_kept"))} of text kept, {_int(s.get("docs_ge_4096_tokens", 0))} documents '
             f'with 4096+ tokens.</p>')
     parts = [head]
@@ -514,7 +510,7 @@ def render_mixture(name: str, mx: Mapping) -> str:
         long_part = p.get("select") == "long"
         out.append(f'<h3>Part {esc(pname)}{" (long-sequence subset)" if long_part else ""}</h3>'
                    f'<p class="muted small">select={esc(p.get("select"))}, weighting={esc(p.get("weighting"))}, '
-                   f'planned weight {_pct(p.get("weight"))}, realized {_pct(p.get("realized_weight"))}, '
+                   f'planned weight {pct(p.get("weight"))}, realized {pct(p.get("realized_weight"))}, '
                    f'{_int(p.get("samples", 0))} samples.</p>')
         if names:
             out.append('<div class="charts">'
@@ -526,7 +522,7 @@ def render_mixture(name: str, mx: Mapping) -> str:
                        + "</div>")
             out.append(_table(["source", "planned", "realized", "samples (choose)", "tokens per epoch", "eligible docs",
                                "eligible tokens", "epochs"],
-                              [[labels[i], _pct(planned[i], 2), _pct(realized[i], 2), _int(streams[s].get("choose", 0)),
+                              [[labels[i], pct(planned[i], 2), pct(realized[i], 2), _int(streams[s].get("choose", 0)),
                                 _int(tokens[i]), _int(streams[s].get("eligible_documents", 0)),
                                 _int(streams[s].get("eligible_tokens", 0)),
                                 f'{streams[s].get("epochs", 0):.3g}'] for i, s in enumerate(names)],
@@ -543,7 +539,7 @@ def render_mixture(name: str, mx: Mapping) -> str:
         out.append(_table(["source", "documents", "tokens", "long documents", "long tokens", "long share of tokens"],
                           [[s, _int(srcs[s].get("documents", 0)), _int(srcs[s].get("tokens", 0)),
                             _int(srcs[s].get("long_documents", 0)), _int(srcs[s].get("long_tokens", 0)),
-                            _pct(srcs[s]["long_tokens"] / srcs[s]["tokens"] if srcs[s].get("tokens") else None)]
+                            pct(srcs[s]["long_tokens"] / srcs[s]["tokens"] if srcs[s].get("tokens") else None)]
                            for s in labels], [False] + [True] * 5))
     out.append("<h3>Sample openings</h3>")
     if mx.get("openings_missing"):
@@ -601,7 +597,7 @@ def render(data: Mapping) -> str:
                      _int(s.get("decontaminated", 0)), _int(sum((s.get("rejected") or {}).values())),
                      _int(s.get("exact_duplicates", 0)), _int(s.get("near_duplicates", 0)),
                      _int(s.get("semantic_duplicates", 0)), _int(s["kept"]),
-                     _pct(s["kept"] / s["read"] if s.get("read") else None), _int(s.get("tokens", 0)),
+                     pct(s["kept"] / s["read"] if s.get("read") else None), _int(s.get("tokens", 0)),
                      _bytes(s.get("bytes_kept"))])
     warn = data["warnings"]
     body = [f"<header><h1>{esc(title)}</h1><p>{len(sources)} source(s), {len(mixtures)} mixture(s)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from contract import layout
+from contract.stats import pct
 from pipelines.filters.warnings import warnings_for
 from pipelines.report.reader import OutError, load_manifests, load_stats
 
@@ -62,10 +63,6 @@ def _fmt_int(x) -> str:
     return f"{x:,}" if isinstance(x, int) else "-"
 
 
-def _fmt_pct(x) -> str:
-    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "-"
-
-
 def _table(headers: Sequence[str], rows: list[Sequence[str]], right: Sequence[bool]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     def line(cells):
@@ -81,13 +78,13 @@ def render_summary(summary: dict) -> str:
         for name, s in src.items():
             reasons = ", ".join(f"{k} {v:,}" for k, v in s["top_reasons"]) or "-"
             rows.append([name + (" [demo]" if s["demo"] else ""), _fmt_int(s["read"]), _fmt_int(s["kept"]),
-                         _fmt_pct(s["kept_share"]), _fmt_int(s["malformed"]), _fmt_int(s["decontaminated"]),
+                         pct(s["kept_share"]), _fmt_int(s["malformed"]), _fmt_int(s["decontaminated"]),
                          _fmt_int(s["rejected"]),
                          _fmt_int(s["exact_duplicates"]), _fmt_int(s["near_duplicates"]),
                          _fmt_int(s["semantic_duplicates"]), _fmt_int(s["tokens"]), reasons])
         total = [sum(s[k] for s in src.values())
                  for k in ("read", "kept", "malformed", "decontaminated", "rejected", *_DUP_FIELDS, "tokens")]
-        rows.append(["TOTAL", _fmt_int(total[0]), _fmt_int(total[1]), _fmt_pct(total[1] / total[0] if total[0] else None),
+        rows.append(["TOTAL", _fmt_int(total[0]), _fmt_int(total[1]), pct(total[1] / total[0] if total[0] else None),
                      *(_fmt_int(t) for t in total[2:]), ""])
         parts += ["", "Sources (OUT/stats):",
                   _table(["source", "read", "kept", "kept%", "malformed", "decontam", "rejected", "exact dup",
@@ -100,7 +97,7 @@ def render_summary(summary: dict) -> str:
         parts += ["", (f"Mixture {name}{' [demo]' if m['demo'] else ''}: {_fmt_int(m['samples'])} samples x "
                        f"{m['seq_len']} tokens per epoch (budget {_fmt_int(m['budget_tokens'])} tokens, "
                        f"seed {m['seed']})")]
-        rows = [[s["part"] or "-", s["source"] or "-", _fmt_pct(s["planned_share"]), _fmt_pct(s["realized_share"]),
+        rows = [[s["part"] or "-", s["source"] or "-", pct(s["planned_share"]), pct(s["realized_share"]),
                  _fmt_int(s["choose"]), f"{s['epochs']:.2f}" if isinstance(s["epochs"], (int, float)) else "-"]
                 for s in m["streams"]]
         parts.append(_table(["part", "source", "planned", "realized", "samples", "epochs"], rows,

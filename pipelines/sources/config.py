@@ -15,7 +15,7 @@ from contract.config import ConfigError, build, require
 from contract.registry import SOURCE_NAMES, SOURCES
 from pipelines.steps.decontam import DecontamConfig, DecontamError
 from pipelines.dedupe.config import DedupeConfig, parse_dedupe
-from pipelines.filters import FilterChain, build_chain
+from pipelines.filters.compose import FilterChain, build_chain
 
 __all__ = ["ConfigError", "SourceConfig", "SourceSpec", "load_sources", "source_config", "infer_format",
            "parse_decontam", "TOP_LEVEL_KEYS"]

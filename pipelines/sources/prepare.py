@@ -19,7 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 
-from pipelines.filters import RULES, FilterChain
+from pipelines.filters import RULES
+from pipelines.filters.compose import FilterChain
 from pipelines.sources.readers import InputFile, read_file
 from pipelines.records import Reject
 

@@ -17,7 +17,7 @@ from typing import Union
 
 from pipelines.steps.decontam import decontaminate
 from pipelines.steps.pii import mask_pii
-from pipelines.filters.warnings import NEEDS_META, missing_requirements
+from pipelines.filters.warnings import requirements, satisfied
 from pipelines.records import Document, EvalOverlap, Reject, reject
 
 Outcome = Union[Document, Reject]
@@ -35,15 +35,16 @@ class Step:
 
 class CountMissingMeta(Step):
     """Counts, per requirement, the documents lacking metadata a rule of the chain needs (never rejects):
-    the share ``pipelines.sanity.warnings_for`` turns into a warning."""
+    the share ``pipelines.filters.warnings.warnings_for`` turns into a warning."""
 
     def __init__(self, rule_names):
         super().__init__()
-        self.rule_names = list(rule_names)
+        self.requirements = requirements(rule_names)   # as the rules registered them (``needs_meta``)
 
     def __call__(self, doc: Document) -> Outcome:
-        for req in missing_requirements(doc.meta, self.rule_names):
-            self.stats[req] += 1
+        for req in self.requirements:
+            if not satisfied(doc.meta, req):
+                self.stats[req] += 1
         return doc
 
 
@@ -101,7 +102,7 @@ class Filter(Step):
 def document_steps(cfg, eval_index=None) -> list[Step]:
     """The chain for one source's config (``pipelines.config.SourceConfig``)."""
     steps: list[Step] = []
-    if any(r in NEEDS_META for r in cfg.chain.names):
+    if requirements(cfg.chain.names):
         steps.append(CountMissingMeta(cfg.chain.names))
     if cfg.pii:
         steps.append(MaskPII())
