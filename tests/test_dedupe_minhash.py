@@ -11,7 +11,8 @@ from pipelines.dedupe.config import MinHashConfig, SemDedupConfig, parse_dedupe
 from pipelines.dedupe import minhash
 from pipelines.dedupe.minhash import (SignatureSpec, Signer, band_keys, band_keys_batch, collision_probability,
                                       estimated_jaccard, exact_jaccard, optimal_bands, shingle_hashes,
-                                      splitmix64, verify_threshold, words)
+                                      verify_threshold)
+from pipelines.text import WORD_RE, splitmix64, words
 
 TEXT = ("The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat near the old "
         "stone wall of the garden in the quiet village by the river")
@@ -104,7 +105,7 @@ def test_vectorized_words_are_the_regex_words():
     for text in CORNER_TEXTS:
         low = text.lower()
         starts, _h = minhash._word_hashes(np.frombuffer(low.encode("utf-32-le"), dtype=np.uint32))
-        assert [m.start() for m in minhash.WORD_RE.finditer(low)] == starts.tolist(), text
+        assert [m.start() for m in WORD_RE.finditer(low)] == starts.tolist(), text
 
 
 def test_shingles_and_signatures_equal_the_scalar_reference():

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from pipelines.dedupe.semantic import l2_normalize
+
 EMBED_DIM = 384
 MODELS = ("static-minilm-l6", "minilm-l6")
 DEVICES = ("auto", "cpu", "cuda")
@@ -56,10 +58,6 @@ def resolve_device(device: str) -> str:
         raise RuntimeError("semantic dedupe device: cuda, but torch sees no CUDA device on this worker "
                            "(use device: auto or cpu)")
     return device
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class MiniLM:
@@ -219,7 +217,7 @@ class StaticMiniLM:
         bags = csr_matrix((self.weights[ids], ids, indptr), shape=(len(texts), len(self.table)))
         total = np.asarray(bags.sum(axis=1), dtype=np.float32)
         out = np.asarray(bags @ self.table, dtype=np.float32) / np.maximum(total, 1e-30)
-        return _normalize(out)
+        return l2_normalize(out)
 
     def _embed_cuda(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
         import torch
@@ -230,7 +228,7 @@ class StaticMiniLM:
         s = torch.nn.functional.embedding_bag(t_ids, self._t_table, offsets, mode="sum", per_sample_weights=w)
         denom = torch.zeros(len(lens), device=s.device).index_add_(
             0, torch.repeat_interleave(torch.arange(len(lens), device=s.device), torch.from_numpy(lens).cuda()), w)
-        return _normalize((s / denom.clamp_min(1e-30)[:, None]).cpu().numpy().astype(np.float32))
+        return l2_normalize((s / denom.clamp_min(1e-30)[:, None]).cpu().numpy().astype(np.float32))
 
 
 def load_embedder(model: str = "static-minilm-l6", device: str = "auto", threads: int | None = None,

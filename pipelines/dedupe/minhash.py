@@ -40,27 +40,19 @@ import numpy as np
 from scipy.integrate import quad
 
 from pipelines.dedupe.config import MINHASH_SCHEME, MinHashConfig
+from pipelines.text import NGRAM_MULT, char_powers, splitmix64
 
-WORD_RE = re.compile(r"\w+", re.UNICODE)  # the reference definition of a word; _word_table() mirrors it
 SCHEME = MINHASH_SCHEME
 _U64 = np.uint64
-_SHINGLE_MULT = _U64(0x9E3779B97F4A7C15)  # odd: the polynomial combination of a shingle's word hashes
-_CHAR_MULT = _U64(0x100000001B3)          # odd: the polynomial over a word's code points
+_SHINGLE_MULT = NGRAM_MULT                # odd: the polynomial combination of a shingle's word hashes
+_CHAR_MULT = 0x100000001B3                # odd: the polynomial over a word's code points
 _EMPTY = _U64(1 << 32)                    # larger than any 32-bit bin value: marks an empty bin
 _CHUNK_CHARS = 1 << 20                    # code points per vectorized pass: bounds temporaries to ~50 MB
 
 
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finalizer on a uint64 array (wraps mod 2^64): full avalanche, a bijection."""
-    with np.errstate(over="ignore"):
-        z = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
-        return z ^ (z >> _U64(31))
-
-
 @lru_cache(maxsize=1)
 def _word_table() -> np.ndarray:
-    """bool per code point: is it ``\\w`` for Python's ``re``? Built once per process from ``re`` itself,
+    """bool per code point: is it ``\\w`` for Python's ``re`` (``pipelines.text.WORD_RE``)? Built once per process from ``re`` itself,
     so the vectorized split is the regex split by construction (tests compare them)."""
     table = np.zeros(sys.maxunicode + 1, dtype=bool)
     cps = np.arange(sys.maxunicode + 1, dtype=np.uint32)
@@ -69,31 +61,6 @@ def _word_table() -> np.ndarray:
     starts = [m.start() for m in re.finditer(r"\w", chars)]
     table[cps[starts]] = True
     return table
-
-
-@lru_cache(maxsize=8)
-def _char_powers(n: int) -> np.ndarray:
-    """[1, B, B^2, ...] mod 2^64, ``n`` of them."""
-    out = np.ones(n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        out[1:] = np.cumprod(np.full(n - 1, _CHAR_MULT, dtype=np.uint64))
-    return out
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased ``\\w+`` tokens: the normalization every near-dup comparison sees (the reference)."""
-    return WORD_RE.findall(text.lower())
-
-
-@lru_cache(maxsize=4)
-def _prefix_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(B^i, B^-i) mod 2^64 for i < n (B odd, so its inverse exists mod 2^64)."""
-    inv = np.uint64(pow(int(_CHAR_MULT), -1, 1 << 64))
-    pw, pinv = np.ones(n, dtype=np.uint64), np.ones(n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        pw[1:] = np.cumprod(np.full(n - 1, _CHAR_MULT, dtype=np.uint64))
-        pinv[1:] = np.cumprod(np.full(n - 1, inv, dtype=np.uint64))
-    return pw, pinv
 
 
 def _word_hashes(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +76,7 @@ def _word_hashes(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(cp)
     with np.errstate(over="ignore"):
         if n <= _CHUNK_CHARS * 2:
-            pw, pinv = _prefix_powers(1 << max(10, int(n).bit_length()))
+            pw, pinv = char_powers(_CHAR_MULT, 1 << max(10, int(n).bit_length()))
             prefix = np.zeros(n + 1, dtype=np.uint64)
             np.cumsum(cp.astype(np.uint64) * pw[:n], out=prefix[1:])  # only spans inside words are used
             h = (prefix[ends] - prefix[starts]) * pinv[starts]
@@ -117,7 +84,7 @@ def _word_hashes(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             pos = np.flatnonzero(isw)
             first = np.cumsum(lens) - lens
             off = np.arange(len(pos)) - np.repeat(first, lens)
-            powers = _char_powers(1 << max(4, int(lens.max()).bit_length()))
+            powers = char_powers(_CHAR_MULT, 1 << max(4, int(lens.max()).bit_length()))[0]
             h = np.add.reduceat(cp[pos].astype(np.uint64) * powers[off], first)
         h ^= lens.astype(np.uint64) << _U64(40)
     return starts, splitmix64(h)

@@ -24,7 +24,8 @@ from pipelines.dedupe.config import SemDedupConfig
 _BLOCK = 1024  # rows per similarity block: bounds the (block x cluster) matrix
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero): the embedders' output and the centroids."""
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)
 
@@ -39,7 +40,7 @@ def choose_n_clusters(n_docs: int, sample_len: int, cfg: SemDedupConfig) -> int:
 
 def fit_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
     """Spherical k-means (cosine) with greedy k-means++ seeding; deterministic for a given seed and row order."""
-    x = _normalize(np.asarray(x, dtype=np.float32))
+    x = l2_normalize(np.asarray(x, dtype=np.float32))
     n = len(x)
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
@@ -69,7 +70,7 @@ def fit_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndar
         np.add.at(sums, assign, x)
         empty = np.linalg.norm(sums, axis=1) == 0
         sums[empty] = c[empty]  # keep an emptied centroid where it was
-        c = _normalize(sums)
+        c = l2_normalize(sums)
     return c.astype(np.float32)
 
 

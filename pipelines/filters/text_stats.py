@@ -24,6 +24,8 @@ from collections import Counter
 
 import numpy as np
 
+from pipelines.text import NGRAM_MULT, char_powers, ngram_fold
+
 # SPACE: str.isspace (what str.split splits on); LETTER: str.isalpha; ALNUM: str.isalnum;
 # PUNCT: neither space nor a word character; WORDCHAR: regex \w (alphanumeric or underscore).
 SPACE, LETTER, ALNUM, PUNCT, WORDCHAR = 1, 2, 4, 8, 16
@@ -74,27 +76,8 @@ class cached_property:
         value = obj.__dict__[self.name] = self.fn(obj)
         return value
 
-_NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for n-gram hash mixing
-_CHAR_BASE = 0xD6E8FEB86659FD93  # odd 64-bit base of the per-word polynomial hash
-_CHAR_BASE_INV = pow(_CHAR_BASE, -1, 1 << 64)
+_CHAR_BASE = 0xD6E8FEB86659FD93  # odd 64-bit base of the per-word polynomial hash (pipelines.text.char_powers)
 _POW_LIMIT = 1 << 22  # texts longer than this hash words with Python's str hash instead of cached powers
-_POWERS: tuple[np.ndarray, np.ndarray] = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
-
-
-def _char_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(B**j, B**-j) mod 2**64 for j < n, grown geometrically and shared by all documents."""
-    global _POWERS
-    pw, pwinv = _POWERS
-    if len(pw) < n:
-        size = max(n, 2 * len(pw), 4096)
-        pw = np.full(size, _CHAR_BASE, dtype=np.uint64)
-        pw[0] = 1
-        pwinv = np.full(size, _CHAR_BASE_INV, dtype=np.uint64)
-        pwinv[0] = 1
-        with np.errstate(over="ignore"):
-            pw, pwinv = np.cumprod(pw), np.cumprod(pwinv)  # wraps mod 2**64
-        _POWERS = (pw, pwinv)
-    return pw, pwinv
 
 
 class TextStats:
@@ -199,13 +182,13 @@ class TextStats:
                                dtype=np.int64, count=len(starts)).view(np.uint64)
         with np.errstate(over="ignore"):
             prefix = self._hash_prefix
-            pwinv = _char_powers(n + 1)[1]
+            pwinv = char_powers(_CHAR_BASE, n + 1)[1]
             return (prefix[ends] - prefix[starts]) * pwinv[starts]
 
     @cached_property
     def _hash_prefix(self) -> np.ndarray:
         n = self.n_chars
-        pw = _char_powers(n + 1)[0]
+        pw = char_powers(_CHAR_BASE, n + 1)[0]
         prefix = np.zeros(n + 1, dtype=np.uint64)
         with np.errstate(over="ignore"):
             np.cumsum((self.codepoints.astype(np.uint64) + np.uint64(1)) * pw[:n], out=prefix[1:])
@@ -223,8 +206,8 @@ class TextStats:
         csum = np.zeros(len(cp) + 1, dtype=np.uint32)  # wraps mod 2**32: differences stay exact sums mod 2**32
         np.cumsum(cp, dtype=np.uint32, out=csum[1:])
         with np.errstate(over="ignore"):
-            key = (csum[ends] - csum[starts]).astype(np.uint64) * _NGRAM_MULT + (ends - starts).astype(np.uint64)
-            return key * _NGRAM_MULT + cp[starts]
+            key = (csum[ends] - csum[starts]).astype(np.uint64) * NGRAM_MULT + (ends - starts).astype(np.uint64)
+            return key * NGRAM_MULT + cp[starts]
 
     @cached_property
     def repetition_spans(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,14 +222,7 @@ class TextStats:
         return starts, ends
 
     def ngram_hashes(self, n: int) -> np.ndarray:
-        h = self.word_hashes
-        m = len(h) - n + 1
-        if m <= 0:
-            return np.zeros(0, dtype=np.uint64)
-        out = h[:m].copy()
-        for k in range(1, n):
-            out = out * _NGRAM_MULT + h[k:k + m]  # wraps mod 2**64 (numpy unsigned overflow is defined)
-        return out
+        return ngram_fold(self.word_hashes, n)
 
     @cached_property
     def _word_len_cum(self) -> np.ndarray:

@@ -11,7 +11,7 @@ almost never shared by chance, while a benchmark example leaked into a web page 
 Normalization (the same on both sides, so the comparison is exact on normalized text): words are
 Unicode ``\\w+`` runs of the lower-cased text, so case, punctuation and whitespace differences vanish
 ("Paris, France." and "paris france" match); digits are kept. This is the regex the near-dup stage
-uses (``pipelines.dedupe.minhash.words``) and close to GPT-3's "ignoring all punctuation, whitespace,
+uses (``pipelines.text.words``) and close to GPT-3's "ignoring all punctuation, whitespace,
 and casing" (one difference: an apostrophe splits a word here, "don't" -> "don t", on both sides alike).
 
 Short evaluation texts: an eval text with fewer than ``n`` words but at least ``min_eval_words`` (8,
@@ -58,12 +58,11 @@ import numpy as np
 import xxhash
 
 from contract import fsio
-from pipelines.dedupe.minhash import WORD_RE, splitmix64, words
+from pipelines.text import WORD_RE, ngram_fold, splitmix64, word_spans, words
 from pipelines.records import get_path
 
 MODES = ("document", "spans")
 EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")
-_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
 class DecontamError(ValueError):
@@ -103,15 +102,6 @@ class DecontamConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def word_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Normalized words (lower-cased ``\\w+`` runs) and their character spans in ``text``."""
-    ws, spans = [], []
-    for m in WORD_RE.finditer(text):
-        ws.append(m.group(0).lower())
-        spans.append(m.span())
-    return ws, spans
-
-
 def _word_hashes(ws: Sequence[str]) -> np.ndarray:
     h = xxhash.xxh3_64_intdigest
     return np.fromiter((h(w.encode("utf-8")) for w in ws), dtype=np.uint64, count=len(ws))
@@ -119,14 +109,8 @@ def _word_hashes(ws: Sequence[str]) -> np.ndarray:
 
 def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
     """64-bit hash of every word n-gram (one per start position) from the words' hashes."""
-    count = len(wh) - n + 1
-    if count <= 0:
-        return np.empty(0, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        acc = wh[:count].copy()
-        for j in range(1, n):
-            acc = acc * _MULT + wh[j:j + count]
-        return splitmix64(acc + np.uint64(n))   # spreads the polynomial's structure over all 64 bits
+        return splitmix64(ngram_fold(wh, n) + np.uint64(n))   # spreads the polynomial's structure over all 64 bits
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,9 +28,10 @@ from pipelines.engine.dedupe.components import ConnectedComponents
 from pipelines.dedupe.embed import EMBED_DIM
 from pipelines.dedupe.exact import duplicate_pairs
 from pipelines.engine.dedupe.keyed import ONE, CombineToOne, fan_out, spread
-from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard, splitmix64
+from pipelines.dedupe.minhash import SignatureSpec, band_keys_batch, estimated_jaccard
 from pipelines.engine.plan import BuildPlan
 from pipelines.records import Removal
+from pipelines.text import splitmix64
 from pipelines.engine.staging import BANDS, EMB, Part, PartSummary, staged_rows
 
 NS = "dedupe"
