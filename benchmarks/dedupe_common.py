@@ -50,11 +50,12 @@ def build_corpus(fraction: float = 1.0, plants_per_doc: float = 0.5, seed: int =
     and are built from distinct real text. Returns texts, families, pair_j (see planted.score)."""
     import random
 
-    from pipelines.dedupe.planted import corpus_with_plants, load_texts, plant
+    from pipelines.dedupe.planted import corpus_with_plants, plant
+    from pipelines.sources.readers import read_texts
 
     base = []
     for f in sorted(CORPORA.glob("*.jsonl.zst")):
-        base += load_texts(f)
+        base += read_texts(f)
     plants = plant(base, int(len(base) * plants_per_doc), seed=seed)
     if fraction < 1.0:
         fam_bytes = [len(t.encode("utf-8")) for t in base]

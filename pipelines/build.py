@@ -160,13 +160,14 @@ def check_decontam(sources: dict, where: str) -> dict:
     """Each distinct decontam config: its eval files listed and indexed on the driver, so a bad path or
     text_field fails before any input is read. Returns config -> ((path, size) of each eval file, index
     stats for the stats record)."""
-    from pipelines.steps.decontam import DecontamError, EvalIndex, list_eval_files
+    from pipelines.sources.evals import build_index, list_eval_files
+    from pipelines.steps.decontam import DecontamError
 
     info = {}
     for cfg in dict.fromkeys(c.decontam for c in sources.values() if c.decontam is not None):
         try:
             listed = list_eval_files(cfg.eval_paths)
-            index = EvalIndex.build(cfg)
+            index = build_index(cfg)
         except DecontamError as e:
             raise ConfigError(f"{where}: {e}; fix decontam.eval_paths / decontam.text_field") from None
         sizes = [(path, fsio.size(path)) for path, _name in listed]

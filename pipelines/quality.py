@@ -53,8 +53,7 @@ def read_texts(globs: Sequence[str], text_field: str, skipped: Counter, prepare=
     """``prepare(text)`` of every record in the files the globs match, in file and line order (preparing while
     reading holds only the first ``--max-chars`` of each document in memory)."""
     from pipelines.sources.config import infer_format
-    from pipelines.sources.readers import InputFileError, expand_inputs, iter_jsonl
-    from pipelines.records import get_path
+    from pipelines.sources.readers import Bad, InputFileError, expand_inputs, iter_values
 
     try:
         files = expand_inputs("training input", globs)
@@ -68,16 +67,12 @@ def read_texts(globs: Sequence[str], text_field: str, skipped: Counter, prepare=
             raise TrainError(str(e)) from None
         if fmt == "parquet":
             raise TrainError(f"{f.path}: parquet is not supported for training input; give JSON Lines")
-        for line, rec in iter_jsonl(f.path, fmt):
-            if not isinstance(rec, dict):
-                if rec.reason == "corrupt_stream":
-                    raise TrainError(f"{f.path}: {rec.detail}")
-                skipped[f"{rec.reason} ({f.name})"] += 1
-                continue
-            try:
-                text = get_path(rec, text_field)
-            except KeyError:
-                skipped[f"no {text_field!r} field ({f.name})"] += 1
+        for _line, text in iter_values(f.path, text_field, fmt):
+            if isinstance(text, Bad):
+                if text.reason == "corrupt_stream":
+                    raise TrainError(f"{f.path}: {text.detail}")
+                skipped[f"no {text_field!r} field ({f.name})" if text.reason == "missing_field"
+                        else f"{text.reason} ({f.name})"] += 1
                 continue
             if not isinstance(text, str):
                 skipped[f"{text_field!r} is not a string ({f.name})"] += 1

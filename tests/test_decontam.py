@@ -1,4 +1,5 @@
-"""Benchmark decontamination (pipelines.decontam) on hand-made eval files and documents."""
+"""Benchmark decontamination (pipelines.steps.decontam, its eval files: pipelines.sources.evals) on hand-made eval
+files and documents."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,15 +10,8 @@ import pickle
 import pytest
 import zstandard
 
-from pipelines.steps.decontam import (
-    DecontamConfig,
-    DecontamError,
-    EvalIndex,
-    cached_index,
-    decontaminate,
-    list_eval_files,
-    load_eval_texts,
-)
+from pipelines.sources.evals import build_index, cached_index, list_eval_files, load_eval_texts
+from pipelines.steps.decontam import DecontamConfig, DecontamError, EvalIndex, decontaminate
 from tests.conftest import s3_options, s3_upload_tree
 
 Q1 = "Which of the following best describes the primary function of mitochondria in eukaryotic cells today"
@@ -46,7 +40,7 @@ def evals(tmp_path):
 
 @pytest.fixture
 def index(evals):
-    return EvalIndex.build(DecontamConfig((str(evals),), text_field="question.text"))
+    return build_index(DecontamConfig((str(evals),), text_field="question.text"))
 
 
 def test_loads_every_format_and_names_sources(evals, index):
@@ -132,7 +126,7 @@ def test_config_is_frozen_picklable_and_validated(evals, index):
         DecontamConfig(("x",), min_eval_words=20)
     with pytest.raises(DecontamError, match="max_pieces"):
         DecontamConfig(("x",), max_pieces=0)
-    assert EvalIndex.build(DecontamConfig((str(evals),), text_field="question.text", window_chars=7)).window_chars == 7
+    assert build_index(DecontamConfig((str(evals),), text_field="question.text", window_chars=7)).window_chars == 7
 
 
 def test_errors_name_the_file_or_path(tmp_path, evals):
@@ -152,9 +146,9 @@ def test_truncated_eval_file_is_an_error_naming_file_and_line(tmp_path, ext):
     path = tmp_path / f"eval{ext}"
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(DecontamError, match=rf"{path}: truncated or corrupt (zstd|gzip) stream at line \d+"):
-        EvalIndex.build(DecontamConfig((str(path),)))
+        build_index(DecontamConfig((str(path),)))
     path.write_bytes(blob)
-    assert EvalIndex.build(DecontamConfig((str(path),))).eval_texts == 20_000
+    assert build_index(DecontamConfig((str(path),))).eval_texts == 20_000
 
 
 def test_remote_eval_directory_through_beam_filesystems(evals, s3_server):
@@ -167,8 +161,8 @@ def test_remote_eval_directory_through_beam_filesystems(evals, s3_server):
     s3.create_bucket(Bucket="evals")
     s3_upload_tree(s3, evals, "evals", "bench")
     FileSystems.set_options(PipelineOptions(s3_options(s3_server)))
-    remote = EvalIndex.build(DecontamConfig(("s3://evals/bench",), text_field="question.text"))
-    local = EvalIndex.build(DecontamConfig((str(evals),), text_field="question.text"))
+    remote = build_index(DecontamConfig(("s3://evals/bench",), text_field="question.text"))
+    local = build_index(DecontamConfig((str(evals),), text_field="question.text"))
     assert remote.sources == local.sources == ("mmlu/test", "quiz", "trains")
     assert all((remote.keys[m] == local.keys[m]).all() for m in local.keys)
     with pytest.raises(DecontamError, match="s3://evals/missing"):

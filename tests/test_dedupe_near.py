@@ -6,7 +6,8 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.dedupe.minhash import exact_jaccard
-from pipelines.dedupe.planted import corpus_with_plants, load_texts, plant, score
+from pipelines.dedupe.planted import corpus_with_plants, plant, score
+from pipelines.sources.readers import read_texts
 from tests.conftest import needs_shared, stage_and_dedupe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -85,7 +86,7 @@ def test_keeper_is_smallest_uid(tmp_path, tokenizer_path):
 @needs_shared("corpora")
 @needs_shared("tokenizers")
 def test_planted_real_text_quality_and_determinism(tmp_path, tokenizer_path):
-    base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=400) + load_texts(CORPORA / "s2orc.jsonl.zst", limit=200)
+    base = read_texts(CORPORA / "c4_en.jsonl.zst", limit=400) + read_texts(CORPORA / "s2orc.jsonl.zst", limit=200)
     plants = plant(base, 300, seed=11)
     texts, families, pair_j = corpus_with_plants(base, plants)
     first = _run(texts, tmp_path / "one", tokenizer_path)

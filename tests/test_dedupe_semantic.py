@@ -9,7 +9,8 @@ import pytest
 
 from pipelines.dedupe import semantic
 from pipelines.dedupe.config import SemDedupConfig
-from pipelines.dedupe.planted import load_texts, make_variant
+from pipelines.dedupe.planted import make_variant
+from pipelines.sources.readers import read_texts
 from tests.conftest import needs_shared, stage_and_dedupe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -57,7 +58,7 @@ def test_exact_cutoff_and_counts():
 @needs_shared("corpora")
 @needs_shared("tokenizers")
 def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path, tokenizer_path):
-    base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=90, min_chars=400)
+    base = read_texts(CORPORA / "c4_en.jsonl.zst", limit=90, min_chars=400)
     rng = random.Random(5)
     near = [make_variant(base[i], "insert_delete", 0.3, rng) for i in range(0, 30, 2)]  # 15 close copies
     texts = base + near
@@ -111,7 +112,7 @@ def test_graph_equals_the_in_memory_policy(tmp_path, tokenizer_path):
     (same keepers, same M), so benchmarks that score embedders with the function score the build."""
     from pipelines.engine.staging import Part
 
-    base = load_texts(CORPORA / "c4_en.jsonl.zst", limit=150, min_chars=200)
+    base = read_texts(CORPORA / "c4_en.jsonl.zst", limit=150, min_chars=200)
     rng = random.Random(9)
     texts = base + [make_variant(base[i], "typos", 0.5, rng) for i in range(0, 60, 3)]
     cfg = {"keep_fraction": 0.7, "n_clusters": 4, "sample_size": 120}
@@ -140,7 +141,7 @@ def test_in_memory_policy_on_tiny_inputs():
 def test_static_embedder_batches_and_devices():
     from pipelines.dedupe.embed import EMBED_DIM, load_embedder
 
-    texts = load_texts(CORPORA / "c4_en.jsonl.zst", limit=40, min_chars=50) + ["", "   ", "!!"]
+    texts = read_texts(CORPORA / "c4_en.jsonl.zst", limit=40, min_chars=50) + ["", "   ", "!!"]
     static = load_embedder("static-minilm-l6", "cpu")
     e = static.embed(texts)
     assert e.shape == (len(texts), EMBED_DIM) and e.dtype == np.float32
@@ -176,7 +177,7 @@ def test_transformer_embedder_is_sentence_transformers_encode():
     from pipelines.dedupe.embed import MiniLM, _package_dir
     from pipelines.dedupe.wordpiece import PiecePool
 
-    texts = load_texts(CORPORA / "c4_en.jsonl.zst", limit=24, min_chars=50) + ["", "short one", "x " * 3000]
+    texts = read_texts(CORPORA / "c4_en.jsonl.zst", limit=24, min_chars=50) + ["", "short one", "x " * 3000]
     ours = MiniLM("cpu", threads=1)
     got = ours.embed(texts, batch_size=7)
     st = SentenceTransformer(str(_package_dir()), device="cpu")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.dedupe import wordpiece
-from pipelines.dedupe.planted import load_texts
+from pipelines.sources.readers import read_texts
 from tests.conftest import needs_shared
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
@@ -64,10 +64,10 @@ def test_random_text_gives_the_tokenizers_ids(path, max_pieces, special, monkeyp
 def test_every_corpus_gives_the_tokenizers_ids_mostly_on_the_fast_path(path, max_pieces, special):
     wp = wordpiece.WordPieces(path, max_pieces, special)
     for category in CATEGORIES:
-        texts = [t[:2000] for t in load_texts(CORPORA / f"{category}.jsonl.zst", limit=300, min_chars=1)]
+        texts = [t[:2000] for t in read_texts(CORPORA / f"{category}.jsonl.zst", limit=300, min_chars=1)]
         texts += ["", " ", "x" * 3000, "word " * 700, "a" * 101 + " b", "\u00e9t\u00e9 " * 400]
         assert rows(*wp.encode(texts)) == want(path, texts, max_pieces, special), category
-    c4 = load_texts(CORPORA / "c4_en.jsonl.zst", limit=1000, min_chars=1)
+    c4 = read_texts(CORPORA / "c4_en.jsonl.zst", limit=1000, min_chars=1)
     fast = sum(wp._rules.slow.search(t) is None for t in c4)
     assert fast / len(c4) > 0.8  # the fast path is what runs on web text (99 % of c4_en here)
 
@@ -82,7 +82,7 @@ def test_the_word_cache_starts_over_without_changing_ids(path, monkeypatch):
 
 @needs_shared("corpora")
 def test_the_process_pool_gives_the_same_ids_in_order(path):
-    texts = [t[:2000] for t in load_texts(CORPORA / "c4_en.jsonl.zst", limit=1300, min_chars=1)]
+    texts = [t[:2000] for t in read_texts(CORPORA / "c4_en.jsonl.zst", limit=1300, min_chars=1)]
     pool = wordpiece.PiecePool(path, 256, True, processes=2)
     try:
         pending = pool.submit(texts)  # 3 tasks of 512, 512, 276 texts

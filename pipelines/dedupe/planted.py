@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 from pipelines.dedupe.minhash import exact_jaccard
 
@@ -156,24 +156,6 @@ def score(families: Sequence[int], pair_j: dict[int, float], removed: dict[int, 
     r = detected / len(positives) if positives else 1.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
     return Score(len(removed), len(positives), detected, p, r, f1, no_rel, len(low), low_merged)
-
-
-def load_texts(path, limit: Optional[int] = None, min_chars: int = 1) -> list[str]:
-    """Texts of a ``.jsonl.zst`` sample (benchmarks and tests read ../shared/corpora with it)."""
-    import io
-    import json
-
-    import zstandard
-
-    out = []
-    with open(path, "rb") as f:
-        for line in io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(f), encoding="utf-8"):
-            t = json.loads(line).get("text")
-            if isinstance(t, str) and len(t) >= min_chars:
-                out.append(t)
-                if limit is not None and len(out) >= limit:
-                    break
-    return out
 
 
 def corpus_with_plants(base: Sequence[str], plants: Iterable[Planted]):

@@ -57,7 +57,7 @@ class Tools:
         self.plan = plan
         self._embedders: dict = {}
         # one eval index per decontam config per worker process (cached_index), built with the tools
-        from pipelines.steps.decontam import cached_index
+        from pipelines.sources.evals import cached_index
 
         self.eval_index = {n: cached_index(c.decontam) for n, c in plan.sources.items() if c.decontam is not None}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import orjson
 
@@ -77,21 +77,28 @@ def _open_raw(path: str):
 _COMPRESSION = {"jsonl": None, "jsonl.gz": "gzip", "jsonl.zst": "zstd"}
 
 
-def iter_jsonl(path: str, fmt: str, meter: Optional[Meter] = None) -> Iterator[tuple[int, Union[dict, Bad]]]:
+def iter_jsonl(path: str, fmt: Optional[str], meter: Optional[Meter] = None,
+               strict: bool = False) -> Iterator[tuple[int, Union[dict, Bad]]]:
     """(1-based line, record | Bad). Blank lines are skipped (not documents). A corrupt compressed
-    stream ends the file with one Bad('corrupt_stream') after the last good line."""
+    stream ends the file with one Bad('corrupt_stream') after the last good line. ``fmt`` None: the
+    compression is inferred from the name. ``strict``: fsio's errors (a corrupt stream, a failed read)
+    propagate as they are, for a caller that words them itself."""
     line_no = 0
-    lines = fsio.read_lines(path, _COMPRESSION.get(fmt), meter)
+    lines = fsio.read_lines(path, "infer" if fmt is None else _COMPRESSION.get(fmt), meter)
     while True:
         try:
             line = next(lines)
         except StopIteration:
             return
         except fsio.CorruptStreamError as e:
+            if strict:
+                raise
             yield line_no + 1, Bad(line_no + 1, "corrupt_stream",
                                    f"{e.reason} (file truncated or corrupt; records before line {line_no + 1} were read)")
             return
         except fsio.StorageError as e:
+            if strict:
+                raise
             raise InputFileError(f"cannot {e.op} input file {path}: {e.cause}") from None
         line_no += 1
         if not line.strip():
@@ -109,6 +116,40 @@ def iter_jsonl(path: str, fmt: str, meter: Optional[Meter] = None) -> Iterator[t
             yield line_no, Bad(line_no, "not_an_object", f"JSON {type(rec).__name__}, expected an object")
             continue
         yield line_no, rec
+
+
+def iter_values(path: str, field: str, fmt: Optional[str] = None,
+                strict: bool = False) -> Iterator[tuple[int, Union[Any, Bad]]]:
+    """(1-based line, value of the dotted ``field`` | Bad) of every record of a JSON Lines file (``iter_jsonl``);
+    a record without the field is Bad('missing_field')."""
+    for line, rec in iter_jsonl(path, fmt, strict=strict):
+        if isinstance(rec, Bad):
+            yield line, rec
+            continue
+        try:
+            yield line, get_path(rec, field)
+        except KeyError:
+            yield line, Bad(line, "missing_field", f"no field {field!r}")
+
+
+def read_texts(globs: Union[str, os.PathLike, Sequence[str]], text_field: str = "text", limit: Optional[int] = None,
+               min_chars: int = 1) -> list[str]:
+    """The string ``text_field`` values of at least ``min_chars`` characters in the JSON Lines files the globs
+    match, in file and line order, at most ``limit`` (tests and benchmarks read ../shared/corpora with it);
+    malformed records are skipped, a corrupt stream is an InputFileError naming the file."""
+    files = expand_inputs("texts", [str(globs)] if isinstance(globs, (str, os.PathLike)) else [str(g) for g in globs])
+    out: list[str] = []
+    for f in files:
+        for _line, value in iter_values(f.path, text_field):
+            if isinstance(value, Bad):
+                if value.reason == "corrupt_stream":
+                    raise InputFileError(f"{f.path}: {value.detail}")
+                continue
+            if isinstance(value, str) and len(value) >= min_chars:
+                out.append(value)
+                if limit is not None and len(out) >= limit:
+                    return out
+    return out
 
 
 def iter_parquet(path: str, columns: Sequence[str]) -> Iterator[tuple[int, Union[dict, Bad]]]:
