@@ -106,7 +106,8 @@ def dedupe_work(result) -> str:
     """One line of the dedupe graph's Beam counters (what cluster sizing needs: keys, candidate pairs, verified
     edges), or "" where the runner reports no metrics (the DaskRunner). Stats never come from these: they
     are computed from data (pipelines/graph.py), so they reconcile on every runner."""
-    from pipelines.engine.dedupe.stages import NS, SEM_NS
+    from pipelines.engine.dedupe.semantic import SEM_NS
+    from pipelines.engine.dedupe.shared import NS
 
     if result is None:
         return ""

@@ -51,7 +51,8 @@ def test_dedupe_work_line_sums_the_graphs_counters_over_steps():
     from apache_beam.metrics import Metrics
 
     from pipelines.build import dedupe_work
-    from pipelines.engine.dedupe.stages import NS, SEM_NS
+    from pipelines.engine.dedupe.semantic import SEM_NS
+    from pipelines.engine.dedupe.shared import NS
 
     def count(name, ns=NS):
         def fn(x):

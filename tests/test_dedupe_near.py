@@ -108,7 +108,8 @@ def test_band_records_as_bytes_or_staged_references_are_the_same(tmp_path, token
     import numpy as np
 
     from pipelines.dedupe.minhash import SignatureSpec
-    from pipelines.engine.dedupe.stages import _band_records, _band_records_of, one_process_shuffles
+    from pipelines.engine.dedupe.near import _band_records, _band_records_of
+    from pipelines.engine.dedupe.shared import one_process_shuffles
     from pipelines.engine.staging import Part
 
     base = _synthetic_base(30, seed=3)

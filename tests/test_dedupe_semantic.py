@@ -92,7 +92,7 @@ def test_semdedup_keep_fraction_and_planted_paraphrases(tmp_path, tokenizer_path
 def test_rank_cutoff_is_exact_beyond_the_quantile_resolution(keep):
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.engine.dedupe.stages import RankCutoff
+    from pipelines.engine.dedupe.semantic import RankCutoff
 
     rng = random.Random(2)
     # 30k keys with heavy ties in M (broken by the uid hash), far more than the 1001 quantiles
