@@ -5,8 +5,8 @@ Rows (all on the same text, the ten categories of ../shared/corpora):
                processes over the same hash parts; the faster of the two is the ceiling
   fast ceiling the same with the adopted fast encoder (fastokens, tokenization/fast.py), when installed;
                the stage rows use whichever encoder NeoXTokenizer.encode_batch selects ($NEOX_ENCODER)
-  stage x1     our build's tokenize-and-shard code (pipelines.process's batch encode to uint16 + EOS, then
-               pipelines.shards.write_mds: zstd MDS, doc_tokens.npy) in one process
+  stage x1     our build's tokenize-and-shard code (pipelines.engine.process's batch encode to uint16 + EOS, then
+               pipelines.engine.shards.write_mds: zstd MDS, doc_tokens.npy) in one process
   stage xN     the same code in N worker processes over hash parts, as the Beam workers run it
   llm-foundry  llm-foundry's convert_dataset_json shape: one process, per-document encode, concat into
                2048-token samples, MDSWriter(tokens: bytes, zstd)
@@ -107,8 +107,8 @@ def part_of(uid: int, n: int) -> int:
 
 
 def tokenize_and_write(docs, tok, out: str) -> int:
-    """What a part goes through in the build: batch encode (pipelines.process), then the MDS writer
-    (pipelines.shards.write_mds); returns the token count."""
+    """What a part goes through in the build: batch encode (pipelines.engine.process), then the MDS writer
+    (pipelines.engine.shards.write_mds); returns the token count."""
     from pipelines.engine.process import BATCH_DOCS
     from pipelines.engine.shards import write_mds
 

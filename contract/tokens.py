@@ -34,7 +34,7 @@ class MdsFormat:
                          size_limit=self.size_limit if size_limit is None else size_limit, progress_bar=False)
 
 
-# OUT/sources/<source>/: one document per sample (pipelines.shards; mixtures.synthetic writes the same).
+# OUT/sources/<source>/: one document per sample (pipelines.engine.shards; mixtures.synthetic writes the same).
 SOURCE_MDS = MdsFormat(columns=(("tokens", MDS_TOKENS_ENCODING), ("id", "str")), hashes=("xxh64",))
 # OUT/mixtures/<name>/<part>/<source>/: packed seq_len samples (mixtures.pack).
 MIXTURE_MDS = MdsFormat(columns=(("tokens", MDS_TOKENS_ENCODING),), hashes=("sha1",))

@@ -105,7 +105,7 @@ def beam_options(extra: list[str], workers: int):
 def dedupe_work(result) -> str:
     """One line of the dedupe graph's Beam counters (what cluster sizing needs: keys, candidate pairs, verified
     edges), or "" where the runner reports no metrics (the DaskRunner). Stats never come from these: they
-    are computed from data (pipelines/graph.py), so they reconcile on every runner."""
+    are computed from data (pipelines/engine/graph.py), so they reconcile on every runner."""
     from pipelines.engine.dedupe.semantic import SEM_NS
     from pipelines.engine.dedupe.shared import NS
 
@@ -146,7 +146,7 @@ def clear_stale_staging(out: str, source: str, keep: str) -> None:
 
 
 def source_summary(out: str, names: Sequence[str]) -> str:
-    """The summary table, then the sanity warnings of every source (``pipelines.sanity``), also logged."""
+    """The summary table, then the sanity warnings of every source (``pipelines.filters.warnings``), also logged."""
     stats = [json.loads(fsio.read_bytes(layout.stats_path(out, n))) for n in names]
     text = summary_table(stats)
     warnings = [w for s in stats for w in s.get("warnings", [])]
@@ -281,7 +281,7 @@ def run(args, beam_args) -> int:
 
 
 def write_build_report(out: str, tok) -> None:
-    """OUT/report.html (``pipelines.report_html``), from what the build wrote. A page that cannot be made is
+    """OUT/report.html (``pipelines.report.html``), from what the build wrote. A page that cannot be made is
     reported, not fatal: the shards, stats and mixture are already in place."""
     from pipelines.report.html import write_report
 

@@ -9,7 +9,7 @@
 
 ``summary`` reads ``OUT/stats/<source>.json`` and ``OUT/mixtures/<name>/manifest.json`` (counts,
 top rejection reasons, tokens, planned vs realized proportions) and adds the sanity warnings of
-``pipelines.sanity``. ``docs`` decodes random documents of a source's tokenized MDS dataset back to
+``pipelines.filters.warnings``. ``docs`` decodes random documents of a source's tokenized MDS dataset back to
 text; ``samples`` decodes random packed samples of a mixture (``<|endoftext|>`` marks document
 boundaries); ``reject`` prints the audit record(s) of a document id from ``OUT/rejects`` (written by
 ``--write-rejects``). Random picks are reproducible: the same ``--seed`` picks the same documents.

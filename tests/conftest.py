@@ -90,7 +90,7 @@ def read_mds(path: Path) -> list[dict]:
 
 def stage_and_dedupe(tmp_path: Path, docs: dict, dedupe, tokenizer_path: str, cross_source: bool = False,
                      options=None, write_rejects: bool = True):
-    """Run the real fused per-document path (pipelines.process) on ``docs`` = {source: [(id, text), ...]},
+    """Run the real fused per-document path (pipelines.engine.process) on ``docs`` = {source: [(id, text), ...]},
     then the Beam Dedupe policy on the staged parts; returns (plan, removals sorted by uid, ids by uid).
 
     A document's uid follows its line: earlier lines (and earlier sources, in registry order) have smaller

@@ -65,7 +65,7 @@ def test_demo_build_all_ten_sources_reconcile_and_rerun_is_identical(tmp_path, t
         assert stats["kept"] > 0
     assert load_stats(out, "c4_en")["malformed"] == 2 and load_stats(out, "c4_en")["exact_duplicates"] > 0
     assert sum(load_stats(out, n)["docs_ge_4096_tokens"] for n in SOURCE_NAMES) > 10
-    # the build's report (pipelines.report_html): every source, every rule that fired, the planted examples
+    # the build's report (pipelines.report.html): every source, every rule that fired, the planted examples
     # (tests/test_report_html.py has the full demo with its mixture, and the browser)
     page = (out / "report.html").read_text(encoding="utf-8")
     for n in SOURCE_NAMES:

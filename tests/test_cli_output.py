@@ -1,5 +1,5 @@
 """What a newcomer sees: ``python -m pipelines.build`` prints no Apache Beam start-up noise by default (driver and
-the local runner's worker processes), and ``-v`` shows Beam's own logging again (pipelines/beam_logging.py)."""
+the local runner's worker processes), and ``-v`` shows Beam's own logging again (pipelines/runners/beam_logging.py)."""
 import json
 import subprocess
 import sys

@@ -17,7 +17,7 @@ from pipelines.quality import train
 from tests.conftest import load_stats, needs_shared, run_build
 from tests.planted_styles import prose, styled
 
-# the part summary carries the rules' tallies only once pipelines/process.py adds
+# the part summary carries the rules' tallies only once pipelines/engine/process.py adds
 # "filter_stats": steps.filter_stats(steps) to it (a one-line hook in a file this change does not own)
 
 

@@ -1,4 +1,4 @@
-"""PII masking (pipelines.pii): FineWeb's placeholders, public IPv4 only, counts per document."""
+"""PII masking (pipelines.steps.pii): FineWeb's placeholders, public IPv4 only, counts per document."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Issue 23: the build's HTML report (``pipelines.report_html``) and its example reservoirs (``pipelines.samples``).
+"""Issue 23: the build's HTML report (``pipelines.report.html``) and its example reservoirs (``pipelines.engine.examples``).
 
 - the reservoir is a pure bottom-k sample by a hash of the uid: the same documents whatever the order and
   however the documents are split over parts/workers, at most k per key;

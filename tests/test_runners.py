@@ -125,7 +125,7 @@ def test_s3_inputs_and_outputs_round_trip(tmp_path, tokenizer_path, s3_server):
         elif rel.startswith("rejects/"):  # same records; "detail" names the input by its full (s3:// vs local) path
             strip = lambda b: [{k: v for k, v in json.loads(l).items() if k != "detail"} for l in b.splitlines()]  # noqa: E731
             assert strip(remote) == strip(data), rel
-    # the report's examples: picked, decoded and scored from staging on s3:// as locally (pipelines.samples)
+    # the report's examples: picked, decoded and scored from staging on s3:// as locally (pipelines.engine.examples)
     assert "run1/report.html" in keys
     nodetail = lambda ex: {k: [{f: v for f, v in r.items() if f != "detail"} for r in rows]  # noqa: E731
                            for k, rows in ex["examples"].items()}

@@ -1,4 +1,4 @@
-"""pipelines/staging.py owns the per-part staging format: every record round-trips through ``Part``, the typed
+"""pipelines/engine/staging.py owns the per-part staging format: every record round-trips through ``Part``, the typed
 ``PartSummary`` writes the same summary.json bytes as the untyped dict did, and no other module knows the
 files of a part folder, their npz keys, or writes .npz files."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.conftest import REPO
 
 
 def _legacy_bytes(d: dict) -> bytes:
-    """What pipelines.process wrote for the untyped summary dict (staging.write_json)."""
+    """What pipelines.engine.process wrote for the untyped summary dict (staging.write_json)."""
     return (json.dumps(d, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -180,7 +180,7 @@ def test_rows_by_seeking_equal_the_arrays(tmp_path):
 
 @pytest.mark.parametrize("write_rejects", [True, False])
 def test_a_processed_part_reads_back(tmp_path, tokenizer_path, write_rejects):
-    """The real fused path (pipelines.process) writes what the readers read, and its summary.json is the typed
+    """The real fused path (pipelines.engine.process) writes what the readers read, and its summary.json is the typed
     summary's bytes with every field present."""
     from pipelines.sources.config import source_config
     from pipelines.engine.plan import BuildPlan
@@ -258,7 +258,7 @@ def _findings(rel: str, tree: ast.AST) -> list[str]:
 
 
 def test_only_staging_knows_the_part_folder():
-    """No module other than pipelines/staging.py names a part folder's files, builds a part folder's path
+    """No module other than pipelines/engine/staging.py names a part folder's files, builds a part folder's path
     (plan.part_staging), indexes a staged array by its npz key, or writes an .npz; np.load/np.save in the
     data path only on arrays that are not staging files (OTHER_NPY)."""
     assert [h for rel, tree in _code_files() for h in _findings(rel, tree)] == []

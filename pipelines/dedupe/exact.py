@@ -3,7 +3,7 @@
 Normalization (documented contract): Unicode NFC, casefold, every run of whitespace -> one space, strip.
 So "Hello  World\n" and "hello world" are duplicates; punctuation and digits still count.
 Only (hash, uid) pairs are shuffled (16 + 8 bytes a document), never the text; the Beam stage is
-``pipelines.dedupe.policy.ExactDedupe``.
+``pipelines.engine.dedupe.exact.ExactDedupe``.
 """
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ def scores_in_memory(uids: Sequence[int], emb: np.ndarray, cfg: SemDedupConfig):
 def removals_in_memory(uids: Sequence[int], emb: np.ndarray, cfg: SemDedupConfig) -> dict[int, tuple[int, float]]:
     """The whole SemDedup policy on one machine: uid -> (keeper uid, M) for every removed document.
 
-    Exactly what the Beam graph (``pipelines.dedupe.policy.SemanticDuplicates``) computes, written as one
+    Exactly what the Beam graph (``pipelines.engine.dedupe.semantic.SemanticDuplicates``) computes, written as one
     function: benchmarks compare embedders with it and tests hold the graph to it. Any size is fine,
     0 and 1 included (nothing is removed)."""
     scored, cutoff = scores_in_memory(uids, emb, cfg)

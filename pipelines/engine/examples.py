@@ -1,4 +1,4 @@
-"""Bounded, deterministic example reservoirs for the HTML report (``pipelines.report_html``).
+"""Bounded, deterministic example reservoirs for the HTML report (``pipelines.report.html``).
 
 While a part's documents are processed, every document that is not kept is offered to a reservoir keyed by
 ``stage/reason`` (``filter/min_words``, ``read/bad_json``, ``decontam/eval_overlap``, ``near_dedupe/...``).
@@ -10,10 +10,10 @@ document enters it, so the cost per document is one hash and a comparison.
 
 Where the pieces live (they never cross the runner in bulk):
 
-- ``pipelines.process``: a ``PartSampler`` per part offers malformed, decontaminated and filtered documents;
+- ``pipelines.engine.process``: a ``PartSampler`` per part offers malformed, decontaminated and filtered documents;
   its records go to the part's staging file ``samples.json``, and only the chosen (priority, uid) pairs
   and byte counts ride in the part summary.
-- ``pipelines.shards.write_part``: the dedupe removals of the part (they carry the keeper's uid and the
+- ``pipelines.engine.shards.write_part``: the dedupe removals of the part (they carry the keeper's uid and the
   stage's value) give the dedupe picks, without text: (priority, uid, id, keeper).
 - at finalize (``write_examples``): the global ``K`` per key are chosen from the parts' picks; only the
   samples.json of parts holding a winner are read, and duplicate pairs are decoded from the staged tokens
@@ -88,7 +88,7 @@ def merge_picks(lists: Iterable[Iterable[list]], k: int = K) -> list[list]:
 
 
 def _ngram_pattern(ngram: str):
-    """The eval n-gram (lower-cased ``\\w+`` words, as ``pipelines.decontam`` matches) in the original text."""
+    """The eval n-gram (lower-cased ``\\w+`` words, as ``pipelines.steps.decontam`` matches) in the original text."""
     import re
 
     return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in ngram.split()) + r"(?!\w)", re.IGNORECASE)
@@ -139,7 +139,7 @@ class PartSampler:
         self.res.offer(key, r.uid, make)
 
     def save(self, part) -> dict:
-        """Write the records to the part's staging ``samples.json`` (``pipelines.staging.Part``; only when
+        """Write the records to the part's staging ``samples.json`` (``pipelines.engine.staging.Part``; only when
         there are any); return what the part summary carries: picks and byte counts."""
         records = self.res.records()
         if records:
@@ -148,7 +148,7 @@ class PartSampler:
 
 
 def dedupe_picks(won, ids_by_uid: Mapping[int, str], nbytes_by_uid: Mapping[int, int], k: int = K) -> dict:
-    """A part's dedupe removals (``pipelines.shards.Removal``, one per document) -> the picks the part's
+    """A part's dedupe removals (``pipelines.engine.shards.Removal``, one per document) -> the picks the part's
     written stats carry: per ``stage/reason`` the ``k`` of smallest priority as
     ``[priority, uid, id, keeper_uid, keeper_id, value]``, and the bytes each removed."""
     res: dict[str, list] = defaultdict(list)
@@ -274,7 +274,7 @@ def _dedupe_examples(staged: _StagedParts, dd_by_key: Mapping[str, list], exampl
 
 
 def build_examples(plan, source: str, parts: list[Mapping], k: int = K) -> dict:
-    """The examples record of one source from its parts' written stats (``pipelines.shards.write_part``)."""
+    """The examples record of one source from its parts' written stats (``pipelines.engine.shards.write_part``)."""
     read_bytes = 0
     nbytes: Counter = Counter()
     by_key: dict[str, list] = defaultdict(list)       # key -> [[prio, uid, part], ...]

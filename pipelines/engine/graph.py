@@ -5,7 +5,7 @@
 Every document ends in exactly one place: an MDS part (kept) or a count (malformed, decontaminated,
 filtered, or removed by a dedupe stage) with an audit record under --write-rejects. Counts are computed from those records as
 data, not from runner metrics, so stats reconcile on every runner; Metrics counters and the heartbeat
-files (``pipelines.progress``) are only for live progress.
+files (``pipelines.engine.progress``) are only for live progress.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class _ProcessPart(beam.DoFn):
 class ProcessDocuments(beam.PTransform):
     """PartTasks -> part summaries; each part's documents go read -> PII mask -> decontaminate -> filter ->
     hash/sign/embed -> tokenize
-    in one worker (``pipelines.process``), and a part done by an earlier run is not redone."""
+    in one worker (``pipelines.engine.process``), and a part done by an earlier run is not redone."""
 
     def __init__(self, plan: BuildPlan, label=None):
         super().__init__(label)
@@ -132,7 +132,7 @@ class _FinalizeSource(beam.DoFn):
         counts = [tuple(c) for p in parts for c in p["counts"]]
         stats = make_stats(source, sum(p["read"] for p in parts), counts, parts, plan.extra_stats.get(source))
         stats["warnings"] = warnings_for(stats)  # the build logs and prints them under its summary table
-        write_examples(plan, source, parts)      # OUT/examples/<source>.json for the report (pipelines.samples)
+        write_examples(plan, source, parts)      # OUT/examples/<source>.json for the report (pipelines.engine.examples)
         out = plan.out
         if plan.write_rejects and fsio.has_files(layout.join(staging, "rejects")):
             fsio.replace_tree(layout.join(staging, "rejects"), layout.rejects_dir(out, source))

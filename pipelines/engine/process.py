@@ -3,7 +3,7 @@
 
 Why fused: a document's text is the heavy thing. Every step that needs the text runs here, in the worker
 that parsed it, one part (a run of input files) at a time; what leaves the worker is compact: token ids,
-hashes, signatures and counts written to the part's staging folder (``pipelines.staging``), and a small
+hashes, signatures and counts written to the part's staging folder (``pipelines.engine.staging``), and a small
 summary record to the runner. So the runner never buffers or shuffles text (the local runner used to hold
 the whole corpus in its driver), and a finished part survives a crash.
 
@@ -13,7 +13,8 @@ them and keeps the books:
 ``read == malformed + decontaminated + filtered + len(docs)`` holds for every part, checked before its
 summary is written.
 
-The order of the per-document steps, and why, is in ``pipelines.steps``.
+The order of the per-document steps, and why, is in ``pipelines.steps.chain``; the report's example reservoir
+(``pipelines.engine.examples``) observes the chain.
 """
 from __future__ import annotations
 

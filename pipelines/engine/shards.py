@@ -1,6 +1,6 @@
 """Shard writing: one part's staged tokens minus its dedupe removals -> an MDS part; then merge the parts.
 
-A part is a run of consecutive input files (``pipelines.plan``), so its documents are already in uid
+A part is a run of consecutive input files (``pipelines.engine.plan``), so its documents are already in uid
 order; parts are merged in part order, so the output bytes do not depend on how the runner bundled or
 ordered work (byte-identical re-runs, portable == local).
 """
@@ -94,9 +94,9 @@ def write_part(plan, source: str, part: int, removals: Iterable[Removal]) -> dic
              "tokens": int(lengths.sum()), "bytes": int(nbytes[rows].sum()), "token_hist": histogram(lengths),
              "docs_ge_4096_tokens": int((lengths >= 4096).sum()),
              "counts": [list(c) for c in counts] + [[s, r, f, n] for (s, r, f), n in sorted(dedupe_counts.items())],
-             # per-part pass-through for the source's stats (pipelines.process; absent in older summaries)
+             # per-part pass-through for the source's stats (pipelines.engine.process; absent in older summaries)
              **summary.pass_through(),
-             "dedupe_samples": report_samples}  # pipelines.samples: examples for the report
+             "dedupe_samples": report_samples}  # pipelines.engine.examples: examples for the report
     write_json(done_path, stats)
     return stats
 

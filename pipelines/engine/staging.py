@@ -14,7 +14,7 @@ part's summary is a ``PartSummary``.
     emb.npz        uid int64[N], emb float32[N, 384]                  (sources with SemDedup)
     rejects.jsonl  malformed and filtered documents' audit records    (--write-rejects)
                    as "uid<TAB>record" lines; the writer merges them with the dedupe rejects in uid order
-    samples.json   a few sampled not-kept documents per stage/reason   (pipelines.samples; for the report)
+    samples.json   a few sampled not-kept documents per stage/reason   (pipelines.engine.examples; for the report)
     summary.json   counts (``PartSummary``); written LAST: its presence means the part is done (resume skips it)
 
 The files are plain numpy/JSON written through ``contract.fsio``, so staging works on gs:// and s3://.
@@ -91,14 +91,14 @@ class PartSummary:
     decontam: Optional[dict] = None
     meta_missing: Optional[dict] = None
     filter_stats: Optional[dict] = None
-    samples: Optional[dict] = None        # pipelines.samples: picks and byte counts for the report
+    samples: Optional[dict] = None        # pipelines.engine.examples: picks and byte counts for the report
 
     @property
     def key(self) -> tuple[str, int]:
         return self.source, self.part
 
     def pass_through(self) -> dict:
-        """The optional fields this summary has (what ``pipelines.shards.write_part`` copies into the part's
+        """The optional fields this summary has (what ``pipelines.engine.shards.write_part`` copies into the part's
         written stats), in ``PASS_THROUGH`` order."""
         return {k: getattr(self, k) for k in PASS_THROUGH if getattr(self, k) is not None}
 
@@ -148,7 +148,7 @@ class Part:
 
     @classmethod
     def of(cls, plan, source: str, part: int) -> "Part":
-        """The staging folder of ``source``'s part ``part`` in ``plan`` (a ``pipelines.plan.BuildPlan``)."""
+        """The staging folder of ``source``'s part ``part`` in ``plan`` (a ``pipelines.engine.plan.BuildPlan``)."""
         return cls(plan.part_staging(source, part))
 
     def __repr__(self) -> str:
@@ -195,13 +195,13 @@ class Part:
             fsio.write_bytes(self.path(REJECTS), body.encode("utf-8"))
 
     def write_samples(self, records: dict) -> None:
-        """``{stage/reason: {uid: record}}`` (``pipelines.samples.PartSampler``)."""
+        """``{stage/reason: {uid: record}}`` (``pipelines.engine.examples.PartSampler``)."""
         fsio.write_bytes(self.path(SAMPLES),
                          (json.dumps(records, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
 
     def write_bands(self, records: np.ndarray) -> None:
         """MinHash band records [n, 2] (key, uid) of the part's survivors, sorted by shuffle bucket: the
-        shuffle carries (part, rows) references to them, not the records (``pipelines.dedupe.policy``)."""
+        shuffle carries (part, rows) references to them, not the records (``pipelines.engine.dedupe.near``)."""
         fsio.write_bytes(self.path(BANDS), _npy_bytes(records))
 
     def write_summary(self, summary: PartSummary) -> None:
@@ -332,7 +332,7 @@ class Seekable:
 def staged_rows(plan, name: str, refs: Iterable[tuple[str, int, int, int]]) -> list[np.ndarray]:
     """Rows of one kind of staged file (``bands``, ``emb``, ...) by (source, part, first row, rows) references,
     in the references' order; each part's file is opened once and read by seeking. The dedupe stages' shuffles
-    carry such references instead of the rows on the local runner (``pipelines.dedupe.policy``)."""
+    carry such references instead of the rows on the local runner (``pipelines.engine.dedupe.near, .semantic``)."""
     refs = list(refs)
     by_part: dict = {}
     for k, (source, part, start, n) in enumerate(refs):

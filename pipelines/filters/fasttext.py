@@ -31,7 +31,7 @@ Opt-in: add it to a source's chain (README, rp_commoncrawl and mc4_en).
 ``preprocess`` (DCLM: lower-cased, whitespace runs to one space, first ``max_chars`` characters; training
 uses the same function), score = P(``label``), ``__label__hq`` by default. Rejected when the score is
 below ``min_score``; with ``keep_top_fraction: f`` the threshold is instead the score that the top ``f`` of
-a sample of the source reaches (``pipelines.calibrate``, on the driver, before the build: DCLM keeps its
+a sample of the source reaches (``pipelines.sources.prepare``, on the driver, before the build: DCLM keeps its
 top 10 %). The model file's SHA-256 becomes the rule's ``model_sha256`` parameter, and the computed
 threshold its ``min_score``, so both enter the config hash; a worker that reads a different file fails.
 Its tally is a histogram of the scores of every document it judges, 20 bins of 0.05 keyed by their lower
@@ -280,7 +280,7 @@ def _check_quality(params: dict, given: set, where: str) -> dict:
 
 
 def _prepare_quality(params: dict, ctx) -> dict:
-    """Driver side, before the build (``pipelines.calibrate``): hash and load the model, check its label,
+    """Driver side, before the build (``pipelines.sources.prepare``): hash and load the model, check its label,
     and compute the threshold of ``keep_top_fraction`` from a sample of the source."""
     path = params["model"]
     try:

@@ -30,7 +30,7 @@ the most-starred repository holding the file). Present and below 2 -> rejected. 
 "None", "null" or "nan" -> 0 stars (Dolma's StarCoder tagger reads a missing count as 0: The Stack stores
 null when GH Archive saw no star event). Absent from ``meta`` -> kept (``if_missing: keep``, the default):
 a reader that does not copy the column cannot tell a zero-star repository from an unknown one, and
-silently dropping a whole source is worse; ``pipelines.sanity`` warns when most documents lack the key.
+silently dropping a whole source is worse; ``pipelines.filters.warnings`` warns when most documents lack the key.
 Set ``{olmo_min_stars: {if_missing: reject}}`` to follow Dolma exactly. Note that The Stack's reader
 drops null values from ``meta``, so nulls arrive here as absent, not as "None".
 

@@ -9,7 +9,7 @@ forbids any fetch), so the file can be mailed or opened from a bucket. It is bui
 wrote and never reads the corpus:
 
 - ``OUT/stats/<source>.json``: counts, token-length histogram, PII and decontamination counts, sanity warnings;
-- ``OUT/examples/<source>.json`` (``pipelines.samples``): bytes per stage and the bounded, deterministic
+- ``OUT/examples/<source>.json`` (``pipelines.engine.examples``): bytes per stage and the bounded, deterministic
   reservoir of examples (up to 5 per rule and source, 300 characters each; duplicate pairs with their
   estimated Jaccard or cosine);
 - ``OUT/mixtures/<name>/manifest.json`` and, for 3 decoded sample openings per stream, the first shard of

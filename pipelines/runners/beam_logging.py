@@ -12,7 +12,7 @@ What Beam prints on every local run, none of it about the build:
 Default verbosity: the driver's root logger drops Beam's root-logger records below ERROR (the import-time
 notices; Beam's named loggers stay at WARNING, so e.g. "Discarding unparseable args" for a mistyped option
 on the command line is still shown), and the job service's re-emitted worker records below ERROR are not
-shown. The worker processes import ``pipelines/worker_site/sitecustomize.py`` at start-up, before Beam
+shown. The worker processes import ``pipelines/runners/worker_site/sitecustomize.py`` at start-up, before Beam
 (:func:`worker_env` puts that folder on PYTHONPATH while the pipeline runs; the workers inherit the
 environment): it gives their root logger a stderr handler, in the default format, that drops Beam's own
 records below ERROR. Errors, this project's records and other libraries' records still come through.
@@ -90,7 +90,7 @@ def worker_env(verbose: bool) -> Iterator[None]:
 def at_worker_startup() -> None:
     """Run by ``worker_site/sitecustomize.py`` in every process started during the run: in the Beam SDK
     workers, quiet start-up (default verbosity) and a prompt exit once the runner is done with them
-    (:func:`pipelines.local_runner.exit_when_done`); any other process is left as it is."""
+    (:func:`pipelines.runners.local.exit_when_done`); any other process is left as it is."""
     if WORKER_ENV_MARKER in os.environ:
         if os.environ.get(QUIET_ENV) == "1":
             quiet_worker()

@@ -12,7 +12,7 @@ What the driver does for the DaskRunner, beyond Beam's own options (``--dask_cli
   options (``--s3_endpoint_url``, credentials, GCS project ...): on Beam's own runners the SDK harness does
   that, Dask workers only run the DoFns.
 
-Everything else is the runner-neutral graph (``pipelines.graph``); workers share nothing but OUT and the
+Everything else is the runner-neutral graph (``pipelines.engine.graph``); workers share nothing but OUT and the
 inputs (object storage), and need this project installed (same versions as the driver).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger("pipelines.build")
 
 class FilesystemOptions(WorkerPlugin):
     """Dask worker plugin: Beam's FileSystems on the worker get the pipeline's options (S3 endpoint, ...), and the
-    worker starts importing mosaicml-streaming in the background (``local_runner.import_ahead``: 4-5 s of imports
+    worker starts importing mosaicml-streaming in the background (``pipelines.runners.local.import_ahead``: 4-5 s of imports
     overlapping the read stage instead of holding up the first shard)."""
 
     name = PLUGIN_NAME

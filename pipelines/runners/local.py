@@ -4,7 +4,7 @@ Beam's ``DirectRunner`` first tries the PrismRunner, which downloads a Go binary
 costs a failed download and log noise, and on a networked machine the build would run on Prism, a different
 engine that ignores ``--direct_num_workers`` and that the data-channel guard below (set by
 ``pipelines.build.beam_options`` for every local run) does not cover. So a local
-build names this class instead (``--runner=pipelines.local_runner.LocalRunner``), which does what DirectRunner
+build names this class instead (``--runner=pipelines.runners.local.LocalRunner``), which does what DirectRunner
 does once Prism is ruled out: an FnApiRunner whose workers receive the pipeline options (S3 endpoint and
 credentials included) through the provisioning info, as DirectRunner hands them over.
 """
@@ -74,7 +74,7 @@ def exit_when_done() -> None:
 
 def import_ahead() -> None:
     """In a build's worker process (a local-runner SDK worker via ``worker_site``, a Dask worker via the
-    ``pipelines.dask_cluster`` plugin): import mosaicml-streaming on a background thread at start-up.
+    ``pipelines.runners.dask_cluster`` plugin): import mosaicml-streaming on a background thread at start-up.
 
     ``import streaming`` takes ~4-5 s of one core (its package imports transformers, torch and sklearn), and a
     worker needs it for its first shard and again for a source's final index merge, which may land on a

@@ -36,7 +36,7 @@ class SourceSpec:
     meta_fields: Optional[list[str]] = None
     filters: Any = "default"      # default | none | [rule, {rule: {param: value}}, ...]  (checked by build_chain)
     dedupe: Any = "default"       # default | none | {exact, minhash, semantic}             (checked by parse_dedupe)
-    pii: bool = False             # mask e-mails and public IPv4 addresses (pipelines.pii) before filtering
+    pii: bool = False             # mask e-mails and public IPv4 addresses (pipelines.steps.pii) before filtering
     decontam: Optional[bool] = None  # false: skip the top-level decontam: block for this source (true: apply it)
 
     def __post_init__(self):

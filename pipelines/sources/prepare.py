@@ -5,7 +5,7 @@ starts and must be part of the config hash. ``fasttext_quality`` hashes its mode
 rebuilds the source instead of being resumed into it) and, with ``keep_top_fraction``, turns the fraction
 into a score threshold computed from a sample of the source, so every worker applies the same threshold
 and a re-run is byte-identical. The resolved values become the rule's parameters, which
-``pipelines.plan.config_hash`` already hashes.
+``pipelines.engine.plan.config_hash`` already hashes.
 
 The sample: up to ``n`` documents, read from the start of up to ``SAMPLE_FILES`` input files spread evenly
 over the sorted file list (the same documents on every run), each put through the rules that come before

@@ -2,7 +2,7 @@
 (the document kept, possibly rewritten, or a counted Reject), with its own stats.
 
 ``document_steps`` composes the chain a source's documents go through before the batch work (hashes,
-signatures, embeddings, tokens) in ``pipelines.process``:
+signatures, embeddings, tokens) in ``pipelines.engine.process``:
 
     count missing metadata -> PII mask -> decontaminate -> quality filters
 
@@ -49,7 +49,7 @@ class CountMissingMeta(Step):
 
 
 class MaskPII(Step):
-    """E-mail and public IP addresses replaced by FineWeb's placeholders (``pipelines.pii``)."""
+    """E-mail and public IP addresses replaced by FineWeb's placeholders (``pipelines.steps.pii``)."""
 
     def __call__(self, doc: Document) -> Outcome:
         text, n_emails, n_ips = mask_pii(doc.text)
@@ -100,7 +100,7 @@ class Filter(Step):
 
 
 def document_steps(cfg, eval_index=None) -> list[Step]:
-    """The chain for one source's config (``pipelines.config.SourceConfig``)."""
+    """The chain for one source's config (``pipelines.sources.config.SourceConfig``)."""
     steps: list[Step] = []
     if requirements(cfg.chain.names):
         steps.append(CountMissingMeta(cfg.chain.names))

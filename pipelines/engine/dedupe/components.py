@@ -189,7 +189,7 @@ class ConnectedComponents(beam.PTransform):
                     | "Roles" >> beam.FlatMapTuple(_node_roles)
                     | "ByChild" >> beam.GroupByKey())
         # two readers of one grouping, and keyed joins instead of tagged outputs / ToList / an AsDict side input:
-        # the same on every runner (pipelines.dedupe.keyed says why)
+        # the same on every runner (pipelines.engine.dedupe.keyed says why)
         converged = by_child | "Converged" >> beam.FlatMap(_converged)
         residual_labels = (by_child
                            | "Residual" >> beam.ParDo(_Unconverged())

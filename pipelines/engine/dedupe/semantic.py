@@ -209,7 +209,7 @@ class RankCutoff(beam.PTransform):
     ApproximateQuantiles brackets the rank (its error is below one quantile step); then only the keys
     inside the bracket (about 4 / 1000 of N) are collected and sorted, and the keys below it counted, so
     the cut-off is exact without any worker holding more than a bucket or the bracket. The bracket reaches
-    the keys' buckets by a keyed join (``pipelines.dedupe.keyed``), not a side input."""
+    the keys' buckets by a keyed join (``pipelines.engine.dedupe.keyed``), not a side input."""
 
     def __init__(self, keep_fraction: float, buckets: int = 1, label=None):
         super().__init__(label)
@@ -240,7 +240,7 @@ class SemanticDuplicates(beam.PTransform):
     document count -> spherical k-means fitted once -> centroids joined to every embedding bucket ->
     GroupByKey by cluster -> per-document M -> exact global cut-off at the keep fraction, joined to every
     bucket of clusters -> per cluster, documents above the cut-off are removed, keeper = their most similar
-    kept document of the cluster. Only keyed shuffles (``pipelines.dedupe.keyed``): no side input, no global combiner."""
+    kept document of the cluster. Only keyed shuffles (``pipelines.engine.dedupe.keyed``): no side input, no global combiner."""
 
     def __init__(self, cfg, buckets: int = 1, plan=None, label=None):
         super().__init__(label)

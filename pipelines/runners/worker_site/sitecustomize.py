@@ -1,6 +1,6 @@
-"""Start-up hook of the local runner's worker processes (``pipelines.beam_logging.worker_env`` puts this folder on
+"""Start-up hook of the local runner's worker processes (``pipelines.runners.beam_logging.worker_env`` puts this folder on
 PYTHONPATH while ``python -m pipelines.build`` runs): quiet Beam start-up and a prompt exit once done
-(``pipelines.beam_logging.at_worker_startup``), then any ``sitecustomize`` this file shadows. Other
+(``pipelines.runners.beam_logging.at_worker_startup``), then any ``sitecustomize`` this file shadows. Other
 processes started meanwhile are left as they are."""
 import importlib.machinery
 import importlib.util
