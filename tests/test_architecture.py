@@ -15,7 +15,9 @@ PURE = ["contract.config", "contract.layout", "contract.registry", "contract.sta
         "contract.fsio", "pipelines.records", "pipelines.sources.readers", "pipelines.engine.staging", "pipelines.engine.plan",
         "pipelines.engine.shards", "pipelines.engine.process", "pipelines.sources.config", "pipelines.filters", "pipelines.dedupe.exact",
         "pipelines.dedupe.minhash", "pipelines.dedupe.config", "pipelines.steps.pii", "pipelines.steps.decontam",
-        "pipelines.filters.warnings", "pipelines.engine.examples", "pipelines.report.html", "mixtures.spec", "mixtures.planner",
+        "pipelines.filters.warnings", "pipelines.engine.examples", "pipelines.report.html", "pipelines.text",
+        "pipelines.filters.compose", "pipelines.steps.chain", "pipelines.sources.evals", "pipelines.sources.prepare",
+        "pipelines.report.reader", "pipelines.report.text", "mixtures.spec", "mixtures.planner",
         "mixtures.pack", "mixtures.build", "trainer.config"]
 
 
