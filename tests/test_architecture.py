@@ -54,7 +54,8 @@ def test_no_arrow_up_the_import_graph():
 # lower layer; groups of one layer are siblings that never import each other (the report reads an OUT folder,
 # never the engine; the runners run any graph). The group of a module is its first name under pipelines/.
 LAYERS = (
-    ("records", "text"),                 # Document, Reject, Removal, uids; words and n-gram hashing
+    ("records", "text", "worker_imports"),  # Document, Reject, Removal, uids; words and n-gram hashing; the worker's
+                                            # heavy imports, ahead on one thread (worker_imports.py: on main, issue 30)
     ("filters", "dedupe"),               # pure rules and pure dedupe algorithms
     ("steps",),                          # per-document steps (PII, decontamination, the chain)
     ("sources",),                        # the sources YAML, the one input reader, rule preparation, demo corpora
