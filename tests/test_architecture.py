@@ -58,7 +58,8 @@ LAYERS = (
                                             # heavy imports, ahead on one thread (worker_imports.py: on main, issue 30)
     ("filters", "dedupe"),               # pure rules and pure dedupe algorithms
     ("steps",),                          # per-document steps (PII, decontamination, the chain)
-    ("sources",),                        # the sources YAML, the one input reader, rule preparation, demo corpora
+    ("sources", "artifacts"),            # the sources YAML, the one input reader, rule preparation, demo corpora;
+                                         # per-machine artifacts made on the driver (artifacts.py: on main, issue 30)
     ("engine", "runners", "report"),     # the build (plan, staging, processing, shards, Beam graph) | runners | report
     ("build", "inspect", "quality"),     # the front doors (python -m pipelines.build / .inspect / .quality)
 )
