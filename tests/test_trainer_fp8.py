@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from trainer import float8
-from trainer.config import ConfigError, ModelConfig, PRESETS, load_config
+from trainer.config import PRESETS, ConfigError, ModelConfig, load_config
 from trainer.model import MPTForCausalLM
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -100,7 +100,7 @@ def _names(chosen):
 def test_auto_selection_follows_the_recipe_tables():
     d, h, L = PRESETS["1b"]
     model = _meta_model(d_model=d, n_heads=h, n_layers=L)
-    f8 = lambda *o: load_config(None, list(o)).float8  # noqa: E731
+    f8 = lambda *o: load_config(None, list(o)).float8
     chosen, kept = float8.select_linears(model, f8())
     assert len(chosen) == 4 * L and not kept  # tensorwise at d 2048: all 96 block Linears
     assert _names(chosen) == ["Wqkv", "down_proj", "out_proj", "up_proj"]
@@ -166,7 +166,7 @@ def test_fp8_run_tracks_bf16_and_writes_the_same_checkpoint(mixture, tmp_path, c
     assert lf[-1] < 0.8 * lf[0]
     a = read_full_state(tmp_path / "bf16" / "checkpoints" / "step_000006")
     b = read_full_state(tmp_path / "fp8" / "checkpoints" / "step_000006")
-    flat = lambda s: {k: v for k, v in s["model"].items()}  # noqa: E731
+    flat = lambda s: {k: v for k, v in s["model"].items()}
     assert flat(a).keys() == flat(b).keys()
     for k, v in flat(b).items():
         assert type(v) is torch.Tensor and v.dtype == torch.float32 == flat(a)[k].dtype, k
