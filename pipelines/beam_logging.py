@@ -94,10 +94,9 @@ def at_worker_startup() -> None:
     if WORKER_ENV_MARKER in os.environ:
         if os.environ.get(QUIET_ENV) == "1":
             quiet_worker()
-        from pipelines.local_runner import exit_when_done, import_ahead
+        from pipelines.local_runner import exit_when_done
 
         exit_when_done()
-        import_ahead()
 
 
 def quiet_worker() -> None:

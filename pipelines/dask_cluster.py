@@ -28,9 +28,9 @@ log = logging.getLogger("pipelines.build")
 
 
 class FilesystemOptions(WorkerPlugin):
-    """Dask worker plugin: Beam's FileSystems on the worker get the pipeline's options (S3 endpoint, ...), and the
-    worker starts importing mosaicml-streaming in the background (``local_runner.import_ahead``: 4-5 s of imports
-    overlapping the read stage instead of holding up the first shard)."""
+    """Dask worker plugin: Beam's FileSystems on the worker get the pipeline's options (S3 endpoint, ...). Nothing
+    is imported here ahead of the tasks: the DoFns import the heavy packages in their ``setup``, once per process
+    and under one lock (``pipelines.worker_imports``)."""
 
     name = PLUGIN_NAME
 
@@ -42,10 +42,7 @@ class FilesystemOptions(WorkerPlugin):
 
         from contract import fsio
 
-        from pipelines.local_runner import import_ahead
-
         fsio.set_options(PipelineOptions.from_dictionary(self.options))
-        import_ahead()
 
     def teardown(self, worker=None):
         pass

@@ -17,6 +17,7 @@ import apache_beam as beam
 
 from contract import fsio, layout
 from contract.stats import make_stats
+from pipelines import worker_imports
 from pipelines.dedupe.policy import Dedupe
 from pipelines.plan import BuildPlan, PartTask, part_name
 from pipelines.process import Tools, cached_summary, process_part
@@ -28,8 +29,11 @@ from pipelines.shards import merge_parts, write_part
 log = logging.getLogger("pipelines.build")
 
 
-def quiet_worker_logs() -> None:
-    """streaming logs a warning per temp folder in merge_index; keep worker output to our progress lines."""
+def worker_setup() -> None:
+    """Every DoFn's ``setup``: the heavy imports, whole, before any bundle uses them (``pipelines.worker_imports``);
+    then quiet logs (streaming logs a warning per temp folder in merge_index; keep worker output to our progress
+    lines)."""
+    worker_imports.ensure()
     for name in ("streaming", "root"):
         logging.getLogger(name).setLevel(logging.ERROR if name == "streaming" else logging.WARNING)
 
@@ -42,7 +46,7 @@ class _ProcessPart(beam.DoFn):
         self.started = time.time()
 
     def setup(self):
-        quiet_worker_logs()
+        worker_setup()
         self.tools = None  # built on the first part that is not already done (a resumed build may need none)
 
     def process(self, task: PartTask):
@@ -79,7 +83,7 @@ class _WritePart(beam.DoFn):
         self.plan = plan
 
     def setup(self):
-        quiet_worker_logs()
+        worker_setup()
 
     def process(self, kv):
         (source, part), g = kv
@@ -119,7 +123,7 @@ class _FinalizeSource(beam.DoFn):
         self.plan = plan
 
     def setup(self):
-        quiet_worker_logs()
+        worker_setup()
 
     def process(self, kv):
         source, parts = kv

@@ -64,12 +64,17 @@ class Tools:
 
     def embedder(self, source: str):
         """The source's SemDedup embedder, loaded on first use and shared by sources naming the same one."""
+        from pipelines.artifacts import STATIC_MODEL, shipped_table
         from pipelines.dedupe.embed import load_embedder
 
         sem = self.plan.sources[source].dedupe.semantic
         key = (sem.model, sem.device, sem.gpu_precision)
         if key not in self._embedders:
-            self._embedders[key] = load_embedder(sem.model, sem.device, threads=1, precision=sem.gpu_precision)
+            table = None
+            if sem.model == STATIC_MODEL and self.plan.semdedup_table:  # the driver's, never distilled here
+                table = shipped_table(self.plan.semdedup_table, self.plan.semdedup_table_sha256)
+            self._embedders[key] = load_embedder(sem.model, sem.device, threads=1, precision=sem.gpu_precision,
+                                                 table=table)
         return self._embedders[key]
 
 
