@@ -132,7 +132,7 @@ def test_odd_shapes_stay_bf16_and_nothing_to_convert_is_an_error(monkeypatch):
 
 @pytest.fixture(scope="module")
 def mixture(tmp_path_factory):
-    pytest.importorskip("streaming")
+    pytest.importorskip("streaming", reason="mosaicml-streaming is not installed (the trainer's data loader)")
     from test_trainer_train import write_mixture
 
     return write_mixture(tmp_path_factory.mktemp("fp8mix"))
