@@ -17,8 +17,16 @@ import yaml
 from contract.config import ConfigError, build
 from kernels.attention import BACKEND_NAMES, BACKENDS
 
-__all__ = ["ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "OptimConfig", "Float8Config", "PRESETS",
-           "load_config"]
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "DataConfig",
+    "Float8Config",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "load_config",
+]
 
 
 # d_model, n_heads, n_layers. MPT sizes from llm-foundry's pretrain yamls (heads reduced so head_dim is
