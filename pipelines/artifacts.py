@@ -19,7 +19,6 @@ once, says so in one line, and the workers get it from where every runner's work
 from __future__ import annotations
 
 import hashlib
-import io
 import platform
 import time
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ def static_table() -> np.ndarray:
 
     path = table_path()
     if path.exists():
-        return np.load(path)
+        return distill_table()  # this machine's cached table
     print(f"preparing the SemDedup static table for this machine (distilled once from the packaged MiniLM, "
           f"~20-30 s; cached as {path})", flush=True)
     t0 = time.time()
@@ -89,7 +88,13 @@ def static_table() -> np.ndarray:
 
 
 def check_lid_model() -> None:
-    from pipelines.filters.fasttext import LID_DIST, LID_SHA256, ModelError, file_sha256, lid_model_path
+    from pipelines.filters.fasttext import (
+        LID_DIST,
+        LID_SHA256,
+        ModelError,
+        file_sha256,
+        lid_model_path,
+    )
 
     path = lid_model_path()
     digest = file_sha256(path)
@@ -102,10 +107,10 @@ def check_lid_model() -> None:
 # ---- shipping the table to the workers (plan_dir: OUT/.staging/plan, removed when the build ends)
 
 def ship_table(plan_dir: str, table: np.ndarray, sha256: str) -> str:
+    from pipelines.dedupe.embed import table_bytes
+
     uri = layout.join(plan_dir, f"semdedup-static-{sha256[:16]}.npy")
-    buf = io.BytesIO()
-    np.save(buf, table)
-    fsio.write_bytes(uri, buf.getvalue())
+    fsio.write_bytes(uri, table_bytes(table))
     return uri
 
 
@@ -116,7 +121,9 @@ def shipped_table(uri: str, sha256: str) -> np.ndarray:
     """The table the driver shipped, read once per worker process and checked against its digest."""
     table = _SHIPPED.get(uri)
     if table is None:
-        table = np.load(io.BytesIO(fsio.read_bytes(uri)))
+        from pipelines.dedupe.embed import table_of
+
+        table = table_of(fsio.read_bytes(uri))
         got = hashlib.sha256(table.tobytes()).hexdigest()
         if got != sha256:
             raise RuntimeError(f"{uri}: SemDedup table SHA-256 {got[:16]}... is not the {sha256[:16]}... this build "

@@ -28,9 +28,9 @@ log = logging.getLogger("pipelines.build")
 
 
 class FilesystemOptions(WorkerPlugin):
-    """Dask worker plugin: Beam's FileSystems on the worker get the pipeline's options (S3 endpoint, ...). Nothing
-    is imported here ahead of the tasks: the DoFns import the heavy packages in their ``setup``, once per process
-    and under one lock (``pipelines.worker_imports``)."""
+    """Dask worker plugin: Beam's FileSystems on the worker get the pipeline's options (S3 endpoint, ...), and the
+    worker starts importing its heavy packages on one background thread (``pipelines.worker_imports.start``: the
+    tasks that need them wait for it, the others run meanwhile)."""
 
     name = PLUGIN_NAME
 
@@ -42,7 +42,10 @@ class FilesystemOptions(WorkerPlugin):
 
         from contract import fsio
 
+        from pipelines import worker_imports
+
         fsio.set_options(PipelineOptions.from_dictionary(self.options))
+        worker_imports.start()
 
     def teardown(self, worker=None):
         pass

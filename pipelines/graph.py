@@ -29,11 +29,12 @@ from pipelines.shards import merge_parts, write_part
 log = logging.getLogger("pipelines.build")
 
 
-def worker_setup() -> None:
-    """Every DoFn's ``setup``: the heavy imports, whole, before any bundle uses them (``pipelines.worker_imports``);
-    then quiet logs (streaming logs a warning per temp folder in merge_index; keep worker output to our progress
-    lines)."""
-    worker_imports.ensure()
+def worker_setup(heavy: bool = True) -> None:
+    """A DoFn's ``setup``: with ``heavy``, the packages it will need (mosaicml-streaming and what comes with it),
+    waited for or imported whole (``pipelines.worker_imports``); then quiet logs (streaming logs a warning per temp
+    folder in merge_index; keep worker output to our progress lines)."""
+    if heavy:
+        worker_imports.ensure()
     for name in ("streaming", "root"):
         logging.getLogger(name).setLevel(logging.ERROR if name == "streaming" else logging.WARNING)
 
@@ -46,7 +47,7 @@ class _ProcessPart(beam.DoFn):
         self.started = time.time()
 
     def setup(self):
-        worker_setup()
+        worker_setup(heavy=False)  # reading needs none of them: they arrive meanwhile (the embedder waits for them)
         self.tools = None  # built on the first part that is not already done (a resumed build may need none)
 
     def process(self, task: PartTask):

@@ -13,12 +13,13 @@ import bisect
 import hashlib
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping, NamedTuple, Sequence
 
 from contract import layout
 from contract.registry import SOURCE_NAMES
 from pipelines.config import SourceConfig
+from pipelines.dedupe.minhash import SignatureSpec
 from pipelines.readers import InputFile
 from pipelines.schema import split_uid
 
@@ -108,6 +109,9 @@ class BuildPlan:
     # a worker uses its own machine's cached table (callers outside a build)
     semdedup_table: str = ""
     semdedup_table_sha256: str = ""
+    # source -> its MinHash SignatureSpec, resolved on the driver (the optimal bands need scipy, which a worker only
+    # imports with its other heavy packages: ``pipelines.worker_imports``)
+    minhash_specs: Mapping[str, SignatureSpec] = field(default_factory=dict)
 
     @classmethod
     def make(cls, out: str, tokenizer_json: str, write_rejects: bool, cross_source: bool,
@@ -115,8 +119,9 @@ class BuildPlan:
              hashes: Mapping[str, str], extra_stats: Mapping[str, Mapping]) -> "BuildPlan":
         names = sorted(sources, key=SOURCE_NAMES.index)
         tasks = tuple(t for n in names for t in cut_parts(n, files[n]))
+        specs = {n: SignatureSpec.from_config(sources[n].dedupe.minhash) for n in names if sources[n].dedupe.minhash}
         return cls(out, tokenizer_json, write_rejects, cross_source, {n: sources[n] for n in names},
-                   {n: tuple(files[n]) for n in names}, dict(hashes), dict(extra_stats), tasks)
+                   {n: tuple(files[n]) for n in names}, dict(hashes), dict(extra_stats), tasks, minhash_specs=specs)
 
     # ---- where things live
     def staging(self, source: str) -> str:

@@ -53,8 +53,8 @@ def test_moved_mixture_trains_unchanged(built, tmp_path, monkeypatch):
 
 
 def test_streams_cli_writes_the_paths_asked_for(tmp_path):
-    from mixtures.build import build_mixture
     from mixtures import synthetic
+    from mixtures.build import build_mixture
 
     src = tmp_path / "sources"
     for i, name in enumerate(SOURCE_NAMES):

