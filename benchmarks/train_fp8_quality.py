@@ -57,6 +57,22 @@ def precision_overrides(precision: str) -> list[str]:
     return ["precision=fp8", f"float8.recipe={precision}", "float8.modules=all"]
 
 
+def model_overrides(args) -> list[str]:
+    if args.d_model:  # a small model of the preset's kind (CPU emulation runs)
+        return [f"model.d_model={args.d_model}", f"model.n_heads={args.n_heads}", f"model.n_layers={args.n_layers}"]
+    return [f"model.preset={args.preset}"]
+
+
+def shrink_vocab(tokens: np.ndarray, vocab: int) -> np.ndarray:
+    """The ``vocab - 1`` most frequent ids become 0..vocab-2 (by frequency), every other id ``vocab - 1``: real
+    text with a small output layer, for CPU runs where the 50432-wide LM head would cost most of the time."""
+    ids, counts = np.unique(tokens, return_counts=True)
+    top = ids[np.argsort(-counts, kind="stable")[:vocab - 1]]
+    table = np.full(int(tokens.max()) + 1, vocab - 1, dtype=np.int64)
+    table[top] = np.arange(len(top))
+    return table[tokens]
+
+
 def train_one(tokens: np.ndarray, meta: dict, precision: str, args) -> dict:
     import torch
 
@@ -64,39 +80,51 @@ def train_one(tokens: np.ndarray, meta: dict, precision: str, args) -> dict:
     from trainer.optim import build_optimizer, build_scheduler
     from trainer.train import Dist, build_model, train_step
 
-    steps, batch, seq = args.steps or meta["steps"], meta["batch"], meta["seq"]
-    cfg = load_config(None, [f"model.preset={args.preset}", f"model.max_seq_len={seq}", f"seq_len={seq}",
+    cuda = args.device == "cuda"
+    batch, seq = meta["batch"], args.seq or meta["seq"]
+    tokens = tokens.reshape(-1, seq)  # --seq below the prepared length: consecutive pieces of each sample
+    steps = args.steps or meta["steps"]
+    kernels = ["model.attn_impl=auto", "model.norm_impl=auto", "model.loss_impl=auto"] if cuda else \
+        ["model.attn_impl=torch", "model.norm_impl=torch", "model.loss_impl=torch"]
+    vocab = [f"model.vocab_size={args.vocab}"] if args.vocab else []
+    cfg = load_config(None, [*model_overrides(args), *vocab, f"model.max_seq_len={seq}", f"seq_len={seq}",
                              f"micro_batch_size={batch}", f"global_batch_size={batch}", *precision_overrides(precision),
-                             "compile=true", "device=cuda", "fsdp=off", "init_device=meta", "model.attn_impl=auto",
-                             "model.norm_impl=auto", "model.loss_impl=auto", f"optimizer.lr={args.lr}",
+                             f"compile={str(cuda).lower()}", "device=auto", "fsdp=off",
+                             f"init_device={'meta' if cuda else 'full'}", *kernels, f"optimizer.lr={args.lr}",
                              f"optimizer.warmup_steps={args.warmup}", f"max_steps={steps}", f"seed={args.seed}"])
-    d = Dist(device=torch.device("cuda"))
+    d = Dist(device=torch.device(args.device))
     model = build_model(cfg, d)
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     opt = build_optimizer(model.parameters(), cfg.optimizer)
     sched = build_scheduler(opt, cfg.optimizer, cfg.max_steps)
-    data = torch.from_numpy(tokens.astype(np.int64)).cuda()
+    data = torch.from_numpy(shrink_vocab(tokens, args.vocab) if args.vocab else tokens.astype(np.int64)).to(d.device)
     it = iter(data[i * batch:(i + 1) * batch] for i in range(steps))
     losses, times = [], []
-    for _ in range(steps):
+    for step in range(steps):
         t = time.perf_counter()
         loss, _ = train_step(model, opt, sched, it, cfg, 1, d.device)
         losses.append(float(loss))  # syncs
         times.append(time.perf_counter() - t)
+        if step % 50 == 0:
+            print(f"#   {precision} step {step + 1}: loss {losses[-1]:.4f} ({times[-1]:.2f} s)", flush=True)
     model.eval()
-    held = data[steps * batch:]
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    held = data[steps * batch:][:args.eval_batches * batch]
+    with torch.no_grad(), torch.autocast(d.device.type, dtype=torch.bfloat16):
         evals = [float(model(held[i:i + batch], labels=held[i:i + batch])) for i in range(0, len(held) - batch + 1, batch)]
     f8 = getattr(model, "float8", None)
-    row = {"precision": precision, "preset": args.preset, "steps": steps, "batch": batch, "seq": seq,
+    name = f"d{args.d_model}x{args.n_layers}L" if args.d_model else args.preset
+    row = {"precision": precision, "model": name + (f", vocab {args.vocab}" if args.vocab else ""),
+           "steps": steps, "batch": batch, "seq": seq, "lr": args.lr,
            "float8_linears": len(f8.converted) if f8 else 0, "init_checksum": checksum, "losses": losses,
            "final_loss": float(np.mean(losses[-WINDOW:])), "eval_loss": float(np.mean(evals)) if evals else None,
-           "tok_s": batch * seq / float(np.median(times[10:])), "compile_s": float(sum(times[:2])),
-           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30, "device": torch.cuda.get_device_name()}
+           "tok_s": batch * seq / float(np.median(times[10:])), "first_steps_s": float(sum(times[:2])),
+           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+           "device": torch.cuda.get_device_name() if cuda else "CPU (torchao float8 emulation)"}
     del model, opt, sched, data
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    torch._dynamo.reset()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        torch._dynamo.reset()
     return row
 
 
@@ -116,8 +144,8 @@ def plot(rows: list[dict], path: Path) -> None:
         if r is not base:
             rel = (smooth(r["losses"]) - smooth(base["losses"])) / smooth(base["losses"])
             b.plot(np.arange(WINDOW - 1, len(r["losses"])), 100 * rel, label=label, color=line.get_color())
-    a.set(xlabel="step", ylabel="train loss", title=f"MPT-{base['preset']}, {base['batch']}x{base['seq']} tokens/step, "
-          f"same seed and batches ({base['device']})")
+    a.set(xlabel="step", ylabel="train loss", title=f"MPT {base['model']}, {base['batch']}x{base['seq']} tokens/step, "
+          f"same seed and batches\n{base['device']}")
     a.set_ylim(top=min(a.get_ylim()[1], max(smooth(base["losses"])) + 0.5))
     a.legend()
     b.axhline(0, color="k", lw=0.5)
@@ -129,25 +157,45 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def settings(args, meta) -> dict:
+    return {"settings": [args.preset, args.d_model, args.n_layers, args.n_heads, args.vocab, args.seq or meta["seq"],
+                         args.steps or meta["steps"], args.lr, args.warmup, args.seed, args.device]}
+
+
 def run(args) -> None:
     import torch
 
-    if not torch.cuda.is_available():
-        sys.exit("train_fp8_quality.py run needs a CUDA GPU with FP8 tensor cores")
+    if args.device == "cpu":
+        if not args.emulate_on_cpu:
+            sys.exit("--device cpu needs --emulate-on-cpu: a CPU has no FP8 tensor cores; torchao emulates the float8 "
+                     "casts and matmuls there (the numbers of a float8 run, not its speed)")
+        from trainer import float8
+
+        float8.check_device = lambda *a, **k: None  # the trainer rightly refuses a CPU for real runs
+    elif not torch.cuda.is_available():
+        sys.exit("train_fp8_quality.py run needs a CUDA GPU with FP8 tensor cores (or --device cpu --emulate-on-cpu)")
     tokens = np.load(args.tokens)
     meta = json.loads(Path(args.tokens).with_suffix(".json").read_text())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    saved = out / "fp8_quality.json"
+    # rows already in OUT from the same settings are kept (a long CPU run can go one precision per process)
+    same = lambda r: all(r.get(k) == v for k, v in settings(args, meta).items())
+    rows = [r for r in json.loads(saved.read_text()) if same(r)] if saved.exists() else []
     for precision in args.precisions:
-        rows.append(train_one(tokens, meta, precision, args))
+        if any(r["precision"] == precision for r in rows):
+            continue
+        rows.append({**train_one(tokens, meta, precision, args), **settings(args, meta)})
         r = rows[-1]
         print(f"# {precision}: final {r['final_loss']:.4f} eval {r['eval_loss']} {r['tok_s']:,.0f} tok/s", flush=True)
-    (out / "fp8_quality.json").write_text(json.dumps(rows))
+        saved.write_text(json.dumps(rows))
+    rows.sort(key=lambda r: ["bf16", "tensorwise", "rowwise"].index(r["precision"]))
+    if not any(r["precision"] == "bf16" for r in rows):
+        return
     plot(rows, out / "fp8_quality.png")
     base = next(r for r in rows if r["precision"] == "bf16")
-    print(f"# {base['device']}; MPT-{base['preset']}, {base['steps']} steps of {base['batch']}x{base['seq']} tokens; "
-          f"final = mean of the last {WINDOW} steps")
+    print(f"# {base['device']}; MPT {base['model']}, {base['steps']} steps of {base['batch']}x{base['seq']} tokens, "
+          f"lr {base['lr']}; final = mean of the last {WINDOW} steps")
     hdr = ("precision (fp8 Linears)", "init checksum", "loss step 1", "final loss", "vs bf16", "eval loss", "eval vs bf16",
            "tok/s", "mem GB")
     print("| " + " | ".join(hdr) + " |")
@@ -156,7 +204,7 @@ def run(args) -> None:
         prec = "bf16" if r["precision"] == "bf16" else f"fp8 {r['precision']} ({r['float8_linears']})"
         rel = lambda k, r=r: f"{100 * (r[k] - base[k]) / base[k]:+.2f} %" if r[k] and base[k] else "-"
         print(f"| {prec} | {r['init_checksum']:.6e} | {r['losses'][0]:.4f} | {r['final_loss']:.4f} | {rel('final_loss')} | "
-              f"{r['eval_loss']:.4f} | {rel('eval_loss')} | {r['tok_s']:,.0f} | {r['peak_mem_gb']:.1f} |")
+              f"{r['eval_loss']:.4f} | {rel('eval_loss')} | {r['tok_s']:,.0f} | {r['peak_mem_gb'] or 0:.1f} |")
 
 
 def main(argv=None) -> None:
@@ -172,6 +220,14 @@ def main(argv=None) -> None:
     r = sub.add_parser("run")
     r.add_argument("--tokens", required=True)
     r.add_argument("--preset", default="350m")
+    r.add_argument("--d-model", type=int, help="instead of --preset: a small MPT (CPU emulation)")
+    r.add_argument("--n-heads", type=int, default=4)
+    r.add_argument("--n-layers", type=int, default=2)
+    r.add_argument("--seq", type=int, help="train on pieces of this length (divides the prepared length)")
+    r.add_argument("--eval-batches", type=int, default=8)
+    r.add_argument("--vocab", type=int, help="keep the N-1 most frequent token ids, map the rest to one (CPU runs)")
+    r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    r.add_argument("--emulate-on-cpu", action="store_true", help="lift the trainer's FP8-device check on a CPU")
     r.add_argument("--precisions", nargs="+", default=["bf16", "tensorwise", "rowwise"],
                    choices=["bf16", "tensorwise", "rowwise"])
     r.add_argument("--steps", type=int, help="default: all prepared")
