@@ -16,6 +16,17 @@ positions and vocab 50368 (we count our own parameters, alibi/no-bias/50432).
 
 ``--mbs`` overrides the micro-batch of the SHAPES table (halved on OOM down to 1); ``--layers`` keeps a
 preset's width and heads but cuts its depth (a 30b-shaped 2-layer model fits one GPU with AdamW state).
+
+Precision (issue 33): ``--precisions bf16 tensorwise rowwise`` runs each shape in bf16 and in ``precision:
+fp8`` with that float8 recipe (torchao, ``trainer/float8.py``, ``float8.modules: auto``) in the same process,
+so the speed-up column compares like with like on one card. MFU for every row is against the *bf16* peak
+(989.5 TFLOP/s): it counts the model's FLOPs, not the float8 tensor cores' higher rate, so an fp8 row's MFU
+is its speed-up times the bf16 row's. ``--cases 1b@2048 7b@2048 30b/2L@2048`` names (preset[/layers], seq)
+pairs instead of the presets x seqs product; ``--init meta`` initialises on the GPU (same distribution,
+seconds instead of minutes for 7b on the host).
+
+    python benchmarks/train_mfu.py --norm-impl auto --loss-impl auto --attn auto --init meta \
+        --cases 1b@2048 1b@8192 7b@2048 30b/2L@2048 --precisions bf16 tensorwise rowwise
 """
 
 from __future__ import annotations
@@ -68,8 +79,15 @@ class RandomBatches:
         return self.pool[self.i % len(self.pool)]
 
 
+def precision_overrides(precision: str) -> list[str]:
+    """``bf16``, or a float8 recipe name (``tensorwise``, ``rowwise``) for ``precision: fp8``."""
+    if precision in ("bf16", "fp32"):
+        return [f"precision={precision}"]
+    return ["precision=fp8", f"float8.recipe={precision}"]
+
+
 def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup, norm_impl="torch", layers=None,
-              ckpt=False):
+              ckpt=False, precision="bf16", init="full"):
     from trainer.config import PRESETS
     from trainer.optim import build_optimizer, build_scheduler
     from trainer.train import Dist, build_model, train_step
@@ -82,7 +100,8 @@ def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup,
     cfg = load_config(None, [*size, f"model.max_seq_len={seq}", f"seq_len={seq}",
                              f"model.attn_impl={attn}", f"model.loss_impl={loss_impl}", f"model.norm_impl={norm_impl}",
                              f"micro_batch_size={mbs}",
-                             f"global_batch_size={mbs * accum}", "precision=bf16", f"compile={compile_}",
+                             f"global_batch_size={mbs * accum}", *precision_overrides(precision), f"compile={compile_}",
+                             f"init_device={init}",
                              "device=cuda", "fsdp=off", "optimizer.warmup_steps=1", "max_steps=1000",
                              f"model.activation_checkpointing={str(ckpt).lower()}"])
     d = Dist(device=torch.device("cuda"))
@@ -105,7 +124,9 @@ def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup,
     seqs_per_s = mbs * accum / step_s
     n_params = cfg.model.num_params()
     attn_used = model.transformer.blocks[0].attn.backend  # auto -> the concrete backend it resolved to
+    f8 = getattr(model, "float8", None)
     row = {"preset": preset + (f"/{cfg.model.n_layers}L" if layers else ""), "seq": seq, "attn_resolved": attn_used,
+           "precision": precision, "float8_linears": len(f8.converted) if f8 else 0,
            "ckpt": ckpt, "attn": attn, "compile": compile_, "loss_impl": loss_impl, "norm_impl": norm_impl, "mbs": mbs, "accum": accum,
                "params": n_params, "step_s": step_s, "tok_s_gpu": seqs_per_s * seq, "warmup_s": warm_s, "loss": float(loss),
                "mfu": mfu(n_params, cfg.model.n_layers, cfg.model.d_model, seq, seqs_per_s, 1, 989.5e12),
@@ -114,15 +135,29 @@ def bench_one(preset, seq, attn, mbs, accum, compile_, loss_impl, steps, warmup,
     return row
 
 
+def parse_case(text: str) -> tuple[str, int | None, int]:
+    """``PRESET[/NL]@SEQ`` -> (preset, layers or None, seq), e.g. ``30b/2L@2048``."""
+    try:
+        model, seq = text.split("@")
+        preset, _, layers = model.partition("/")
+        return preset, int(layers.rstrip("L")) if layers else None, int(seq)
+    except ValueError:
+        raise SystemExit(f"--cases: {text!r} is not PRESET[/NL]@SEQ (e.g. 1b@2048, 30b/2L@2048)") from None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["125m", "350m", "1b"])
     ap.add_argument("--seqs", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--cases", nargs="+", help="PRESET[/NL]@SEQ pairs (instead of --presets x --seqs)")
     ap.add_argument("--attn", nargs="+", default=["flex"])
+    ap.add_argument("--precisions", nargs="+", default=["bf16"], choices=["bf16", "tensorwise", "rowwise"],
+                    help="bf16, and/or precision fp8 with this float8 recipe")
     ap.add_argument("--loss-impl", default="torch", choices=["torch", "chunked", "auto"])
     ap.add_argument("--norm-impl", default="torch", choices=["torch", "fused", "auto"])
     ap.add_argument("--layers", type=int, help="override the preset's n_layers (e.g. 2 for a 30b-shaped block)")
     ap.add_argument("--mbs", type=int, help="micro-batch to start from (default: the SHAPES table)")
+    ap.add_argument("--init", default="full", choices=["full", "meta"], help="init_device (meta: init on the GPU)")
     ap.add_argument("--ckpt", action="store_true", help="activation checkpointing")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--steps", type=int, default=6)
@@ -134,23 +169,28 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = True
     ceiling = matmul_ceiling()
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}; bf16 matmul ceiling "
-          f"{ceiling / 1e12:.0f} TFLOP/s (peak used for MFU: {detect_peak_flops() or 989.5e12:.4g})", flush=True)
+          f"{ceiling / 1e12:.0f} TFLOP/s (peak used for MFU, every precision: {detect_peak_flops() or 989.5e12:.4g})",
+          flush=True)
+    cases = ([parse_case(c) for c in args.cases] if args.cases else
+             [(p, args.layers, q) for q in args.seqs for p in args.presets])
     rows = []
-    for seq in args.seqs:
-        for preset in args.presets:
-            for attn in args.attn:
+    for preset, layers, seq in cases:
+        for attn in args.attn:
+            for precision in args.precisions:
                 mbs, accum = SHAPES.get((preset, seq), (1, 2))
                 mbs = args.mbs or mbs
                 while mbs >= 1:
                     try:
                         row = bench_one(preset, seq, attn, mbs, accum, not args.no_compile, args.loss_impl,
-                                        args.steps, args.warmup, args.norm_impl, args.layers, args.ckpt)
+                                        args.steps, args.warmup, args.norm_impl, layers, args.ckpt, precision,
+                                        args.init)
                         break
                     except torch.OutOfMemoryError:
-                        print(f"# OOM at {preset}/{seq}/mbs {mbs}; halving", flush=True)
+                        print(f"# OOM at {preset}/{seq}/{precision}/mbs {mbs}; halving", flush=True)
                         row, mbs = None, mbs // 2
                     except Exception as e:  # noqa: BLE001 - report and go on: one broken backend must not cost the table
-                        print(f"# FAILED {preset}/{seq}/{attn}: {type(e).__name__}: {str(e)[:2000]}", flush=True)
+                        print(f"# FAILED {preset}/{seq}/{attn}/{precision}: {type(e).__name__}: {str(e)[:2000]}",
+                              flush=True)
                         row = None
                         break
                     finally:
@@ -161,21 +201,30 @@ def main(argv=None):
                 if row is None:
                     continue
                 row["mfu_vs_ceiling"] = row["mfu"] * 989.5e12 / ceiling
+                base = next((r for r in rows if r["precision"] == "bf16" and
+                             (r["preset"], r["seq"], r["attn"]) == (row["preset"], row["seq"], row["attn"])), None)
+                row["speedup_vs_bf16"] = row["tok_s_gpu"] / base["tok_s_gpu"] if base else None
                 rows.append(row)
                 print("# " + json.dumps(row), flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(row) + "\n")
-    hdr = ("model", "seq", "attn", "mbs x acc", "step s", "tok/s/GPU", "MFU %", "MFU/ceiling", "mem GB",
-           "compile s", "llm-foundry MFU % (tok/s/GPU)")
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    hdr = ("model", "seq", "attn", "precision (fp8 Linears)", "mbs x acc", "step s", "tok/s/GPU", "vs bf16",
+           "MFU % (bf16 peak)", "MFU/ceiling", "mem GB", "compile s", "llm-foundry MFU % (tok/s/GPU)")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
         pub = PUBLISHED.get((r["preset"], r["seq"]))
         pub_s = f"{pub[0]:.2f} ({pub[1]:,})" if pub else "-"
-        print(f"| {r['preset']} | {r['seq']} | {r['attn']}->{r['attn_resolved']} | {r['mbs']}x{r['accum']} | {r['step_s']:.3f} | "
-              f"{r['tok_s_gpu']:,.0f} | {100 * r['mfu']:.1f} | {r['mfu_vs_ceiling']:.2f} | {r['peak_mem_gb']:.1f} | "
-              f"{r['warmup_s']:.0f} | {pub_s} |")
+        prec = r["precision"] if r["precision"] == "bf16" else f"fp8 {r['precision']} ({r['float8_linears']})"
+        speed = f"{r['speedup_vs_bf16']:.3f}x" if r.get("speedup_vs_bf16") else "-"
+        print(f"| {r['preset']} | {r['seq']} | {r['attn']}->{r['attn_resolved']} | {prec} | {r['mbs']}x{r['accum']} | "
+              f"{r['step_s']:.3f} | {r['tok_s_gpu']:,.0f} | {speed} | {100 * r['mfu']:.1f} | {r['mfu_vs_ceiling']:.2f} | "
+              f"{r['peak_mem_gb']:.1f} | {r['warmup_s']:.0f} | {pub_s} |")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,15 @@ Output, ``OUT/mixtures/<name>/``:
                       zstd, sha1 hashes), one dataset per stream.
 ``documents/<part>__<source>.npy``  the source document indices packed into that stream, in packing order
                       (int64): which documents are in the mixture, and the key to audit it.
-``streams.yaml``      mapping stream name -> {local, choose}: usable unchanged as llm-foundry's
-                      ``train_loader.dataset.streams`` (do not set ``epoch_size``: choose is absolute) and
-                      by our trainer.
+``streams.yaml``      mapping stream name -> {local, choose} (``contract.streams``): ``local`` relative to the
+                      folder, so a moved or copied mixture trains unchanged with our trainer; llm-foundry's
+                      ``train_loader.dataset.streams`` (do not set ``epoch_size``: choose is absolute) takes it as
+                      is when run from the folder, or with absolute paths from ``python -m mixtures.streams``.
 ``manifest.json``     spec, measured tokens, planned vs realized proportions, epochs, remainders, hashes.
 ``report.md``, ``report.png``  the human report.
 
 The mixture is written into a temporary sibling folder and renamed into place, so ``<name>/`` is never
-half-written; a rebuild replaces it whole. Same inputs and seed give byte-identical files (only
-``streams.yaml`` holds absolute paths, so it differs when the output folder moves).
+half-written; a rebuild replaces it whole. Same inputs and seed give byte-identical files.
 """
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
-import yaml
 
 from contract import fsio, layout
 from contract.config import ConfigError
+from contract.streams import streams_yaml
 from mixtures.pack import packing_order, write_packed
 from mixtures.planner import Plan, long_mask, plan_mixture, stream_rng
 from mixtures.report import write_report
@@ -108,19 +108,6 @@ def _manifest(plan: Plan, infos: dict[str, SourceInfo], results: dict, spec_file
         "wrapped_tokens": sum(v["wrapped_tokens"] for v in streams.values()),
         "content_sha256": content,
     }
-
-
-def _streams_yaml(manifest: dict, final_dir: str) -> str:
-    """``final_dir`` local -> ``local:`` entries; gs:// or s3:// -> ``remote:`` entries (streaming caches them)."""
-    m = manifest
-    head = (f"# Streams of mixture {m['name']}: {m['budget']['samples']:,} samples of {m['seq_len']} tokens per epoch "
-            f"(seed {m['seed']}).\n"
-            f"# Use as llm-foundry train_loader.dataset.streams with max_seq_len: {m['seq_len']} and no epoch_size\n"
-            f"# (choose is an absolute per-epoch sample count), or pass to our trainer. Written by mixtures.build.\n")
-    where = "remote" if layout.is_remote(final_dir) else "local"
-    body = {name: {where: layout.join(final_dir, s["part"], s["source"]), "choose": s["choose"]}
-            for name, s in m["streams"].items()}
-    return head + yaml.safe_dump(body, sort_keys=False)
 
 
 def _upsampled(s) -> bool:
@@ -250,9 +237,10 @@ def _build_local(spec, spec_file: str, sources_dir: str, out_dir: str, final_out
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=False)
             f.write("\n")
-        final_dir = layout.join(final_out, spec.name) if layout.is_remote(final_out) else os.path.abspath(final)
-        with open(os.path.join(tmp, "streams.yaml"), "w", encoding="utf-8") as f:
-            f.write(_streams_yaml(manifest, final_dir))
+        # local: paths relative to the folder (it moves with them); remote: the URIs it is written to
+        remote_dir = layout.join(final_out, spec.name) if layout.is_remote(final_out) else None
+        with open(os.path.join(tmp, layout.STREAMS), "w", encoding="utf-8") as f:
+            f.write(streams_yaml(manifest, remote_dir))
         write_report(manifest, {s: i.doc_tokens for s, i in infos.items()}, tmp)
         old = None
         if os.path.exists(final):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -245,29 +246,29 @@ def run(args, beam_args) -> int:
     options = beam_options(beam_args, args.workers)
     fsio.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
     decontam = check_decontam(sources, args.sources or "demo sources")
-    # 2. the tokenizer, then the inputs
-    from tokenization import NeoXTokenizer, fingerprint
+    # 2. this machine's artifacts (tokenizer, SemDedup table, fastText LID model), once, before any worker; the inputs
+    from pipelines.artifacts import prepare
 
-    tok = NeoXTokenizer(args.tokenizer)
-    tok_fp = fingerprint(json.loads(tok.raw))
+    art = prepare(sources, args.tokenizer)
     files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
     # rules that need their model file or a sample of the source (fasttext_quality): resolved on the driver into
     # their parameters (model hash, computed threshold), so they are part of the config hash
     from pipelines.sources.prepare import prepare_sources
 
     sources = prepare_sources(sources, files, args.sources or "demo sources")
-    hashes = {n: config_hash(c, files[n], tok_fp, args.cross_source_dedupe,
-                             decontam[c.decontam][0] if c.decontam is not None else ()) for n, c in sources.items()}
+    hashes = {n: config_hash(c, files[n], art.tokenizer_fingerprint, args.cross_source_dedupe,
+                             decontam[c.decontam][0] if c.decontam is not None else (), art.table_for(c))
+              for n, c in sources.items()}
     todo = {n: c for n, c in sources.items() if args.force or args.cross_source_dedupe or not finished(out, n, hashes[n])}
     for n in sorted(set(sources) - set(todo)):
         print(f"[{n}] already built with the same inputs and config: skipping (use --force to rebuild)", flush=True)
     t0 = time.time()
     if todo:
-        build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, decontam)
+        build_sources(args, options, out, todo, files, hashes, art, demo, decontam)
     print(f"\nper-source shards ({time.time() - t0:,.1f} s){' [DEMO DATA]' if demo else ''}:", flush=True)
     print(source_summary(out, sorted(sources, key=SOURCE_NAMES.index)), flush=True)
     if args.skip_mixture:
-        write_build_report(out, tok)
+        write_build_report(out, art.tokenizer)
         return 0
     from mixtures.build import build_mixture
 
@@ -276,7 +277,7 @@ def run(args, beam_args) -> int:
                              workers=args.workers)
     print(f"\nmixture {args.mixture} written to {layout.mixture_dir(out, args.mixture)}"
           f"{' [DEMO DATA]' if demo else ''}", flush=True)
-    write_build_report(out, tok)
+    write_build_report(out, art.tokenizer)
     return 0 if manifest is not None else 1
 
 
@@ -295,19 +296,21 @@ def write_build_report(out: str, tok) -> None:
     print(f"report: {path} ({size / 1e3:,.1f} KB; or python -m pipelines.inspect {out} --html FILE)", flush=True)
 
 
-def source_extra_stats(cfg, decontam: dict) -> dict:
+def source_extra_stats(cfg, decontam: dict, art) -> dict:
     """Config facts the stats record carries: the chain (sanity warnings blame only its rules), pii, decontam,
-    and the resolved parameters of prepared rules (``filter_params``: model hash, computed threshold)."""
+    the resolved parameters of prepared rules (``filter_params``: model hash, computed threshold), and the
+    SemDedup static table the source was embedded with (digest and the driver's CPU architecture)."""
     from pipelines.sources.prepare import prepared_params
 
     dc = cfg.decontam
     return {"filters": cfg.chain.names, "pii": cfg.pii,
             "decontam": None if dc is None else {"mode": dc.mode, "n": dc.n, "eval_paths": list(dc.eval_paths)},
             "decontam_index": None if dc is None else decontam[dc][1],
-            **({"filter_params": params} if (params := prepared_params(cfg.chain)) else {})}
+            **({"filter_params": params} if (params := prepared_params(cfg.chain)) else {}),
+            **({"semdedup_table": art.table_stats()} if art.table_for(cfg) else {})}
 
 
-def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, decontam=None) -> None:
+def build_sources(args, options, out, todo, files, hashes, art, demo, decontam=None) -> None:
     import apache_beam as beam
 
     from pipelines.engine.graph import build_graph
@@ -316,10 +319,11 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
     from pipelines.engine.staging import Part
 
     plan = BuildPlan.make(
-        out=out, tokenizer_json=tok.raw, write_rejects=args.write_rejects, cross_source=args.cross_source_dedupe,
-        sources=todo, files={n: files[n] for n in todo}, hashes={n: hashes[n] for n in todo},
-        extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": tok_fp,
-                         "inputs": [f.path for f in files[n]], **source_extra_stats(todo[n], decontam or {})}
+        out=out, tokenizer_json=art.tokenizer.raw, write_rejects=args.write_rejects,
+        cross_source=args.cross_source_dedupe, sources=todo, files={n: files[n] for n in todo},
+        hashes={n: hashes[n] for n in todo},
+        extra_stats={n: {"config_hash": hashes[n], "demo": demo, "tokenizer_fingerprint": art.tokenizer_fingerprint,
+                         "inputs": [f.path for f in files[n]], **source_extra_stats(todo[n], decontam or {}, art)}
                      for n in todo})
     for n in todo:  # --force recomputes every part; otherwise staging of the same inputs and config is resumed
         clear_stale_staging(out, n, "" if args.force else hashes[n])
@@ -333,6 +337,11 @@ def build_sources(args, options, out, todo, files, hashes, tok, tok_fp, demo, de
     # workers read the plan's heavy parts (tokenizer, input listing, part tasks) from OUT, where every runner's workers
     # can, instead of a copy inside each pickled DoFn (small task graphs: README "Running on a cluster")
     plan_dir = layout.join(layout.staging_root(out), "plan")
+    if any(art.table_for(todo[n]) for n in todo):  # the driver's SemDedup table, beside the plan (pipelines.artifacts)
+        from pipelines.artifacts import ship_table
+
+        plan = dataclasses.replace(plan, semdedup_table=ship_table(plan_dir, art.table, art.table_sha256),
+                                   semdedup_table_sha256=art.table_sha256)
     plan = plan.ship(layout.join(plan_dir, hashlib.sha256(json.dumps(sorted(plan.hashes.items())).encode())
                                  .hexdigest()[:16] + ".pickle"))
     with contextlib.ExitStack() as stack:

@@ -30,9 +30,9 @@ BUCKET = "mpt"
 
 
 def _own_dirs(root: Path) -> dict:
-    """A working directory and a TMPDIR of its own for one process."""
+    """A working directory, a TMPDIR and an (empty) per-machine cache of its own for one process."""
     (root / "tmp").mkdir(parents=True)
-    return {"cwd": root, "TMPDIR": str(root / "tmp")}
+    return {"cwd": root, "TMPDIR": str(root / "tmp"), "MPTDATA_CACHE": str(root / "cache")}
 
 
 def _env(tmpdir: str, keep_aws: bool) -> dict:
@@ -67,8 +67,10 @@ class Cluster:
     def _start(self, name: str, cmd: list[str]):
         own = _own_dirs(self.root / name)
         log = open(self.root / f"{name}.log", "wb")
-        proc = subprocess.Popen(cmd, cwd=own["cwd"], env=_env(own["TMPDIR"], keep_aws=False), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        env = _env(own["TMPDIR"], keep_aws=False)
+        env["MPTDATA_CACHE"] = own["MPTDATA_CACHE"]  # a worker machine's own, empty cache: never the driver's disk
+        proc = subprocess.Popen(cmd, cwd=own["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -175,6 +177,9 @@ def test_dask_cluster_build_equals_local_runner(tmp_path, tokenizer_path, s3_inp
     finally:
         cluster.close()
     _check_same(s3, local_reference, "dask/", log)
+    # the SemDedup static table came from the driver through OUT (S3): no worker made one of its own
+    for i in range(2):
+        assert not list((tmp_path / "cluster" / f"worker{i}" / "cache").rglob("*.npy"))
     # the parts spread: one partition per worker thread
     assert re.search(r"2 worker\(s\) with 2 thread\(s\), 2 partition\(s\) for 6 part\(s\)", log), log[-2000:]
     assert not [k for k in _keys(s3, "dask/") if "/.staging/" in k]

@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.fixture(autouse=True)
+def _one_config_per_kernel(monkeypatch):
+    """One autotune config per kernel variant (kernels/triton_alibi.py): a cold GPU suite compiles each variant
+    once instead of once per config; ``test_autotuned_kernel_matches_reference`` keeps the autotuner."""
+    monkeypatch.setenv("MPT_TRITON_AUTOTUNE", "first")
+
+
 def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a.double() - ref).norm() / ref.norm()).item()
 
@@ -83,6 +90,31 @@ def _check(B, H, S, D, dtype, seq, fused_qkv, scale, device, triton_alibi_attent
 @pytest.mark.parametrize("D", [64, 80, 96, 112, 128])
 def test_matches_reference(dtype, D):
     _check_against_reference(2, 4, 512, D, dtype)
+
+
+def test_autotune_first_keeps_one_fitting_config(monkeypatch):
+    """The switch the GPU suite uses: the first config whose tiles fit the sequence, and only that one."""
+    pytest.importorskip("triton")
+    from kernels.triton_alibi import _bwd_kv_configs, _keep_small_for_short
+
+    configs = _bwd_kv_configs()
+    monkeypatch.delenv("MPT_TRITON_AUTOTUNE")
+    fits_64 = _keep_small_for_short(configs, {"S": 64})
+    assert len(fits_64) > 1 and all(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) <= 64 for c in fits_64)
+    assert _keep_small_for_short(configs, {"S": 4096}) == configs
+    monkeypatch.setenv("MPT_TRITON_AUTOTUNE", "first")
+    assert _keep_small_for_short(configs, {"S": 64}) == fits_64[:1]
+    assert _keep_small_for_short(configs, {"S": 4096}) == configs[:1]
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_autotuned_kernel_matches_reference(monkeypatch):
+    """Every config the autotuner tries compiles and the one it picks is right (slow: compiles them all)."""
+    monkeypatch.delenv("MPT_TRITON_AUTOTUNE")
+    _check_against_reference(2, 4, 1536, 128, torch.bfloat16)
+    _check_against_reference(2, 4, 1536, 64, torch.bfloat16, seq=True)
 
 
 @cuda

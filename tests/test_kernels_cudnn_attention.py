@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kernels.attention import alibi_slopes, resolve_backend, torch_attention
-from tests.test_kernels_attention import _check, _rel
+from tests.test_kernels_attention import _check, _one_config_per_kernel, _rel  # noqa: F401 - autouse fixture
 from trainer.config import ConfigError, ModelConfig
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

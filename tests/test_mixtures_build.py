@@ -135,8 +135,8 @@ def test_manifest_streams_yaml_and_report_agree(mix8k):
     for name, entry in streams.items():
         s = manifest["streams"][name]
         assert set(entry) == {"local", "choose"} and entry["choose"] == s["choose"]
-        assert os.path.isabs(entry["local"]) and entry["local"] == os.path.join(os.path.abspath(mixdir), s["path"])
-        assert dir_sha256(entry["local"]) == s["sha256"]
+        assert entry["local"] == s["path"] and not os.path.isabs(entry["local"])  # relative: the folder can move
+        assert dir_sha256(os.path.join(mixdir, entry["local"])) == s["sha256"]
         assert s["epochs"] == pytest.approx(s["choose"] * 8192 / s["eligible_tokens"], rel=1e-8)
         assert s["packed_tokens"] + s["wrapped_tokens"] == s["packed_samples"] * 8192 + s["remainder_tokens"]
     report = open(os.path.join(mixdir, "report.md")).read()
@@ -161,13 +161,8 @@ def test_same_seed_byte_identical_outputs(sources, mix8k, tmp_path):
     m2 = build_mixture("mpt30b_8k", sources, out2, demo=True, seed=17, progress=False)
     second = _files(os.path.join(out2, "mpt30b_8k"))
     assert set(first) == set(second)
-    for rel in first:
-        if rel == "streams.yaml":   # the only file with absolute paths
-            a = first[rel].decode().replace(os.path.abspath(mixdir), "@")
-            b = second[rel].decode().replace(os.path.abspath(os.path.join(out2, "mpt30b_8k")), "@")
-            assert a == b
-        else:
-            assert first[rel] == second[rel], rel
+    for rel in first:  # streams.yaml too: its paths are relative to the folder, wherever that is
+        assert first[rel] == second[rel], rel
     # rebuilding in place replaces the mixture with identical bytes
     build_mixture("mpt30b_8k", sources, out2, demo=True, seed=17, progress=False)
     assert _files(os.path.join(out2, "mpt30b_8k")) == second
@@ -178,18 +173,27 @@ def test_same_seed_byte_identical_outputs(sources, mix8k, tmp_path):
 
 
 def test_streaming_dataset_from_streams_yaml(sources, tmp_path):
-    """llm-foundry does ``[Stream(**v) for v in streams.values()]``; do the same and read one epoch."""
+    """llm-foundry does ``[Stream(**v) for v in streams.values()]`` with ``local:`` resolved against its working
+    directory: the mixture is built, moved, given absolute paths where it now lies by ``python -m mixtures.streams``
+    (run from elsewhere), and read for one epoch the same way."""
     from streaming import Stream, StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
+    from mixtures.streams import main as streams_main
+
     out = str(tmp_path / "mixtures")
     manifest = build_mixture("mpt30b_8k", sources, out, demo=True, seed=5, progress=False)
-    mixdir = os.path.join(out, "mpt30b_8k")
+    mixdir = str(tmp_path / "moved" / "mpt30b_8k")
+    os.makedirs(os.path.dirname(mixdir))
+    os.rename(os.path.join(out, "mpt30b_8k"), mixdir)
     owner = {}
     for name, s in manifest["streams"].items():
         for x in read_mds(os.path.join(mixdir, s["path"])):
             owner[x.tobytes()] = name
-    streams_cfg = yaml.safe_load(open(os.path.join(mixdir, "streams.yaml")))
+    assert streams_main([mixdir, "--out", str(tmp_path / "foundry.yaml")]) == 0
+    streams_cfg = yaml.safe_load(open(tmp_path / "foundry.yaml"))
+    assert list(streams_cfg) == list(manifest["streams"])
+    assert all(v["local"] == os.path.join(mixdir, manifest["streams"][k]["path"]) for k, v in streams_cfg.items())
     clean_stale_shared_memory()
     ds = StreamingDataset(streams=[Stream(**v) for v in streams_cfg.values()], shuffle=True, shuffle_seed=9176,
                           batch_size=8)

@@ -91,8 +91,8 @@ def test_portable_runner_output_equals_local(tmp_path, tokenizer_path):
         svc.wait(30)
     local, portable = _tree(tmp_path / "local"), _tree(tmp_path / "portable")
     assert local.keys() == portable.keys()
-    # streams.yaml / manifest / report name their own absolute output paths; everything else is byte-identical
-    own_paths = ("streams.yaml", "manifest.json", "report.md")
+    # manifest / report name their own absolute output paths; everything else is byte-identical
+    own_paths = ("manifest.json", "report.md")
     same = [k for k in local if not k.endswith(own_paths)]
     assert [k for k in same if local[k] != portable[k]] == []
     assert any(k.startswith("mixtures/mpt30b_8k/code2p5x/rp_arxiv/") and k.endswith(".mds.zstd") for k in same)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from contract.streams import read_streams
 from trainer.data import (
     Collate,
     TrainBatches,
     build_dataset,
-    read_streams,
     sequence_ids,
 )
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kernels.attention import alibi_slopes, get_backend, torch_attention
+from tests.test_kernels_attention import _one_config_per_kernel  # noqa: F401 - autouse: one Triton config each
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

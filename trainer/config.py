@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -17,7 +17,16 @@ import yaml
 from contract.config import ConfigError, build
 from kernels.attention import BACKEND_NAMES, BACKENDS
 
-__all__ = ["ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "OptimConfig", "PRESETS", "load_config"]
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "DataConfig",
+    "Float8Config",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "load_config",
+]
 
 
 # d_model, n_heads, n_layers. MPT sizes from llm-foundry's pretrain yamls (heads reduced so head_dim is
@@ -127,6 +136,40 @@ class OptimConfig:
 
 
 @dataclass
+class Float8Config:
+    """How ``precision: fp8`` trains: torchao's float8 Linears (``trainer/float8.py``) inside the blocks.
+
+    Only ``nn.Linear`` modules are candidates, so the embedding and the tied LM head (``F.linear`` on the
+    embedding weight, or the chunked cross-entropy) always stay bf16, as do the LayerNorms and attention.
+    ``modules: auto`` converts a block Linear only where torchao's H100 tables measured float8 faster for
+    its recipe (tensorwise: not K <= 4096 and N <= 1024; rowwise: N > 2048, K > 1024, not N <= 4096 and
+    K <= 2048); ``all`` converts every block Linear whose dims are multiples of 16 (a hardware rule of
+    float8 matmuls, never waived). ``keep_bf16`` names more modules to leave alone (fnmatch patterns on
+    qualified names, e.g. ``transformer.blocks.0.*`` or ``*.out_proj``)."""
+
+    recipe: Literal["tensorwise", "rowwise"] = "tensorwise"
+    modules: Literal["auto", "all"] = "auto"
+    keep_bf16: list = field(default_factory=list)
+    # FSDP2 all-gathers float8 weights (half the bytes of bf16): tensorwise only, and only when FSDP shards.
+    fsdp_float8_all_gather: str | bool = "auto"  # auto (on for tensorwise under FSDP) | on | off
+    # with the float8 all-gather: one fused amax of all weights after the optimizer step, not one per weight
+    precompute_scale: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.fsdp_float8_all_gather, bool):  # YAML reads a bare on/off as a boolean
+            self.fsdp_float8_all_gather = "on" if self.fsdp_float8_all_gather else "off"
+        if self.fsdp_float8_all_gather not in ("auto", "on", "off"):
+            raise ConfigError(f"float8.fsdp_float8_all_gather: {self.fsdp_float8_all_gather!r} is not one of "
+                              "auto, on, off")
+        if self.fsdp_float8_all_gather == "on" and self.recipe != "tensorwise":
+            raise ConfigError(f"float8.fsdp_float8_all_gather: on needs recipe tensorwise (torchao all-gathers "
+                              f"float8 weights with one scale per tensor); recipe is {self.recipe!r}: use auto or off")
+        for pat in self.keep_bf16:
+            if not isinstance(pat, str) or not pat:
+                raise ConfigError(f"float8.keep_bf16: {pat!r} is not a module-name pattern (e.g. '*.out_proj')")
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -137,7 +180,8 @@ class TrainConfig:
     max_steps: int = 100  # length of the LR schedule
     stop_after: int | None = None  # end this invocation at this step (checkpointed); the schedule still spans max_steps
     seed: int = 17
-    precision: str = "bf16"  # bf16 (fp32 master weights, bf16 compute) | fp32
+    precision: str = "bf16"  # bf16 (fp32 master weights, bf16 compute) | fp8 (bf16 + float8 block Linears) | fp32
+    float8: Float8Config = field(default_factory=Float8Config)  # read under precision: fp8 only
     fsdp: str | bool = "auto"  # auto (on when launched with torchrun) | on | off
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
@@ -153,8 +197,11 @@ class TrainConfig:
     peak_tflops: float | None = None  # per GPU; None picks 989.5 on H100, 312 on A100
 
     def __post_init__(self):
-        if self.precision not in ("bf16", "fp32"):
-            raise ConfigError(f"precision: {self.precision!r} is not one of bf16, fp32")
+        if self.precision not in ("bf16", "fp8", "fp32"):
+            raise ConfigError(f"precision: {self.precision!r} is not one of bf16, fp8, fp32")
+        if self.precision == "fp8" and self.device == "cpu":
+            raise ConfigError("precision: fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+, "
+                              "e.g. H100/H200); device is cpu: use precision: bf16")
         if isinstance(self.fsdp, bool):  # YAML reads a bare on/off as a boolean
             self.fsdp = "on" if self.fsdp else "off"
         if self.init_device not in ("full", "meta"):
@@ -168,8 +215,8 @@ class TrainConfig:
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        """The dtype matmuls and attention run in: bf16 under autocast, else fp32."""
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+        """The dtype attention and the non-float8 matmuls run in: bf16 under autocast (bf16, fp8), else fp32."""
+        return torch.float32 if self.precision == "fp32" else torch.bfloat16
 
     def accumulation(self, world_size: int) -> int:
         per_step = self.micro_batch_size * world_size

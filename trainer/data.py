@@ -2,8 +2,8 @@
 
 The same streams file feeds llm-foundry's ``train_loader.dataset.streams``: a mapping name -> Stream
 kwargs (``local`` / ``remote`` / ``split`` and one of ``proportion`` / ``repeat`` / ``choose``),
-optionally under a top-level ``streams:`` key. Relative ``local`` paths are taken relative to the
-streams file, so a mixture directory can be moved as a whole.
+optionally under a top-level ``streams:`` key, read by ``contract.streams.read_streams``. Relative ``local``
+paths are taken relative to the streams file, so a mixture directory can be moved as a whole.
 
 Samples carry ``tokens: ndarray:uint16`` of exactly ``seq_len`` tokens. StreamingDataset does the
 mixing, shuffling and per-rank partitioning; we only count the samples consumed so that a resumed run
@@ -12,67 +12,14 @@ skips exactly those (``state_dict(num_samples, from_beginning=True)``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from contract.streams import read_streams
 from contract.tokens import EOS as EOS_ID
-
-_STREAM_KEYS = {"remote", "local", "split", "proportion", "repeat", "choose", "download_retry",
-                "download_timeout", "validate_hash", "keep_zip"}
-
-
-def read_streams(spec: Any) -> dict[str, dict]:
-    """Normalise a streams spec (path to streams.yaml, a mixture dir holding one, or a mapping)."""
-    base = Path.cwd()
-    where = "streams"
-    if isinstance(spec, str) and "://" in spec:  # a mixture written to gs:// or s3://: its streams are remote too
-        import tempfile
-
-        from streaming.base.storage.download import CloudDownloader
-
-        url = spec if spec.endswith((".yaml", ".yml")) else spec.rstrip("/") + "/streams.yaml"
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, "streams.yaml")
-            try:
-                CloudDownloader.direct_download(url, local)
-            except Exception as e:
-                raise FileNotFoundError(f"cannot fetch {url}: {type(e).__name__}: {e} (for s3:// set "
-                                        "S3_ENDPOINT_URL and AWS credentials as mosaicml-streaming expects)") from None
-            spec = yaml.safe_load(Path(local).read_text())
-        where = url
-    elif isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if path.is_dir():
-            path = path / "streams.yaml"
-        if not path.is_file():
-            raise FileNotFoundError(f"streams file {path} does not exist; point data.streams at a mixture's "
-                                    "streams.yaml (OUT/mixtures/<name>/streams.yaml) or its directory")
-        where, base = str(path), path.parent
-        spec = yaml.safe_load(path.read_text())
-    if isinstance(spec, dict) and isinstance(spec.get("streams"), dict):
-        spec = spec["streams"]
-    if not isinstance(spec, dict) or not spec:
-        raise ValueError(f"{where}: expected a non-empty mapping name -> {{local|remote, proportion|repeat|choose}}")
-    out = {}
-    for name, kw in spec.items():
-        if not isinstance(kw, dict):
-            raise TypeError(f"{where}: stream '{name}' must be a mapping, got {type(kw).__name__}")
-        bad = set(kw) - _STREAM_KEYS
-        if bad:
-            raise ValueError(f"{where}: stream '{name}' has unknown keys {sorted(bad)}; allowed: {sorted(_STREAM_KEYS)}")
-        if "local" not in kw and "remote" not in kw:
-            raise ValueError(f"{where}: stream '{name}' needs 'local' or 'remote'")
-        kw = dict(kw)
-        local = kw.get("local")
-        if local is not None and "://" not in str(local) and not Path(local).is_absolute():
-            kw["local"] = str((base / local).resolve())
-        out[str(name)] = kw
-    return out
 
 
 def build_dataset(streams: Any, *, seq_len: int, micro_batch_size: int, shuffle: bool, shuffle_seed: int,

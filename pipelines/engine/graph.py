@@ -17,6 +17,7 @@ import apache_beam as beam
 
 from contract import fsio, layout
 from contract.stats import make_stats
+from pipelines import worker_imports
 from pipelines.engine.dedupe.stages import Dedupe
 from pipelines.engine.plan import BuildPlan, PartTask, part_name
 from pipelines.engine.process import Tools, cached_summary, process_part
@@ -28,8 +29,12 @@ from pipelines.engine.shards import merge_parts, write_part
 log = logging.getLogger("pipelines.build")
 
 
-def quiet_worker_logs() -> None:
-    """streaming logs a warning per temp folder in merge_index; keep worker output to our progress lines."""
+def worker_setup(heavy: bool = True) -> None:
+    """A DoFn's ``setup``: with ``heavy``, the packages it will need (mosaicml-streaming and what comes with it),
+    waited for or imported whole (``pipelines.worker_imports``); then quiet logs (streaming logs a warning per temp
+    folder in merge_index; keep worker output to our progress lines)."""
+    if heavy:
+        worker_imports.ensure()
     for name in ("streaming", "root"):
         logging.getLogger(name).setLevel(logging.ERROR if name == "streaming" else logging.WARNING)
 
@@ -42,7 +47,7 @@ class _ProcessPart(beam.DoFn):
         self.started = time.time()
 
     def setup(self):
-        quiet_worker_logs()
+        worker_setup(heavy=False)  # reading needs none of them: they arrive meanwhile (the embedder waits for them)
         self.tools = None  # built on the first part that is not already done (a resumed build may need none)
 
     def process(self, task: PartTask):
@@ -79,7 +84,7 @@ class _WritePart(beam.DoFn):
         self.plan = plan
 
     def setup(self):
-        quiet_worker_logs()
+        worker_setup()
 
     def process(self, kv):
         (source, part), g = kv
@@ -119,7 +124,7 @@ class _FinalizeSource(beam.DoFn):
         self.plan = plan
 
     def setup(self):
-        quiet_worker_logs()
+        worker_setup()
 
     def process(self, kv):
         source, parts = kv

@@ -13,12 +13,13 @@ import bisect
 import hashlib
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping, NamedTuple, Sequence
 
 from contract import layout
 from contract.registry import SOURCE_NAMES
 from pipelines.sources.config import SourceConfig
+from pipelines.dedupe.minhash import SignatureSpec
 from pipelines.sources.readers import InputFile
 from pipelines.records import split_uid
 
@@ -69,9 +70,11 @@ def part_name(part: int) -> str:
 
 
 def config_hash(cfg: SourceConfig, files: Sequence[InputFile], tokenizer_fp: str, cross: bool,
-                eval_files: Sequence[tuple[str, int]] = ()) -> str:
+                eval_files: Sequence[tuple[str, int]] = (), semdedup_table: str = "") -> str:
     """What decides a source's output bytes: config (incl. pii and decontam), inputs, tokenizer, code version.
-    ``eval_files``: (path, size) of the decontam eval files, so changed eval data rebuilds the source."""
+    ``eval_files``: (path, size) of the decontam eval files, so changed eval data rebuilds the source;
+    ``semdedup_table``: the SHA-256 of the SemDedup static table the source is embedded with (its bytes may
+    differ between CPU architectures: ``pipelines.artifacts``)."""
     rules = [(r.name, sorted(r.params.items())) for r in cfg.chain.rules]
     payload = {"cfg": repr((cfg.text_field, cfg.id_field, cfg.meta_fields, cfg.format, rules, cfg.dedupe)),
                "files": [(f.path, f.size) for f in files], "tok": tokenizer_fp, "cross": cross, "code": CODE_VERSION}
@@ -82,6 +85,8 @@ def config_hash(cfg: SourceConfig, files: Sequence[InputFile], tokenizer_fp: str
     if cfg.decontam is not None:  # absent keys keep the hashes of builds without pii/decontam unchanged
         payload["decontam"] = repr(cfg.decontam)
         payload["eval_files"] = [list(f) for f in eval_files]
+    if semdedup_table:
+        payload["semdedup_table"] = semdedup_table
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -100,6 +105,13 @@ class BuildPlan:
     # are then not pickled with the plan, which every DoFn holds a copy of (inline: 2.4 MB of tokenizer, plus
     # 7.5 MiB per 100,000 input objects, in each of ~20 DoFns: the Dask task graph reached 21-27 MiB on the demo)
     shipped_uri: str = ""
+    # the SemDedup static table shipped beside the plan (``pipelines.artifacts.ship_table``) and its SHA-256; unset,
+    # a worker uses its own machine's cached table (callers outside a build)
+    semdedup_table: str = ""
+    semdedup_table_sha256: str = ""
+    # source -> its MinHash SignatureSpec, resolved on the driver (the optimal bands need scipy, which a worker only
+    # imports with its other heavy packages: ``pipelines.worker_imports``)
+    minhash_specs: Mapping[str, SignatureSpec] = field(default_factory=dict)
 
     @classmethod
     def make(cls, out: str, tokenizer_json: str, write_rejects: bool, cross_source: bool,
@@ -107,8 +119,9 @@ class BuildPlan:
              hashes: Mapping[str, str], extra_stats: Mapping[str, Mapping]) -> "BuildPlan":
         names = sorted(sources, key=SOURCE_NAMES.index)
         tasks = tuple(t for n in names for t in cut_parts(n, files[n]))
+        specs = {n: SignatureSpec.from_config(sources[n].dedupe.minhash) for n in names if sources[n].dedupe.minhash}
         return cls(out, tokenizer_json, write_rejects, cross_source, {n: sources[n] for n in names},
-                   {n: tuple(files[n]) for n in names}, dict(hashes), dict(extra_stats), tasks)
+                   {n: tuple(files[n]) for n in names}, dict(hashes), dict(extra_stats), tasks, minhash_specs=specs)
 
     # ---- where things live
     def staging(self, source: str) -> str:

@@ -49,12 +49,11 @@ class Tools:
     """Heavy per-worker objects, built once (``DoFn.setup``): tokenizer, MinHash signers, embedder."""
 
     def __init__(self, plan: BuildPlan):
-        from pipelines.dedupe.minhash import SignatureSpec, Signer
+        from pipelines.dedupe.minhash import Signer
         from tokenization import NeoXTokenizer
 
         self.tokenizer = NeoXTokenizer(raw=plan.tokenizer_json)
-        self.signers = {n: Signer(SignatureSpec.from_config(c.dedupe.minhash))
-                        for n, c in plan.sources.items() if c.dedupe.minhash}
+        self.signers = {n: Signer(spec) for n, spec in plan.minhash_specs.items()}
         self.plan = plan
         self._embedders: dict = {}
         # one eval index per decontam config per worker process (cached_index), built with the tools
@@ -64,12 +63,19 @@ class Tools:
 
     def embedder(self, source: str):
         """The source's SemDedup embedder, loaded on first use and shared by sources naming the same one."""
+        from pipelines import worker_imports
+        from pipelines.artifacts import STATIC_MODEL, shipped_table
         from pipelines.dedupe.embed import load_embedder
 
         sem = self.plan.sources[source].dedupe.semantic
         key = (sem.model, sem.device, sem.gpu_precision)
         if key not in self._embedders:
-            self._embedders[key] = load_embedder(sem.model, sem.device, threads=1, precision=sem.gpu_precision)
+            worker_imports.ensure()  # torch / transformers: imported whole, never beside the worker's own import
+            table = None
+            if sem.model == STATIC_MODEL and self.plan.semdedup_table:  # the driver's, never distilled here
+                table = shipped_table(self.plan.semdedup_table, self.plan.semdedup_table_sha256)
+            self._embedders[key] = load_embedder(sem.model, sem.device, threads=1, precision=sem.gpu_precision,
+                                                 table=table)
         return self._embedders[key]
 
 

@@ -94,10 +94,11 @@ def at_worker_startup() -> None:
     if WORKER_ENV_MARKER in os.environ:
         if os.environ.get(QUIET_ENV) == "1":
             quiet_worker()
-        from pipelines.runners.local import exit_when_done, import_ahead
+        from pipelines import worker_imports
+        from pipelines.runners.local import exit_when_done
 
         exit_when_done()
-        import_ahead()
+        worker_imports.start()
 
 
 def quiet_worker() -> None:

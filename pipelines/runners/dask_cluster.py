@@ -29,8 +29,8 @@ log = logging.getLogger("pipelines.build")
 
 class FilesystemOptions(WorkerPlugin):
     """Dask worker plugin: Beam's FileSystems on the worker get the pipeline's options (S3 endpoint, ...), and the
-    worker starts importing mosaicml-streaming in the background (``pipelines.runners.local.import_ahead``: 4-5 s of imports
-    overlapping the read stage instead of holding up the first shard)."""
+    worker starts importing its heavy packages on one background thread (``pipelines.worker_imports.start``: the
+    tasks that need them wait for it, the others run meanwhile)."""
 
     name = PLUGIN_NAME
 
@@ -42,10 +42,10 @@ class FilesystemOptions(WorkerPlugin):
 
         from contract import fsio
 
-        from pipelines.runners.local import import_ahead
+        from pipelines import worker_imports
 
         fsio.set_options(PipelineOptions.from_dictionary(self.options))
-        import_ahead()
+        worker_imports.start()
 
     def teardown(self, worker=None):
         pass

@@ -70,23 +70,3 @@ def exit_when_done() -> None:
 
     run_then_exit._exits_when_done = True
     sdk_worker.SdkHarness.run = run_then_exit
-
-
-def import_ahead() -> None:
-    """In a build's worker process (a local-runner SDK worker via ``worker_site``, a Dask worker via the
-    ``pipelines.runners.dask_cluster`` plugin): import mosaicml-streaming on a background thread at start-up.
-
-    ``import streaming`` takes ~4-5 s of one core (its package imports transformers, torch and sklearn), and a
-    worker needs it for its first shard and again for a source's final index merge, which may land on a
-    worker that wrote no shard. Started with the worker it overlaps the read stage instead of holding up the
-    write stage and the finish of a source; Python's module locks make a DoFn that needs it meanwhile wait.
-    """
-    import threading
-
-    def load():
-        try:
-            import streaming  # noqa: F401
-        except Exception:  # noqa: BLE001 - the DoFn that needs it imports it again and reports the error
-            pass
-
-    threading.Thread(target=load, name="import-ahead", daemon=True).start()
