@@ -249,11 +249,12 @@ def run(args, beam_args) -> int:
     options = beam_options(beam_args, args.workers)
     fsio.set_options(options)  # the driver lists inputs and checks outputs with the same S3/GCS options
     decontam = check_decontam(sources, args.sources or "demo sources")
-    # 2. this machine's artifacts (tokenizer, SemDedup table, fastText LID model), once, before any worker; the inputs
+    # 2. the inputs (a wrong glob fails in seconds), then this machine's artifacts (tokenizer, fastText LID model,
+    # SemDedup table: ~20-30 s to make on a new machine), once, before any worker starts
+    files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
     from pipelines.artifacts import prepare
 
     art = prepare(sources, args.tokenizer)
-    files = {n: expand_inputs(n, c.inputs) for n, c in sources.items()}
     # rules that need their model file or a sample of the source (fasttext_quality): resolved on the driver into
     # their parameters (model hash, computed threshold), so they are part of the config hash
     from pipelines.sources.prepare import prepare_sources
