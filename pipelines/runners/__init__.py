@@ -1,1 +1,1 @@
-"""How a build runs: the local runner, the Dask cluster, Beam's logging and the workers' start-up hook."""
+"""How a build runs: the local runner, the Dask cluster and our DaskRunner, Beam's logging and the workers' start-up hook."""
