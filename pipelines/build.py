@@ -354,9 +354,14 @@ def build_sources(args, options, out, todo, files, hashes, art, demo, decontam=N
 
             options = stack.enter_context(dask_cluster(options, len(plan.tasks), args.workers))
         p = beam.Pipeline(options=options)
+        chunks = 1
+        if is_dask(options):  # its Create cuts the part list into --dask_npartitions contiguous chunks, one per worker
+            from apache_beam.runners.dask.dask_runner import DaskOptions
+
+            chunks = options.view_as(DaskOptions).npartitions or 1
         try:
             with Reporter(out, sizes, parts={n: plan.num_parts(n) for n in todo}) as reporter, p:
-                build_graph(p, plan)
+                build_graph(p, plan, chunks)
         finally:  # the DaskRunner leaves its client open: closed before the cluster it talks to
             client = getattr(getattr(p, "result", None), "client", None)
             if client is not None:

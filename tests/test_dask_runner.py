@@ -82,3 +82,32 @@ def test_partitions_stay_at_the_inputs_count():
         ours, theirs = leaf(n, True), leaf(n, False)
         assert ours[0] <= n < theirs[0], (n, ours, theirs)
         assert ours[1] < theirs[1], (n, ours, theirs)
+
+
+def test_parts_dealt_so_each_dask_partition_costs_the_same(tokenizer_path, tmp_path):
+    """The DaskRunner's Create cuts the part list into contiguous chunks, one per partition: ``by_cost(plan, n)``
+    orders the parts so those chunks cost about the same (costliest-first alone gave one worker the 12 costliest
+    of 24 parts)."""
+    import dask.bag as db
+
+    from pipelines.engine.graph import by_cost, part_cost
+    from pipelines.engine.plan import BuildPlan
+    from pipelines.sources.config import source_config
+    from pipelines.sources.readers import InputFile
+
+    sizes = [(i * 7919) % 97 + 1 for i in range(25)]
+    files = [InputFile(i, f"/x/{i}.jsonl", f"{i}.jsonl", s << 20) for i, s in enumerate(sizes)]
+    cfg = {"rp_arxiv": source_config("rp_arxiv", {"inputs": ["/x/*.jsonl"]}, "t")}
+    plan = BuildPlan.make(str(tmp_path), "{}", False, False, cfg, {"rp_arxiv": files}, {"rp_arxiv": "h"},
+                          {"rp_arxiv": {}})
+    assert len(plan.tasks) > 10
+    for n in (2, 3, 4):
+        ordered = by_cost(plan, n)
+        assert sorted(ordered) == sorted(plan.tasks)
+        chunks = db.from_sequence(ordered, npartitions=n).to_delayed()
+        costs = [sum(part_cost(plan, t) for t in c.compute(scheduler="sync")) for c in chunks]
+        naive = [sum(part_cost(plan, t) for t in c.compute(scheduler="sync"))
+                 for c in db.from_sequence(by_cost(plan), npartitions=n).to_delayed()]
+        ideal = sum(costs) / len(costs)  # the build's read stage ends with its costliest chunk
+        assert max(costs) / ideal < 1.1 < max(naive) / ideal, (n, costs, naive)
+    assert by_cost(plan, 1) == by_cost(plan)

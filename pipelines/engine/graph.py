@@ -172,15 +172,33 @@ def part_cost(plan: BuildPlan, task: PartTask) -> float:
     return task.input_bytes * (_EMBED_COST.get(sem.model, 1.0) if sem else 1.0)
 
 
-def by_cost(plan: BuildPlan) -> list[PartTask]:
+def by_cost(plan: BuildPlan, chunks: int = 1) -> list[PartTask]:
     """Costliest parts first, so that a slow source's parts start early instead of holding the build's tail
-    while the other workers idle (runners that keep the order honour it; others lose nothing)."""
-    return sorted(plan.tasks, key=lambda t: (-part_cost(plan, t), t.source, t.part))
+    while the other workers idle (runners that keep the order honour it; others lose nothing).
+
+    ``chunks`` > 1: for a runner that cuts the list into that many contiguous chunks and gives each to one worker
+    (the DaskRunner's Create: ``dask.bag.from_sequence(npartitions=chunks)``), the parts are dealt so that the
+    chunks cost about the same: each part, costliest first, joins the cheapest chunk that has room left. Cut as
+    that runner cuts it, the costliest half no longer lands on one worker (the 1 GB build's read stage: 112 s on
+    Dask vs 79 s locally, with one of two workers holding the 12 costliest of 24 parts)."""
+    ordered = sorted(plan.tasks, key=lambda t: (-part_cost(plan, t), t.source, t.part))
+    if chunks <= 1 or len(ordered) <= chunks:
+        return ordered
+    size = -(-len(ordered) // chunks)  # from_sequence's partition size
+    room = [min(size, len(ordered) - i * size) for i in range(-(-len(ordered) // size))]
+    dealt: list[list[PartTask]] = [[] for _ in room]
+    load = [0.0] * len(room)
+    for t in ordered:
+        i = min((i for i in range(len(room)) if len(dealt[i]) < room[i]), key=lambda i: (load[i], i))
+        dealt[i].append(t)
+        load[i] += part_cost(plan, t)
+    return [t for chunk in dealt for t in chunk]
 
 
-def build_graph(p: beam.Pipeline, plan: BuildPlan):
-    """Add the whole per-source build to pipeline ``p``; returns the PCollection of (source, stats)."""
-    parts = p | "Parts" >> beam.Create(by_cost(plan)) | "ProcessDocuments" >> ProcessDocuments(plan)
+def build_graph(p: beam.Pipeline, plan: BuildPlan, chunks: int = 1):
+    """Add the whole per-source build to pipeline ``p``; returns the PCollection of (source, stats). ``chunks``:
+    see :func:`by_cost` (the DaskRunner's partition count; 1 elsewhere)."""
+    parts = p | "Parts" >> beam.Create(by_cost(plan, chunks)) | "ProcessDocuments" >> ProcessDocuments(plan)
     removals = parts | "Dedupe" >> Dedupe(plan)
     written = (parts, removals) | "WriteShards" >> WriteShards(plan)
     return written | "FinalizeSources" >> FinalizeSources(plan)
