@@ -27,8 +27,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from contract import fsio, layout
-
-STATIC_MODEL = "static-minilm-l6"
+from pipelines.dedupe.embed import STATIC_MODEL
 
 
 @dataclass(frozen=True)

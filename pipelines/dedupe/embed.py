@@ -29,7 +29,8 @@ import numpy as np
 from pipelines.dedupe.semantic import l2_normalize
 
 EMBED_DIM = 384
-MODELS = ("static-minilm-l6", "minilm-l6")
+STATIC_MODEL = "static-minilm-l6"  # the default: a table distilled once per machine
+MODELS = (STATIC_MODEL, "minilm-l6")
 DEVICES = ("auto", "cpu", "cuda")
 _ZIPF_A = 1e-5       # SIF weight a / (a + p(rank)), p from Zipf's law over the frequency-ordered vocabulary
 _DISTILL_BATCH = 2048
@@ -257,7 +258,7 @@ def load_embedder(model: str = "static-minilm-l6", device: str = "auto", threads
     ``precision`` is the transformer's on a GPU (the static model and the CPU are fp32); ``table`` the static
     model's table as the build shipped it (else this machine's cached one)."""
     device = resolve_device(device)
-    if model == "static-minilm-l6":
+    if model == STATIC_MODEL:
         return StaticMiniLM(device, table)
     if model == "minilm-l6":
         return MiniLM(device, threads, precision)

@@ -64,8 +64,8 @@ class Tools:
     def embedder(self, source: str):
         """The source's SemDedup embedder, loaded on first use and shared by sources naming the same one."""
         from pipelines import worker_imports
-        from pipelines.artifacts import STATIC_MODEL, shipped_table
-        from pipelines.dedupe.embed import load_embedder
+        from pipelines.artifacts import shipped_table
+        from pipelines.dedupe.embed import STATIC_MODEL, load_embedder
 
         sem = self.plan.sources[source].dedupe.semantic
         key = (sem.model, sem.device, sem.gpu_precision)
