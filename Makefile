@@ -26,15 +26,16 @@ demo: install
 # and Hugging Face's folders under ~) are what every run exercises. CI (.ci/run) calls this same target.
 FRESH_CACHES = env -u XDG_CACHE_HOME -u XDG_CONFIG_HOME -u HF_HOME -u HF_HUB_CACHE -u MPLCONFIGDIR \
 	-u TORCHINDUCTOR_CACHE_DIR -u TRITON_CACHE_DIR HOME=$$fresh/home MPTDATA_CACHE=$$fresh/mptdata-cache
+# pytest with arguments $(1), in a new empty HOME and MPTDATA_CACHE, removed afterwards (the exit code is pytest's)
+fresh_pytest = fresh=$$(mktemp -d -t mptdata-fresh.XXXXXX) && mkdir $$fresh/home && \
+	echo "tests with empty per-machine caches: HOME=$$fresh/home MPTDATA_CACHE=$$fresh/mptdata-cache" && \
+	$(FRESH_CACHES) $(BIN)/python -m pytest -q $(1); rc=$$?; rm -rf $$fresh; exit $$rc
 
 test: install
-	@fresh=$$(mktemp -d -t mptdata-fresh.XXXXXX) && mkdir $$fresh/home && \
-	echo "tests with empty per-machine caches: HOME=$$fresh/home MPTDATA_CACHE=$$fresh/mptdata-cache" && \
-	$(FRESH_CACHES) $(BIN)/python -m pytest -q; rc=$$?; rm -rf $$fresh; exit $$rc
+	@$(call fresh_pytest,)
 
 test-all: install
-	@fresh=$$(mktemp -d -t mptdata-fresh.XXXXXX) && mkdir $$fresh/home && \
-	$(FRESH_CACHES) $(BIN)/python -m pytest -q -m "slow or not slow"; rc=$$?; rm -rf $$fresh; exit $$rc
+	@$(call fresh_pytest,-m "slow or not slow")
 
 # datatrove for the side-by-side dedupe benchmarks, in its own venv (see requirements-bench.txt);
 # then: DATATROVE_PYTHON=.venv-datatrove/bin/python $(BIN)/python benchmarks/dedupe_speed.py

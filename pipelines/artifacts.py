@@ -73,11 +73,11 @@ def prepare(sources: Mapping, tokenizer_path: Optional[str]) -> Artifacts:
 
 def static_table() -> np.ndarray:
     """This machine's SemDedup static table: from the cache, or distilled into it now (with a line saying so)."""
-    from pipelines.dedupe.embed import distill_table, table_path
+    from pipelines.dedupe.embed import distill_table, table_of, table_path
 
     path = table_path()
-    if path.exists():
-        return distill_table()  # this machine's cached table
+    if path.exists():  # this machine's cached table (distill_table would hash the 90 MB of weights again)
+        return table_of(path.read_bytes())
     print(f"preparing the SemDedup static table for this machine (distilled once from the packaged MiniLM, "
           f"~20-30 s; cached as {path})", flush=True)
     t0 = time.time()

@@ -349,16 +349,16 @@ def build_sources(args, options, out, todo, files, hashes, art, demo, decontam=N
     plan = plan.ship(layout.join(plan_dir, hashlib.sha256(json.dumps(sorted(plan.hashes.items())).encode())
                                  .hexdigest()[:16] + ".pickle"))
     with contextlib.ExitStack() as stack:
+        chunks = 1
         if is_dask(options):  # a cluster (started here if none is named), parts spread, workers get the S3 options
+            from apache_beam.runners.dask.dask_runner import DaskOptions
+
             from pipelines.runners.dask_cluster import dask_cluster
 
             options = stack.enter_context(dask_cluster(options, len(plan.tasks), args.workers))
-        p = beam.Pipeline(options=options)
-        chunks = 1
-        if is_dask(options):  # its Create cuts the part list into --dask_npartitions contiguous chunks, one per worker
-            from apache_beam.runners.dask.dask_runner import DaskOptions
-
+            # its Create cuts the part list into --dask_npartitions contiguous chunks, one per worker
             chunks = options.view_as(DaskOptions).npartitions or 1
+        p = beam.Pipeline(options=options)
         try:
             with Reporter(out, sizes, parts={n: plan.num_parts(n) for n in todo}) as reporter, p:
                 build_graph(p, plan, chunks)

@@ -3,8 +3,8 @@
 Why ahead: mosaicml-streaming imports torch, transformers, torchvision, scikit-learn and scipy (~4-5 s of one
 core; 7 s with two workers starting at once). A worker needs them to write its first shard and to embed a SemDedup
 source, but not to read, filter, hash and tokenize, so a worker starts importing them on a background thread
-(``start``: the local runner's worker start-up, the Dask worker plugin) while it reads its first part. A 2-source
-build of 6 documents on 2 workers: 25 s with this overlap, 33 s when the first bundle imports them itself
+(``start``: the local runner's worker start-up, the Dask worker plugin) while it reads its first part. On a
+2-source build of 6 documents on 2 workers, importing them in the first bundle instead cost ~8 s more
 (benchmarks/RESULTS.md, "First contact").
 
 Why one thread and a guard: transformers and torchvision import parts of each other lazily, in cycles. Two
