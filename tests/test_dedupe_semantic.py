@@ -38,9 +38,11 @@ def test_max_prior_similarity_matches_brute_force():
     e = _unit(rng.normal(size=(2500, 8))).astype(np.float32)  # > one block
     m, arg = semantic.max_prior_similarity(e)
     assert m[0] == -1 and arg[0] == -1
+    q = semantic.quantize(e).astype(np.int64)  # integer arithmetic (numpy's own loops, no BLAS): the exact reference
     for i in (1, 2, 1023, 1024, 1025, 2499):
-        s = e[:i] @ e[i]
-        assert arg[i] == int(np.argmax(s)) and m[i] == pytest.approx(float(s.max()), abs=1e-5)
+        exact = q[:i] @ q[i]
+        assert arg[i] == int(np.argmax(exact)) and m[i] == float(exact.max()) / 32767.0**2
+        assert m[i] == pytest.approx(float((e[:i] @ e[i]).max()), abs=1e-4)  # the quantization costs < 1e-4
 
 
 def test_exact_cutoff_and_counts():

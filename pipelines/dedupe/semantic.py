@@ -8,6 +8,14 @@ as the global quantile of M at ``1 - keep_fraction`` hits the keep fraction exac
 SemDeDup's ``eps`` (the implied eps = 1 - cut-off is reported). Keys are (M rounded to 1e-6, a hash of the
 uid) so they are unique and the quantile is an exact rank, not a tie.
 
+Every similarity is exact, so every machine and runner decides the same (issue 31): BLAS rounds a float32
+dot product differently by CPU kernel and thread count (OpenBLAS's AVX2 kernels with one thread, as Dask's
+nanny sets it, and with two, as the local runner's workers have it, gave 15 different removals out of 5,770
+on 28,850 c4_en documents). So vectors are scaled to integers (``quantize``: round(x * 32767), 1.5e-5 per
+component) held in float64, where their products and every sum of 384 of them are integers below 2**39,
+exact under any summation order, FMA or blocking; a cosine is that integer over 32767**2 (one correctly
+rounded division). k-means sums quantized rows the same exact way.
+
 The embedders (a static model distilled from the packaged all-MiniLM-L6-v2, the default, and the
 transformer itself) are in ``pipelines.dedupe.embed``.
 """
@@ -22,12 +30,24 @@ import xxhash
 from pipelines.dedupe.config import SemDedupConfig
 
 _BLOCK = 1024  # rows per similarity block: bounds the (block x cluster) matrix
+_Q = 32767.0  # quantization scale: |component| <= 1, so products <= 2**30 and 384-term sums < 2**39 (exact)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (a zero row stays zero): the embedders' output and the centroids."""
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)
+
+
+def quantize(x: np.ndarray) -> np.ndarray:
+    """Rows of (near-)unit vectors as integer-valued float64: ``cosines`` of these are exact (module doc)."""
+    return np.rint(np.asarray(x, dtype=np.float64) * _Q)
+
+
+def cosines(a_q: np.ndarray, b_q: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every quantized row of ``a_q`` with every one of ``b_q``: an exact integer matrix
+    product (any BLAS kernel, thread count or block gives the same bits) over one division."""
+    return (a_q @ b_q.T) / (_Q * _Q)
 
 
 def choose_n_clusters(n_docs: int, sample_len: int, cfg: SemDedupConfig) -> int:
@@ -39,13 +59,15 @@ def choose_n_clusters(n_docs: int, sample_len: int, cfg: SemDedupConfig) -> int:
 
 
 def fit_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
-    """Spherical k-means (cosine) with greedy k-means++ seeding; deterministic for a given seed and row order."""
-    x = l2_normalize(np.asarray(x, dtype=np.float32))
-    n = len(x)
+    """Spherical k-means (cosine) with greedy k-means++ seeding; the same centroids for a given seed and row
+    order on any machine (exact similarities and sums: module doc)."""
+    xq = quantize(l2_normalize(np.asarray(x, dtype=np.float32)))
+    n = len(xq)
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
-    centroids = [x[rng.integers(n)]]
-    d2 = np.maximum(0.0, 2.0 - 2.0 * (x @ centroids[0]).astype(np.float64))
+    first = int(rng.integers(n))
+    chosen = [first]
+    d2 = np.maximum(0.0, 2.0 - 2.0 * cosines(xq, xq[first:first + 1])[:, 0])
     # greedy k-means++ (as scikit-learn: best of a few draws per centre) while k is small; plain
     # k-means++ beyond, where the extra draws would dominate the fit's O(k * n * d) cost
     trials = 2 + int(math.log(k)) if k <= 256 else 1
@@ -55,28 +77,28 @@ def fit_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndar
             cand = rng.integers(n, size=trials)
         else:
             cand = rng.choice(n, size=trials, p=d2 / total)
-        pots = np.minimum(d2[None, :], np.maximum(0.0, 2.0 - 2.0 * (x[cand] @ x.T).astype(np.float64)))
+        pots = np.minimum(d2[None, :], np.maximum(0.0, 2.0 - 2.0 * cosines(xq[cand], xq)))
         best = int(np.argmin(pots.sum(axis=1)))
-        centroids.append(x[cand[best]])
+        chosen.append(int(cand[best]))
         d2 = pots[best]
-    c = np.stack(centroids)
+    cq = xq[chosen]
     assign = None
     for _ in range(iters):
-        new = np.argmax(x @ c.T, axis=1)
+        new = np.argmax(xq @ cq.T, axis=1)  # exact integers: ties resolve to the lower centroid everywhere
         if assign is not None and np.array_equal(new, assign):
             break
         assign = new
-        sums = np.zeros_like(c)
-        np.add.at(sums, assign, x)
+        sums = np.zeros_like(cq)
+        np.add.at(sums, assign, xq)  # integer sums below 2**53: exact in any order
         empty = np.linalg.norm(sums, axis=1) == 0
-        sums[empty] = c[empty]  # keep an emptied centroid where it was
-        c = l2_normalize(sums)
-    return c.astype(np.float32)
+        sums[empty] = cq[empty]  # keep an emptied centroid where it was
+        cq = quantize(l2_normalize(sums))
+    return (cq / _Q).astype(np.float32)
 
 
 def assign_clusters(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cluster index, cosine similarity to its centroid) per row."""
-    sims = x @ centroids.T
+    """(cluster index, cosine similarity to its centroid) per row; exact, so any batching gives the same."""
+    sims = cosines(quantize(x), quantize(centroids))
     idx = np.argmax(sims, axis=1)
     return idx, sims[np.arange(len(x)), idx]
 
@@ -93,12 +115,13 @@ def cluster_order(uids: Sequence[int], centroid_sims: Sequence[float]) -> list[i
 
 def max_prior_similarity(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows in processing order: M[i] = max cosine similarity to rows j < i, and that j (-1 for row 0)."""
-    n = len(e)
+    eq = quantize(e)
+    n = len(eq)
     m = np.full(n, -1.0, dtype=np.float64)
     arg = np.full(n, -1, dtype=np.int64)
     for start in range(0, n, _BLOCK):
         stop = min(n, start + _BLOCK)
-        s = e[start:stop] @ e[:stop].T  # block x stop
+        s = cosines(eq[start:stop], eq[:stop])  # block x stop
         # mask j >= i (only earlier rows count)
         rows = np.arange(start, stop)[:, None]
         s[np.arange(stop)[None, :] >= rows] = -np.inf
@@ -132,10 +155,11 @@ def exact_cutoff(keys_sorted_window: Sequence, below: int, keep: int):
 
 def most_similar_kept(e_removed: np.ndarray, e_kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index into the kept rows and cosine similarity of each removed row's nearest kept row."""
-    idx = np.empty(len(e_removed), dtype=np.int64)
-    sim = np.empty(len(e_removed), dtype=np.float64)
-    for start in range(0, len(e_removed), _BLOCK):
-        s = e_removed[start:start + _BLOCK] @ e_kept.T
+    rq, kq = quantize(e_removed), quantize(e_kept)
+    idx = np.empty(len(rq), dtype=np.int64)
+    sim = np.empty(len(rq), dtype=np.float64)
+    for start in range(0, len(rq), _BLOCK):
+        s = cosines(rq[start:start + _BLOCK], kq)
         j = np.argmax(s, axis=1)
         idx[start:start + _BLOCK] = j
         sim[start:start + _BLOCK] = s[np.arange(len(j)), j]

@@ -7,9 +7,9 @@ it (``Count.Globally`` of 3 elements gave 6, and upstream DoFns ran twice), and 
 ``.with_outputs()`` to each consumer (``benchmarks/dask_runner_defects.py``). The dedupe graph therefore builds
 its global values from GroupByKey/CoGroupByKey only:
 
-- ``CombineToOne(fn, bucket_of, buckets)``: a global combine as two keyed shuffles (accumulators per bucket,
-  then merged under the one key ``ONE``), what combiner lifting does, spelled out; ``(ONE, result)``, or no
-  element at all for an empty input (no default).
+- ``CombineToOne(fn, bucket_of, buckets, order)``: a global combine as two keyed shuffles (accumulators per
+  bucket, then merged under the one key ``ONE``), what combiner lifting does, spelled out, in an order no
+  runner can change; ``(ONE, result)``, or no element at all for an empty input (no default).
 - ``fan_out(one, buckets)``: a global value copied to every bucket key, to be joined (CoGroupByKey) with a
   collection keyed by the same buckets: a side input as a keyed join.
 """
@@ -34,14 +34,14 @@ def fan_out(one, buckets: int):
     return [(b, value) for b in range(buckets)]
 
 
-def _partial(kv, fn: beam.CombineFn):
-    _bucket, xs = kv
-    return ONE, fn.compact(fn.add_inputs(fn.create_accumulator(), xs))
+def _partial(kv, fn: beam.CombineFn, order):
+    bucket, xs = kv
+    return ONE, (bucket, fn.compact(fn.add_inputs(fn.create_accumulator(), sorted(xs, key=order))))
 
 
 def _merged(kv, fn: beam.CombineFn):
-    _one, accumulators = kv
-    return ONE, fn.extract_output(fn.merge_accumulators(list(accumulators)))
+    _one, partials = kv
+    return ONE, fn.extract_output(fn.merge_accumulators([acc for _b, acc in sorted(partials, key=lambda p: p[0])]))
 
 
 class CombineToOne(beam.PTransform):
@@ -49,17 +49,20 @@ class CombineToOne(beam.PTransform):
 
     Elements are grouped by ``bucket_of(x) % buckets``; each bucket's accumulator is built where the bucket is,
     and the accumulators meet under ``ONE``: no worker holds more than one bucket or ``buckets``
-    accumulators."""
+    accumulators. The result does not depend on the runner: a shuffle delivers values in any order, so each
+    bucket adds its inputs sorted (by ``order``, a sort key; None: the elements themselves) and the
+    accumulators merge in bucket order. Approximate combiners (quantiles) need that to give the same answer
+    on every runner; exact ones lose nothing by it."""
 
-    def __init__(self, fn: beam.CombineFn, bucket_of: Callable[[object], int], buckets: int, label=None):
+    def __init__(self, fn: beam.CombineFn, bucket_of: Callable[[object], int], buckets: int, order=None, label=None):
         super().__init__(label)
-        self.fn, self.bucket_of, self.buckets = fn, bucket_of, max(1, buckets)
+        self.fn, self.bucket_of, self.buckets, self.order = fn, bucket_of, max(1, buckets), order
 
     def expand(self, pcoll):
         bucket_of, buckets = self.bucket_of, self.buckets
         return (pcoll
                 | "Bucket" >> beam.Map(lambda x: (bucket_of(x) % buckets, x))
                 | "GroupBuckets" >> beam.GroupByKey()
-                | "Partial" >> beam.Map(_partial, self.fn)
+                | "Partial" >> beam.Map(_partial, self.fn, self.order)
                 | "GroupOne" >> beam.GroupByKey()
                 | "Merge" >> beam.Map(_merged, self.fn))

@@ -71,21 +71,19 @@ def _fit(kv, cfg, plan=None):
         yield ONE, centroids
 
 
-def _assign(kv, centroids, v: np.ndarray):
-    uid, e = kv
-    idx, sim = semantic.assign_clusters(v[None, :], centroids)  # one row at a time: a batch could round differently
-    return int(idx[0]), (uid, e, float(sim[0]))
-
-
 def _assign_bucket(kv, plan=None):
-    """(bucket, {embedded: [(uid, embedding)], c: [centroids]}) -> (cluster, (uid, embedding, similarity)) each."""
+    """(bucket, {embedded: [(uid, embedding)], c: [centroids]}) -> (cluster, (uid, embedding, similarity)) each.
+    One batch per bucket: the similarities are exact, so the batch's make-up cannot change a bit of them."""
     _b, g = kv
     cs = list(g["c"])
     if not cs:
         return
     items = list(g["embedded"])
-    for item, v in zip(items, _vectors([e for _uid, e in items], plan)):
-        yield _assign(item, cs[0], v)
+    if not items:
+        return
+    idx, sim = semantic.assign_clusters(_vectors([e for _uid, e in items], plan), cs[0])
+    for (uid, e), i, s in zip(items, idx.tolist(), sim.tolist()):
+        yield i, (uid, e, s)
 
 
 def _scored_cluster(items, plan=None):
@@ -220,13 +218,17 @@ class RankCutoff(beam.PTransform):
         b = self.buckets
         stats = keys | "CountAndQuantiles" >> CombineToOne(
             SingleInputTupleCombineFn(CountCombineFn(), ApproximateQuantilesCombineFn.create(num_quantiles=_QUANTILES)),
-            lambda k, b=b: _key_bucket(k, b), b)
+            lambda k, b=b: _key_bucket(k, b), b)  # keys are unique tuples: sorted as they are
         bracket = stats | "Bracket" >> beam.Map(_bracket_of, self.keep_fraction)
         windows = ({"k": keys | "KeyBuckets" >> beam.Map(lambda k, b=b: (_key_bucket(k, b), k)),
                     "br": bracket | "FanBracket" >> beam.FlatMap(fan_out, b)}
                    | "JoinBracket" >> beam.CoGroupByKey()
                    | "Window" >> beam.FlatMap(_window_part))
         return windows | "GroupWindows" >> beam.GroupByKey() | "Exact" >> beam.Map(_cutoff_of_parts)
+
+
+def _uid_of(kv) -> int:
+    return kv[0]
 
 
 def _uid_bucket(kv, buckets: int) -> int:
@@ -256,7 +258,7 @@ class SemanticDuplicates(beam.PTransform):
         centroids = (embedded
                      | "CountAndSample" >> CombineToOne(SingleInputTupleCombineFn(
                          CountCombineFn(), TopCombineFn(cfg.sample_size, key=lambda kv, s=seed: semantic.tiebreak(kv[0], s))),
-                         by_uid, b)
+                         by_uid, b, order=_uid_of)
                      | "FitKMeans" >> beam.FlatMap(_fit, cfg, plan))
         assigned = ({"embedded": embedded | "EmbBuckets" >> beam.Map(lambda kv, b=b: (_uid_bucket(kv, b), kv)),
                      "c": centroids | "FanCentroids" >> beam.FlatMap(fan_out, b)}
