@@ -14,7 +14,8 @@ positions and vocab 50368 (we count our own parameters, alibi/no-bias/50432).
     python benchmarks/train_mfu.py --presets 1b --seqs 2048 --attn flex triton --json out.jsonl
     python benchmarks/train_mfu.py --presets 30b --layers 2 --seqs 2048 --attn auto   # MPT-30B-shaped block (head dim 112)
 
-``--mbs`` overrides the micro-batch of the SHAPES table (halved on OOM down to 1); ``--layers`` keeps a
+``--mbs`` / ``--accum`` override the micro-batch and accumulation of the SHAPES table (the micro-batch is halved on
+OOM down to 1); ``--layers`` keeps a
 preset's width and heads but cuts its depth (a 30b-shaped 2-layer model fits one GPU with AdamW state).
 
 Precision (issue 33): ``--precisions bf16 tensorwise rowwise`` runs each shape in bf16 and in ``precision:
@@ -157,6 +158,7 @@ def main(argv=None):
     ap.add_argument("--norm-impl", default="torch", choices=["torch", "fused", "auto"])
     ap.add_argument("--layers", type=int, help="override the preset's n_layers (e.g. 2 for a 30b-shaped block)")
     ap.add_argument("--mbs", type=int, help="micro-batch to start from (default: the SHAPES table)")
+    ap.add_argument("--accum", type=int, help="gradient accumulation steps (default: the SHAPES table)")
     ap.add_argument("--init", default="full", choices=["full", "meta"], help="init_device (meta: init on the GPU)")
     ap.add_argument("--ckpt", action="store_true", help="activation checkpointing")
     ap.add_argument("--no-compile", action="store_true")
@@ -178,7 +180,7 @@ def main(argv=None):
         for attn in args.attn:
             for precision in args.precisions:
                 mbs, accum = SHAPES.get((preset, seq), (1, 2))
-                mbs = args.mbs or mbs
+                mbs, accum = args.mbs or mbs, args.accum or accum
                 while mbs >= 1:
                     try:
                         row = bench_one(preset, seq, attn, mbs, accum, not args.no_compile, args.loss_impl,
