@@ -54,9 +54,8 @@ def _cpu_flags() -> set[str]:
 def _core_types() -> list[str | None]:
     """None (the machine's own kernels) and the OpenBLAS kernel sets this CPU can run, when numpy's BLAS is a
     DYNAMIC_ARCH OpenBLAS (``OPENBLAS_CORETYPE`` is ignored otherwise, which only makes the test weaker)."""
-    from threadpoolctl import threadpool_info
-
     import numpy  # noqa: F401  (loads its BLAS, so threadpoolctl sees it)
+    from threadpoolctl import threadpool_info
 
     if not any(i.get("internal_api") == "openblas" for i in threadpool_info()):
         return [None]
@@ -84,7 +83,7 @@ def test_removals_are_the_same_under_every_blas_kernel_and_thread_count():
     for core in _core_types():
         for threads in (1, 2):
             proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=_blas_env(core, threads), cwd=REPO,
-                                  capture_output=True, text=True, timeout=300)
+                                  capture_output=True, text=True, timeout=300, check=False)
             assert proc.returncode == 0, proc.stderr[-3000:]
             got[(core or "native", threads)] = proc.stdout.split()
     assert all(int(n) == 400 for n, _h in got.values())  # the keep fraction, exactly (0.8 of 2,000)
@@ -144,7 +143,7 @@ def test_local_portable_and_dask_builds_remove_the_same_documents(tmp_path, toke
         proc = subprocess.run([sys.executable, "-m", "pipelines.build", "--sources", str(sources), "--out", str(out),
                                "--tokenizer", tokenizer_path, "--mixture", "mpt30b_2k", "--skip-mixture", "--write-rejects",
                                "--allow-missing-sources", *extra], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
+                              capture_output=True, text=True, timeout=900, check=False)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         return out
 
