@@ -252,7 +252,7 @@ class StaticMiniLM:
         return l2_normalize((s / denom.clamp_min(1e-30)[:, None]).cpu().numpy().astype(np.float32))
 
 
-def load_embedder(model: str = "static-minilm-l6", device: str = "auto", threads: int | None = None,
+def load_embedder(model: str = STATIC_MODEL, device: str = "auto", threads: int | None = None,
                   precision: str = "fp16", table: np.ndarray | None = None):
     """The embedder a SemDedup config names, on the device it resolves to (``DoFn.setup`` calls this once);
     ``precision`` is the transformer's on a GPU (the static model and the CPU are fp32); ``table`` the static

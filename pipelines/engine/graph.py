@@ -9,6 +9,7 @@ files (``pipelines.engine.progress``) are only for live progress.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import time
@@ -187,11 +188,12 @@ def by_cost(plan: BuildPlan, chunks: int = 1) -> list[PartTask]:
     size = -(-len(ordered) // chunks)  # from_sequence's partition size
     room = [min(size, len(ordered) - i * size) for i in range(-(-len(ordered) // size))]
     dealt: list[list[PartTask]] = [[] for _ in room]
-    load = [0.0] * len(room)
-    for t in ordered:
-        i = min((i for i in range(len(room)) if len(dealt[i]) < room[i]), key=lambda i: (load[i], i))
+    open_chunks = [(0.0, i) for i in range(len(room))]  # (load, chunk) of the chunks with room: a heap
+    for t in ordered:  # O(parts log chunks): 100,000 parts into 1,024 chunks stays well under a second
+        load, i = heapq.heappop(open_chunks)
         dealt[i].append(t)
-        load[i] += part_cost(plan, t)
+        if len(dealt[i]) < room[i]:
+            heapq.heappush(open_chunks, (load + part_cost(plan, t), i))
     return [t for chunk in dealt for t in chunk]
 
 
